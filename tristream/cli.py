@@ -1,0 +1,199 @@
+"""tristream command line: collect | sft | train | eval | bench | env | config.
+
+Every command takes config overrides as ``key.sub=value`` words (``tristream config keys`` lists them
+all, with types, defaults and help) and ``--preset NAME`` (a YAML file in tristream/config/presets/ or a
+path). The resolved config is saved into every run directory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+OVERRIDES_HELP = "config overrides key.sub=value (list all: tristream config keys), e.g. algo.lr=3e-4 rollout.num_envs=16"
+
+
+def _load(args):
+    from tristream.config import Config, load_config
+    return load_config(Config, args.preset, args.overrides)
+
+
+def _env_spec(cfg):
+    from tristream.runtime.roles import make_env
+    env = make_env(cfg.env)
+    spec = env.spec
+    env.close()
+    return spec
+
+
+def _new_run_dir(cfg) -> Path:
+    base = Path(cfg.run.dir) / cfg.run.name
+    run_dir, i = base, 1
+    while run_dir.exists() and any(run_dir.iterdir()):
+        run_dir = base.with_name(f"{base.name}-{i}")
+        i += 1
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def cmd_train(args) -> int:
+    from tristream.config import Config, config_from_dict, save_config
+    if args.resume:
+        import yaml
+        run_dir = Path(args.resume)
+        cfg_path = run_dir / "config.yaml"
+        if not cfg_path.exists():
+            raise SystemExit(f"error: {cfg_path} not found: is {run_dir} a tristream run directory?")
+        from tristream.config.loader import apply_overrides
+        cfg = config_from_dict(Config, apply_overrides(Config, yaml.safe_load(cfg_path.read_text()), args.overrides))
+    else:
+        cfg = _load(args)
+        run_dir = _new_run_dir(cfg)
+    print(f"[tristream] run directory: {run_dir}")
+    spec = _env_spec(cfg)
+    if cfg.train.init or (args.resume and not (run_dir / "demos.hdf5").exists()):
+        from tristream.workflow.evaluate import evaluate, format_table
+        from tristream.workflow.rl import rl_train
+        save_config(cfg, run_dir / "config.yaml")
+        policy = rl_train(cfg, run_dir, spec, init=cfg.train.init or None, resume=bool(args.resume),
+                          progress=not args.no_progress)
+        result = evaluate(policy, cfg, out_dir=run_dir / "eval", label="rl")
+        print(format_table({"rl": result}))
+        return 0
+    from tristream.workflow.recipe import run_recipe
+    run_recipe(cfg, run_dir, spec, resume=bool(args.resume), progress=not args.no_progress)
+    return 0
+
+
+def cmd_collect(args) -> int:
+    from tristream.workflow.collect import collect
+    cfg = _load(args)
+    stats = collect(cfg, args.out, progress=not args.no_progress)
+    print(f"[tristream] wrote {stats['episodes']} episodes to {args.out} "
+          f"(expert success {stats['expert_success']:.2f} over {stats['tried']} tries)")
+    return 0
+
+
+def cmd_sft(args) -> int:
+    from tristream.config import save_config
+    from tristream.metrics.tracker import Tracker
+    from tristream.workflow.sft import sft
+    cfg = _load(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    tracker = Tracker(out)
+    sft(cfg, args.data, out, _env_spec(cfg), tracker=tracker, progress=not args.no_progress)
+    tracker.close()
+    print(f"[tristream] SFT policy saved to {out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from tristream.policies.io import load_policy
+    from tristream.workflow.evaluate import evaluate, format_table
+    cfg = _load(args)
+    path = Path(args.checkpoint)
+    if (path / "checkpoints" / "latest").exists():  # a run directory: its newest checkpoint
+        from tristream.checkpoint import latest_checkpoint
+        path = latest_checkpoint(path)
+    policy = load_policy(path)
+    out = Path(args.out) if args.out else path / "eval"
+    result = evaluate(policy, cfg, episodes=args.episodes, out_dir=out, label=args.label)
+    print(format_table({args.label: result}))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.label}.json").write_text(json.dumps(result, indent=2))
+    print(f"[tristream] results and GIFs in {out}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    cfg = _load(args)
+    if args.what == "env":
+        from tristream.envs.throughput import env_only_throughput
+        from tristream.runtime.roles import env_kwargs
+        r = env_only_throughput(cfg.env.name, num_envs=args.num_envs, steps=args.steps, **env_kwargs(cfg.env))
+        print(f"workload: env {cfg.env.name}, {args.num_envs} envs in one process, {args.steps} steps, zero-cost "
+              f"policy, images {cfg.env.image_size}x{cfg.env.image_size}")
+        print(f"env-only throughput: {r['env_steps_per_s']:.0f} env steps/s ({r['seconds']:.1f} s)")
+        return 0
+    raise SystemExit(f"error: unknown benchmark {args.what!r}; valid: env")
+
+
+def cmd_env(args) -> int:
+    import tristream.envs  # noqa: F401
+    from tristream.registry import ENVS
+    print("\n".join(ENVS.names()))
+    return 0
+
+
+def cmd_config(args) -> int:
+    from tristream.config import Config, describe, to_dict
+    if args.what == "keys":
+        for key, tp, default, help_ in describe(Config):
+            print(f"{key:<32} {tp:<22} {str(default):<14} {help_}")
+    else:
+        import yaml
+        print(yaml.safe_dump(to_dict(_load(args)), sort_keys=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tristream", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, what: list[str] | None = None, what_help: str = ""):
+        if what:  # a positional choice must come before the open-ended overrides
+            sp.add_argument("what", choices=what, help=what_help)
+        sp.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+        sp.add_argument("--preset", default="default", help="config preset name or YAML path (default: default)")
+        sp.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+        return sp
+
+    t = common(sub.add_parser("train", help="the default recipe (demos, SFT, RL, eval), or RL from train.init",
+                              description="With no train.init: collect demos, SFT, RL, evaluate SFT and RL, print a "
+                                          "summary. With train.init=DIR: RL from that policy, then evaluate."))
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    t.set_defaults(func=cmd_train)
+    c = common(sub.add_parser("collect", help="record scripted-expert demonstrations (HDF5, robomimic layout)"))
+    c.add_argument("--out", required=True, help="output HDF5 path")
+    c.set_defaults(func=cmd_collect)
+    s = common(sub.add_parser("sft", help="behaviour cloning on a demonstration dataset"))
+    s.add_argument("--data", required=True, nargs="+", help="HDF5 dataset path(s) (tristream or LIBERO layout)")
+    s.add_argument("--out", required=True, help="output folder for the policy")
+    s.set_defaults(func=cmd_sft)
+    e = common(sub.add_parser("eval", help="success per task on held-out seeds, 95%% CIs, GIFs"))
+    e.add_argument("checkpoint", help="a policy folder, a checkpoint folder or a run directory")
+    e.add_argument("--episodes", type=int, default=None, help="episodes (default: eval.episodes)")
+    e.add_argument("--out", default=None, help="output folder (default: <checkpoint>/eval)")
+    e.add_argument("--label", default="eval", help="name of this evaluation in tables and file names")
+    e.set_defaults(func=cmd_eval)
+    b = common(sub.add_parser("bench", help="benchmarks: env (env-only throughput, the ceiling)"), ["env"],
+               "which benchmark")
+    b.add_argument("--num-envs", type=int, default=8, help="envs stepped in one process")
+    b.add_argument("--steps", type=int, default=2000, help="env steps in total")
+    b.set_defaults(func=cmd_bench)
+    v = sub.add_parser("env", help="list registered envs")
+    v.add_argument("what", choices=["list"])
+    v.set_defaults(func=cmd_env)
+    k = common(sub.add_parser("config", help="show the resolved config (show) or every key with help (keys)"),
+               ["show", "keys"], "show: the resolved config as YAML; keys: every key with type, default, help")
+    k.set_defaults(func=cmd_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

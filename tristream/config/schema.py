@@ -1,0 +1,148 @@
+"""The typed config tree. Every field has a default that works out of the box and a one-line help.
+
+Presets (YAML in ``presets/``) override defaults; dotted command-line overrides override presets:
+``tristream train algo.lr=3e-4 rollout.num_envs=16``. The resolved tree is saved into every run directory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+
+def f(default, help: str, **limits):
+    """A field with help text and optional min/max limits (checked on load)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **limits})
+    return field(default=default, metadata={"help": help, **limits})
+
+
+@dataclass
+class RunConfig:
+    name: str = f("default", "run name; outputs go to <dir>/<name>/")
+    dir: str = f("runs", "parent directory of run directories")
+    seed: int = f(0, "master seed: env seeds, sampling and initialisation derive from it", min=0)
+    torch_threads: int = f(2, "torch intra-op threads in the learner process", min=1)
+
+
+@dataclass
+class EnvConfig:
+    name: str = f("tabletop", "registered env name (tristream env list) or import path package.module:factory")
+    tasks: list[str] = f([], "task families for the tabletop mix (empty: the env's default mix)")
+    image_size: int = f(64, "square camera resolution in pixels", min=8, max=512)
+    max_episode_steps: int = f(50, "env steps before truncation", min=1)
+    reward_shaping: bool = f(False, "add the env's dense shaping term to the sparse success reward")
+    extra_latency: Optional[str] = f(None, "optional long-tail step latency model (later issue)")
+
+
+@dataclass
+class PolicyConfig:
+    name: str = f("vla", "registered policy name or import path package.module:factory")
+    head: Literal["gaussian", "discrete"] = f("gaussian", "action head: Gaussian chunks or 256-bin tokens")
+    chunk_len: int = f(4, "actions per chunk (K); one inference call per chunk", min=1)
+    hidden_dim: int = f(256, "trunk width", min=8)
+    init_log_std: float = f(-1.0, "initial log std of the Gaussian head")
+
+
+@dataclass
+class CollectConfig:
+    episodes: int = f(400, "expert episodes to record", min=1)
+    expert_noise: float = f(0.3, "std of Gaussian noise added to the scripted expert's actions", min=0.0)
+    workers: int = f(2, "collector processes", min=1)
+    keep_failures: bool = f(False, "also keep episodes the noisy expert failed")
+
+
+@dataclass
+class SFTConfig:
+    steps: int = f(1500, "behaviour-cloning gradient steps", min=0)
+    batch_size: int = f(64, "samples per BC step", min=1)
+    lr: float = f(1e-3, "Adam learning rate", min=0.0)
+    weight_decay: float = f(0.0, "AdamW weight decay", min=0.0)
+    log_every: int = f(50, "steps between console lines", min=1)
+
+
+@dataclass
+class RolloutConfig:
+    num_envs: int = f(32, "environments in total, over all env workers", min=1)
+    episodes_per_env: int = f(1, "episodes each env runs per global step (rollouts are episodic)", min=1)
+    segment_len: int = f(8, "decision steps per streamed trajectory segment", min=1)
+    group_size: int = f(1, "envs that share each episode seed (a GRPO group: same task and initial state)", min=1)
+
+
+@dataclass
+class AlgoConfig:
+    loss: Literal["ppo", "decoupled_ppo", "grpo", "gspo", "fiberpo", "fiberpo_domain"] = f(
+        "ppo", "policy loss (see docs/algorithms.md)")
+    advantage: Literal["gae", "grpo"] = f("gae", "advantage estimator")
+    loss_reduction: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"] = f(
+        "token-mean", "how per-token losses reduce to a scalar")
+    lr: float = f(3e-4, "Adam learning rate", min=0.0)
+    gamma: float = f(0.99, "discount per decision step", min=0.0, max=1.0)
+    gae_lambda: float = f(0.95, "GAE lambda", min=0.0, max=1.0)
+    clip_eps: float = f(0.2, "PPO ratio clip", min=0.0)
+    dual_clip: Optional[float] = f(None, "PPO dual clip constant (> 1) or null")
+    vf_coef: float = f(0.5, "value loss weight", min=0.0)
+    ent_coef: float = f(0.0, "entropy bonus weight", min=0.0)
+    max_grad_norm: float = f(1.0, "gradient clipping norm (0: no clipping)", min=0.0)
+    norm_adv: bool = f(True, "normalise GAE advantages over each global step")
+    update_epochs: int = f(2, "passes over each global step's data", min=1)
+    global_batch: int = f(256, "samples (decision steps) per optimizer step", min=1)
+    micro_batch: int = f(128, "samples per forward/backward (gradient accumulation)", min=1)
+    fiberpo_eps: float = f(0.03, "FiberPO token radius (tristream default; the paper gives none)", min=0.0)
+    fiberpo_c_pos: float = f(0.15, "FiberPO positive-channel budget C+ (tristream default)", min=0.0)
+    fiberpo_c_neg: float = f(0.08, "FiberPO negative-channel budget C- (tristream default)", min=0.0)
+    gspo_clip_low: float = f(3e-4, "GSPO lower clip", min=0.0)
+    gspo_clip_high: float = f(4e-4, "GSPO upper clip", min=0.0)
+
+    def validate(self) -> None:
+        if self.dual_clip is not None and self.dual_clip <= 1.0:
+            raise ValueError(f"dual_clip must be > 1 or null, got {self.dual_clip}")
+        if self.loss in ("fiberpo", "fiberpo_domain") and self.fiberpo_c_neg > self.fiberpo_c_pos:
+            raise ValueError("fiberpo_c_neg should not exceed fiberpo_c_pos (the negative channel drifts faster)")
+
+
+@dataclass
+class RuntimeConfig:
+    backend: Literal["local", "serial"] = f("local", "local: roles in processes; serial: one process (debugging, exact tests)")
+    mode: Literal["sync"] = f("sync", "scheduling: sync (lockstep baseline)")
+    env_workers: int = f(2, "EnvWorker processes", min=1)
+    groups_per_worker: int = f(1, "env groups (slots) per env worker, each stepping on its own clock", min=1)
+    batch_max: int = f(0, "dynamic batcher: fire at this many samples (0: all envs, i.e. lockstep)", min=0)
+    batch_timeout_ms: float = f(5.0, "dynamic batcher: fire after this wait when batch_max is not reached", min=0.0)
+    max_policy_lag: int = f(0, "the oldest policy version a trained sample may come from, in versions", min=0)
+    inference_threads: int = f(1, "torch threads of the inference worker", min=1)
+    timeout_s: float = f(120.0, "give up on a role that sends nothing for this long", min=1.0)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = f(30, "global steps of RL (one rollout + update each)", min=0)
+    save_every: int = f(5, "global steps between checkpoints", min=1)
+    init: str = f("", "policy to start from: a run dir or checkpoint dir; empty in the recipe: the SFT checkpoint")
+
+
+@dataclass
+class EvalConfig:
+    episodes: int = f(100, "held-out episodes per evaluated checkpoint", min=1)
+    seed_offset: int = f(10_000_000, "held-out seeds start here (training seeds stay far below)", min=0)
+    videos: int = f(4, "episodes to save as GIFs", min=0)
+    deterministic: bool = f(True, "act with the mean / most likely action")
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        if self.rollout.num_envs % (self.runtime.env_workers * self.runtime.groups_per_worker):
+            raise ValueError(
+                f"rollout.num_envs={self.rollout.num_envs} must divide evenly into runtime.env_workers="
+                f"{self.runtime.env_workers} x runtime.groups_per_worker={self.runtime.groups_per_worker} groups")

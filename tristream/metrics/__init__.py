@@ -1,0 +1,1 @@
+"""Metrics: a tracker (JSONL + TensorBoard), the console line, plots."""

@@ -1,0 +1,36 @@
+"""Policies: the Policy interface (base.py), the built-in small VLA (vla/), save/load (io.py).
+
+Add a policy by registering a factory ``factory(env_spec, **kwargs) -> Policy``:
+    from tristream.registry import register_policy
+    register_policy("my_policy", make_my_policy)
+or name it by import path (``"my_pkg.module:make_my_policy"``) wherever a policy name is expected.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..registry import POLICIES, register_policy
+from .base import ActOutput, EvalOutput, Policy
+from .vla import VLAConfig, VLAPolicy, make_vla_policy
+
+register_policy("vla", make_vla_policy, overwrite=True)  # overwrite: harmless on module reload
+
+
+def make_policy(name: str, env_spec, **kwargs: Any) -> Policy:
+    """Build a registered policy (or one named by import path) for ``env_spec``."""
+    policy = POLICIES.resolve(name)(env_spec, **kwargs)
+    if getattr(policy, "registry_name", None) != name:
+        try:  # remember the name it was built under, so save_policy can record it
+            policy.registry_name = name
+        except AttributeError:
+            pass
+    return policy
+
+
+__all__ = [
+    "ActOutput", "EvalOutput", "Policy", "VLAConfig", "VLAPolicy", "make_policy", "register_policy",
+    "save_policy", "load_policy", "read_policy_meta",
+]
+
+
+from .io import load_policy, read_policy_meta, save_policy  # noqa: E402  (io uses make_policy)

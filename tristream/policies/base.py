@@ -1,0 +1,58 @@
+"""The policy interface: (images, instruction, proprio state) -> action chunk, log-probs, value.
+
+A "token" is one log-probability unit of the action head: one per action chunk for a continuous
+(Gaussian) head, one per (chunk step, action dim) for a discrete head. Log-probs come as [B, L] with
+L = ``tokens_per_chunk``; the RL losses work on that token axis.
+
+Observation batches are dicts of tensors:
+    images:       uint8 [B, n_cameras, H, W, 3]
+    state:        float32 [B, state_dim]
+    instruction:  list[str] of length B
+Actions are float32 [B, K, action_dim] (K = chunk length).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ActOutput:
+    actions: torch.Tensor  # [B, K, A] float32
+    logp: torch.Tensor  # [B, L] behaviour log-probs of the sampled actions
+    value: torch.Tensor  # [B]
+
+
+@dataclass
+class EvalOutput:
+    logp: torch.Tensor  # [B, L] current log-probs of the given actions
+    entropy: torch.Tensor  # [B, L]
+    value: torch.Tensor  # [B]
+
+
+class Policy(nn.Module):
+    """Subclasses implement ``act`` and ``evaluate`` and set ``chunk_len`` and ``tokens_per_chunk``."""
+
+    chunk_len: int
+    tokens_per_chunk: int
+
+    def act(self, obs: dict[str, Any], deterministic: bool = False) -> ActOutput:
+        raise NotImplementedError
+
+    def evaluate(self, obs: dict[str, Any], actions: torch.Tensor) -> EvalOutput:
+        raise NotImplementedError
+
+    def value(self, obs: dict[str, Any]) -> torch.Tensor:
+        """State value [B] (used for bootstrapping)."""
+        raise NotImplementedError
+
+    def bc_loss(self, obs: dict[str, Any], actions: torch.Tensor) -> torch.Tensor:
+        """Behaviour-cloning loss (scalar) for expert action chunks [B, K, A]; default: mean NLL."""
+        return -self.evaluate(obs, actions).logp.sum(-1).mean()
+
+    def config_dict(self) -> dict[str, Any]:
+        """JSON-serialisable constructor arguments, saved beside the weights."""
+        raise NotImplementedError

@@ -1,0 +1,135 @@
+"""Observation encoders of the VLA: FiLM-conditioned CNN, instruction encoder, proprio encoder."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .tokenizer import PAD_ID
+
+
+def mlp(sizes: list[int], act: type[nn.Module] = nn.GELU, last_act: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2 or last_act:
+            layers.append(act())
+    return nn.Sequential(*layers)
+
+
+class InstructionEncoder(nn.Module):
+    """Token ids [B, L] -> word embeddings -> masked mean over real tokens -> MLP -> [B, lang_dim]."""
+
+    def __init__(self, vocab_size: int, word_dim: int, lang_dim: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, word_dim, padding_idx=PAD_ID)
+        self.mlp = mlp([word_dim, lang_dim, lang_dim])
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = (ids != PAD_ID).unsqueeze(-1).float()  # [B, L, 1]
+        pooled = (self.embed(ids) * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # empty text -> zeros
+        return self.mlp(pooled)
+
+
+class RunningNorm(nn.Module):
+    """Running mean/var of the input (updated in train() mode), used to standardise proprio state."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, clip: float = 10.0):
+        super().__init__()
+        self.eps, self.clip = eps, clip
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("var", torch.ones(dim))
+        self.register_buffer("count", torch.zeros(()))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:  # parallel (Chan et al.) mean/var merge
+        n = x.shape[0]
+        if n == 0:
+            return
+        b_mean, b_var = x.mean(0), x.var(0, unbiased=False)
+        total = self.count + n
+        delta = b_mean - self.mean
+        self.mean += delta * n / total
+        self.var.copy_((self.var * self.count + b_var * n + delta**2 * self.count * n / total) / total)
+        self.count.copy_(total)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.update(x)
+        return ((x - self.mean) / torch.sqrt(self.var + self.eps)).clamp(-self.clip, self.clip)
+
+
+class ProprioEncoder(nn.Module):
+    def __init__(self, state_dim: int, out_dim: int, normalize: bool):
+        super().__init__()
+        self.norm = RunningNorm(state_dim) if normalize else nn.Identity()
+        self.mlp = mlp([state_dim, out_dim, out_dim])
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.norm(state))
+
+
+class SpatialSoftmax(nn.Module):
+    """[N, C, H, W] -> expected (x, y) in [-1, 1] of each channel's softmax over pixels: [N, 2C]."""
+
+    def __init__(self):
+        super().__init__()
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        attn = torch.softmax(x.flatten(2) / self.log_temperature.exp(), dim=-1).view(n, c, h, w)
+        ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
+        xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype)
+        ex = (attn.sum(2) * xs).sum(-1)  # marginal over rows, then expectation over columns
+        ey = (attn.sum(3) * ys).sum(-1)
+        return torch.cat([ex, ey], dim=-1)
+
+
+class FiLMConvEncoder(nn.Module):
+    """A small CNN shared across cameras whose every layer is FiLM-modulated by a conditioning vector.
+
+    The conditioning vector is the instruction embedding plus a learned per-camera embedding, so the
+    same weights serve every camera while language decides which features (which colour) light up.
+    images uint8 [B, n_cams, H, W, 3], cond [B, cond_dim] -> features [B, n_cams * feat_per_cam].
+    """
+
+    def __init__(
+        self,
+        n_cams: int,
+        cond_dim: int,
+        channels: tuple[int, ...],
+        strides: tuple[int, ...],
+        group_norm: bool,
+        pool: str,
+    ):
+        super().__init__()
+        self.n_cams = n_cams
+        self.channels = channels
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        c_in = 3
+        for i, (c, s) in enumerate(zip(channels, strides)):
+            k = 5 if i == 0 else 3
+            self.convs.append(nn.Conv2d(c_in, c, kernel_size=k, stride=s, padding=k // 2))
+            self.norms.append(nn.GroupNorm(8, c, affine=False) if group_norm else nn.Identity())
+            c_in = c
+        self.cam_embed = nn.Parameter(torch.zeros(n_cams, cond_dim))
+        # FiLM generator: one linear for all layers' (gamma, beta); small init = near-identity modulation
+        self.film = nn.Linear(cond_dim, 2 * sum(channels))
+        nn.init.normal_(self.film.weight, std=0.02)
+        nn.init.zeros_(self.film.bias)
+        self.pool = SpatialSoftmax() if pool == "spatial_softmax" else None
+        self.feat_per_cam = channels[-1] * (2 if pool == "spatial_softmax" else 1)
+        self.out_dim = n_cams * self.feat_per_cam
+
+    def forward(self, images: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        b, n, h, w, _ = images.shape
+        x = images.reshape(b * n, h, w, 3).permute(0, 3, 1, 2).float().div_(255.0)
+        cond = (cond.unsqueeze(1) + self.cam_embed.unsqueeze(0)).reshape(b * n, -1)  # [B*n, cond_dim]
+        film = torch.split(self.film(cond), [2 * c for c in self.channels], dim=-1)
+        for conv, norm, fb in zip(self.convs, self.norms, film):
+            gamma, beta = fb[:, :, None, None].chunk(2, dim=1)
+            x = F.relu_(torch.addcmul(beta, norm(conv(x)), gamma + 1.0))  # FiLM: x * (1 + gamma) + beta
+        feats = self.pool(x) if self.pool is not None else x.mean(dim=(2, 3))
+        return feats.reshape(b, n * self.feat_per_cam)

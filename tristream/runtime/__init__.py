@@ -1,0 +1,1 @@
+"""The runtime: roles (EnvWorker, InferenceWorker, Learner), channels, weight sync, backends, wiring."""

@@ -1,0 +1,12 @@
+"""Backends decide where roles live: ``serial`` (one process, one event loop) or ``local`` (processes)."""
+from __future__ import annotations
+
+
+def make_backend(cfg, env_spec):
+    if cfg.runtime.backend == "serial":
+        from tristream.runtime.backends.serial import SerialBackend
+        return SerialBackend(cfg, env_spec)
+    if cfg.runtime.backend == "local":
+        from tristream.runtime.backends.local import LocalBackend
+        return LocalBackend(cfg, env_spec)
+    raise ValueError(f"unknown runtime.backend {cfg.runtime.backend!r}; valid: local, serial")

@@ -1,0 +1,97 @@
+"""Local backend: each EnvWorker and the InferenceWorker in its own process; the learner in this one.
+
+Processes start with the ``spawn`` method (no inherited OpenMP or GL state). Children ignore SIGINT:
+the main process owns shutdown, so Ctrl-C always ends in a checkpoint and a clean stop.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+import traceback
+
+from tristream.runtime import roles
+from tristream.runtime.channels import ProcessChannel
+from tristream.runtime.messages import RoleError, Stop
+
+
+def _role_main(kind: str, cfg, args: tuple, learner_inbox) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        if kind == "env":
+            from tristream.runtime.env_worker import run_env_worker
+            run_env_worker(roles.build_env_worker(cfg, *args, learner_inbox))
+        else:
+            import torch
+            torch.set_num_threads(cfg.runtime.inference_threads)
+            from tristream.runtime.inference import run_inference_worker
+            run_inference_worker(roles.build_inference_worker(cfg, *args))
+    except Exception:
+        learner_inbox.put(RoleError(f"{kind} {args[0] if kind == 'env' else ''}".strip(), traceback.format_exc()))
+
+
+class LocalBackend:
+    def __init__(self, cfg, env_spec):
+        self.cfg = cfg
+        plan = roles.shard_plan(cfg)
+        ctx = mp.get_context("spawn")
+        depth = 4 * plan.num_groups + 8  # enough for every group's request plus control messages
+        self.learner_inbox = ProcessChannel(ctx, maxsize=max(64, 4 * plan.num_envs))
+        self.inference_inbox = ProcessChannel(ctx, maxsize=depth)
+        self.env_inboxes = {w: ProcessChannel(ctx, maxsize=depth) for w in range(plan.env_workers)}
+        os.environ.setdefault("OMP_NUM_THREADS", "1")  # env workers need no BLAS threads
+        self.procs: dict[str, mp.Process] = {}
+        for w in range(plan.env_workers):
+            self.procs[f"env_worker{w}"] = ctx.Process(
+                target=_role_main, name=f"tristream-env{w}", daemon=True,
+                args=("env", cfg, (w, self.env_inboxes[w], self.inference_inbox), self.learner_inbox))
+        self.procs["inference"] = ctx.Process(
+            target=_role_main, name="tristream-inference", daemon=True,
+            args=("inference", cfg, (env_spec, self.inference_inbox, self.env_inboxes), self.learner_inbox))
+        for p in self.procs.values():
+            p.start()
+
+    def send_inference(self, msg) -> None:
+        self.inference_inbox.put(msg, timeout=self.cfg.runtime.timeout_s)
+
+    def send_env_workers(self, msg) -> None:
+        for inbox in self.env_inboxes.values():
+            inbox.put(msg, timeout=self.cfg.runtime.timeout_s)
+
+    def learner_get(self, timeout: float) -> object:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                msg = self.learner_inbox.get(timeout=0.5)
+            except queue.Empty:
+                dead = [n for n, p in self.procs.items() if not p.is_alive()]
+                if dead:
+                    raise RuntimeError(f"role process(es) died: {', '.join(dead)} (exit codes "
+                                       f"{[self.procs[n].exitcode for n in dead]})")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the learner received nothing for {timeout:.0f} s (runtime.timeout_s)")
+                continue
+            if isinstance(msg, RoleError):
+                raise RuntimeError(f"{msg.role} failed:\n{msg.traceback}")
+            return msg
+
+    def role_stats(self) -> dict[str, float]:
+        return {}
+
+    def close(self) -> None:
+        for inbox in [self.inference_inbox, *self.env_inboxes.values()]:
+            try:
+                inbox.put(Stop(), timeout=1.0)
+            except queue.Full:
+                pass
+        deadline = time.monotonic() + 5.0
+        for p in self.procs.values():
+            p.join(timeout=max(0.1, deadline - time.monotonic()))
+        for p in self.procs.values():
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=2.0)
+            if p.is_alive():
+                p.kill()

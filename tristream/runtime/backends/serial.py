@@ -1,0 +1,53 @@
+"""Serial backend: every role in this process, pumped by one event loop (debugging and exact tests)."""
+from __future__ import annotations
+
+import time
+
+from tristream.runtime import roles
+from tristream.runtime.channels import Empty, SerialChannel
+
+
+class SerialBackend:
+    def __init__(self, cfg, env_spec):
+        self.cfg = cfg
+        plan = roles.shard_plan(cfg)
+        self.learner_inbox = SerialChannel()
+        self.inference_inbox = SerialChannel()
+        self.env_inboxes = {w: SerialChannel() for w in range(plan.env_workers)}
+        self.env_workers = [roles.build_env_worker(cfg, w, self.env_inboxes[w], self.inference_inbox,
+                                                   self.learner_inbox) for w in range(plan.env_workers)]
+        self.inference = roles.build_inference_worker(cfg, env_spec, self.inference_inbox, self.env_inboxes)
+
+    def send_inference(self, msg) -> None:
+        self.inference_inbox.put(msg)
+
+    def send_env_workers(self, msg) -> None:
+        for inbox in self.env_inboxes.values():
+            inbox.put(msg)
+
+    def learner_get(self, timeout: float) -> object:
+        """Pump every role until the learner has a message."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.learner_inbox.get()
+            except Empty:
+                pass
+            progressed = False
+            for w, worker in enumerate(self.env_workers):
+                if self.env_inboxes[w].qsize():
+                    worker.poll(timeout=0)
+                    progressed = True
+            if self.inference_inbox.qsize():
+                self.inference.poll(timeout=0)
+                progressed = True
+            if not progressed and time.monotonic() > deadline:
+                raise TimeoutError("serial backend: no role has work and the learner got nothing (deadlock)")
+
+    def role_stats(self) -> dict[str, float]:
+        return {"inference_busy_s": self.inference.busy_s,
+                **{f"env_worker{w}_busy_s": wk.busy_s for w, wk in enumerate(self.env_workers)}}
+
+    def close(self) -> None:
+        for worker in self.env_workers:
+            worker.close()

@@ -1,0 +1,179 @@
+"""EnvWorker (the "simulator"): owns a shard of envs split into groups; each group steps on its own clock.
+
+For each group it sends the active envs' observations to inference, waits for that group's action
+chunks, executes them (K env steps per chunk), and cuts trajectories into ``Segment``s that stream to the
+learner. Episode boundaries, resets and success are handled here. It never imports torch.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from tristream.runtime.messages import (ActionReply, GroupDone, ObsRequest, RolloutDone, SegmentBatch,
+                                        StartRollout, Stop)
+from tristream.runtime.shard import episode_seed
+from tristream.types import ObsBatch, Segment
+
+
+@dataclass
+class _EnvSlot:
+    """Per-env bookkeeping: the current episode and the segment being filled."""
+
+    env: Any
+    env_id: int
+    obs: dict[str, Any] | None = None
+    seed: int = 0
+    episodes_left: int = 0
+    episode_index: int = 0
+    episode_return: float = 0.0
+    episode_steps: int = 0
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        return self.episodes_left > 0
+
+
+class EnvWorker:
+    def __init__(self, worker_id: int, groups: dict[int, list[int]], make_env: Callable[[], Any],
+                 inbox, inference_inbox, learner_inbox, *, segment_len: int, run_seed: int,
+                 group_size: int = 1):
+        self.worker_id = worker_id
+        self.groups = groups
+        self.inbox, self.inference_inbox, self.learner_inbox = inbox, inference_inbox, learner_inbox
+        self.segment_len = segment_len
+        self.run_seed = run_seed
+        self.group_size = group_size
+        self.slots = {e: _EnvSlot(make_env(), e) for envs in groups.values() for e in envs}
+        self.global_step = -1
+        self.min_version = 0
+        self.groups_running: set[int] = set()
+        self.env_steps = 0
+        self.busy_s = 0.0
+
+    # --- event loop -----------------------------------------------------------------------------
+    def poll(self, timeout: float | None = None) -> bool:
+        """Handle one message from the inbox. Returns False when told to stop."""
+        msg = self.inbox.get(timeout=timeout)
+        t0 = time.perf_counter()
+        if isinstance(msg, Stop):
+            return False
+        if isinstance(msg, StartRollout):
+            self._start_rollout(msg)
+        elif isinstance(msg, ActionReply):
+            self._on_actions(msg)
+        else:
+            raise TypeError(f"EnvWorker {self.worker_id}: unexpected message {type(msg).__name__}")
+        self.busy_s += time.perf_counter() - t0
+        return True
+
+    def close(self) -> None:
+        for slot in self.slots.values():
+            slot.env.close()
+
+    # --- rollout --------------------------------------------------------------------------------
+    def _start_rollout(self, msg: StartRollout) -> None:
+        self.global_step, self.min_version = msg.global_step, msg.min_version
+        for slot in self.slots.values():
+            slot.episodes_left = msg.episodes_per_env
+            slot.episode_index = 0
+            self._reset(slot)
+        self.groups_running = set(self.groups)
+        for g in self.groups:
+            self._request(g)
+
+    def _reset(self, slot: _EnvSlot) -> None:
+        slot.seed = episode_seed(self.run_seed, self.global_step, slot.env_id, slot.episode_index, self.group_size)
+        slot.obs = slot.env.reset(seed=slot.seed)
+        slot.episode_return, slot.episode_steps, slot.steps = 0.0, 0, []
+
+    def _request(self, group_id: int) -> None:
+        active = [e for e in self.groups[group_id] if self.slots[e].active]
+        if not active:
+            self.groups_running.discard(group_id)
+            self.inference_inbox.put(GroupDone(group_id, self.global_step))
+            if not self.groups_running:
+                self.learner_inbox.put(RolloutDone(self.worker_id, self.global_step,
+                                                   {"env_steps": self.env_steps, "busy_s": self.busy_s}))
+            return
+        obs = ObsBatch.stack([self.slots[e].obs for e in active])
+        self.inference_inbox.put(ObsRequest(self.worker_id, group_id, self.global_step, active, obs,
+                                            self.min_version, time.time()))
+
+    def _on_actions(self, reply: ActionReply) -> None:
+        finished: list[Segment] = []
+        for i, env_id in enumerate(reply.env_ids):
+            seg = self._execute_chunk(self.slots[env_id], reply.actions[i], reply.logp[i],
+                                      float(reply.values[i]), reply.version)
+            if seg is not None:
+                finished.append(seg)
+        if finished:
+            self.learner_inbox.put(SegmentBatch(self.worker_id, finished))
+        self._request(reply.group_id)
+
+    def _execute_chunk(self, slot: _EnvSlot, chunk: np.ndarray, logp: np.ndarray, value: float,
+                       version: int) -> Segment | None:
+        """Run one action chunk; returns a Segment when one is complete."""
+        obs_before, reward, steps = slot.obs, 0.0, 0
+        terminated = truncated = False
+        info: dict[str, Any] = {}
+        for k in range(chunk.shape[0]):
+            obs, r, terminated, truncated, info = slot.env.step(chunk[k])
+            reward += float(r)
+            steps += 1
+            if terminated or truncated:
+                break
+        self.env_steps += steps
+        slot.obs = obs
+        slot.episode_return += reward
+        slot.episode_steps += steps
+        slot.steps.append({"obs": obs_before, "action": chunk, "logp": logp, "value": value,
+                           "version": version, "reward": reward, "env_steps": steps})
+        done = terminated or truncated
+        if not done and len(slot.steps) < self.segment_len:
+            return None
+        seg = self._make_segment(slot, terminated, truncated, bool(info.get("success", False)))
+        slot.steps = []
+        if done:
+            slot.episodes_left -= 1
+            slot.episode_index += 1
+            if slot.active:
+                self._reset(slot)
+        return seg
+
+    def _make_segment(self, slot: _EnvSlot, terminated: bool, truncated: bool, success: bool) -> Segment:
+        steps = slot.steps
+        done = terminated or truncated
+        return Segment(
+            env_id=slot.env_id,
+            episode_seed=slot.seed,
+            task=slot.env.task,
+            obs=ObsBatch.stack([s["obs"] for s in steps]),
+            actions=np.stack([s["action"] for s in steps]).astype(np.float32),
+            behaviour_logp=np.stack([s["logp"] for s in steps]).astype(np.float32),
+            values=np.array([s["value"] for s in steps], np.float32),
+            policy_version=np.array([s["version"] for s in steps], np.int64),
+            rewards=np.array([s["reward"] for s in steps], np.float32),
+            env_steps=np.array([s["env_steps"] for s in steps], np.int64),
+            terminated=terminated,
+            truncated=truncated,
+            bootstrap_obs=slot.obs,
+            episode_done=done,
+            episode_return=slot.episode_return if done else 0.0,
+            episode_success=success if done else False,
+            episode_length=slot.episode_steps if done else 0,
+            group_key=(self.global_step, slot.env.task, slot.seed),
+            global_step=self.global_step,
+        )
+
+
+def run_env_worker(worker: EnvWorker) -> None:
+    """The process loop of an EnvWorker: poll until told to stop."""
+    try:
+        while worker.poll():
+            pass
+    finally:
+        worker.close()

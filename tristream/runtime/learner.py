@@ -1,0 +1,221 @@
+"""Learner (the "trainer"): turns streamed segments into optimizer steps and versioned weights.
+
+A segment is a trajectory piece: the "sequence" of the LLM-style losses, whose "tokens" are its decision
+steps times the action head's tokens per chunk. One update:
+
+1. values of the bootstrap observations, then advantages (GAE per segment, or GRPO per episode group);
+2. ``update_epochs`` passes; each pass shuffles the segments and cuts the stream of samples into
+   mini-batches of exactly ``global_batch`` samples (the last one may be short; a segment that straddles
+   a boundary is split there);
+3. each mini-batch is accumulated micro-batch by micro-batch with the mini-batch's global token and
+   sequence counts as normalisers, so the gradient does not depend on ``micro_batch``; one optimizer step
+   per mini-batch; then the version goes up by one.
+
+Behaviour log-probs (what inference sampled with) stay separate from the current ones; in sync mode they
+are also the proximal ones.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tristream.algos.advantages import gae, grpo_advantages
+from tristream.algos.registry import compute_policy_loss
+from tristream.types import ObsBatch, Segment
+
+
+@dataclass
+class Samples:
+    """All decision steps of one update, flattened; ``row`` and ``t`` locate each in its segment."""
+
+    obs: ObsBatch
+    actions: torch.Tensor  # [N, K, A]
+    behaviour_logp: torch.Tensor  # [N, L]
+    advantages: torch.Tensor  # [N]
+    returns: torch.Tensor  # [N]
+    row: np.ndarray  # [N] segment index
+    t: np.ndarray  # [N] step within the segment
+    group_id: np.ndarray  # [N] GRPO group (FiberPO-Domain's prompt group)
+    domain_id: np.ndarray  # [N] task family (FiberPO-Domain's domain)
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+
+class Learner:
+    def __init__(self, policy, algo, *, seed: int = 0):
+        self.policy = policy
+        self.algo = algo
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=algo.lr, eps=1e-5)
+        self.rng = np.random.default_rng(seed)
+        self.version = 0
+        self.optimizer_steps = 0
+
+    # --- checkpointing --------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "rng": self.rng.bit_generator.state,
+                "version": self.version, "optimizer_steps": self.optimizer_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.bit_generator.state = state["rng"]
+        self.version = int(state["version"])
+        self.optimizer_steps = int(state["optimizer_steps"])
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """A detached copy of the current weights, safe to send while training goes on."""
+        return {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
+
+    # --- advantages -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def prepare(self, segments: list[Segment]) -> Samples:
+        a = self.algo
+        boot_idx = [i for i, s in enumerate(segments) if not s.terminated]
+        boot_v = torch.zeros(len(segments))
+        if boot_idx:
+            obs = ObsBatch.stack([segments[i].bootstrap_obs for i in boot_idx]).as_dict()
+            boot_v[boot_idx] = self.policy.value(obs).float()
+        advs, rets = [], []
+        if a.advantage == "gae":
+            for i, s in enumerate(segments):
+                T = s.length
+                term = torch.zeros(T, 1, dtype=torch.bool)
+                trunc = torch.zeros(T, 1, dtype=torch.bool)
+                term[-1] = s.terminated
+                trunc[-1] = s.truncated and not s.terminated
+                adv, ret = gae(torch.from_numpy(s.rewards)[:, None], torch.from_numpy(s.values)[:, None], term, trunc,
+                               boot_v[i:i + 1], truncation_values=boot_v[i].expand(T, 1), gamma=a.gamma,
+                               lam=a.gae_lambda)
+                advs.append(adv[:, 0])
+                rets.append(ret[:, 0])
+            adv = torch.cat(advs)
+            if a.norm_adv and len(adv) > 1:
+                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        else:  # grpo: one outcome per episode, shared by all its steps
+            episode_of = [(s.global_step, s.env_id, s.episode_seed) for s in segments]
+            returns: dict[tuple, float] = defaultdict(float)
+            for key, s in zip(episode_of, segments):
+                returns[key] += float(s.rewards.sum())
+            keys = list(returns)
+            groups = {k: segments[episode_of.index(k)].group_key for k in keys}
+            gid = {g: j for j, g in enumerate(dict.fromkeys(groups.values()))}
+            ep_adv = grpo_advantages(torch.tensor([returns[k] for k in keys]),
+                                     torch.tensor([gid[groups[k]] for k in keys]))
+            by_key = dict(zip(keys, ep_adv.tolist()))
+            adv = torch.cat([torch.full((s.length,), by_key[k]) for k, s in zip(episode_of, segments)])
+            rets = [torch.from_numpy(s.values) for s in segments]  # no critic target needed
+        group_ids = {g: j for j, g in enumerate(dict.fromkeys(s.group_key for s in segments))}
+        domains = {d: j for j, d in enumerate(dict.fromkeys(s.task for s in segments))}
+        lengths = [s.length for s in segments]
+        return Samples(
+            obs=ObsBatch.concat([s.obs for s in segments]),
+            actions=torch.from_numpy(np.concatenate([s.actions for s in segments])),
+            behaviour_logp=torch.from_numpy(np.concatenate([s.behaviour_logp for s in segments])),
+            advantages=adv.float(),
+            returns=torch.cat(rets).float(),
+            row=np.repeat(np.arange(len(segments)), lengths),
+            t=np.concatenate([np.arange(n) for n in lengths]),
+            group_id=np.repeat([group_ids[s.group_key] for s in segments], lengths),
+            domain_id=np.repeat([domains[s.task] for s in segments], lengths),
+        )
+
+    # --- optimisation ---------------------------------------------------------------------------
+    def update(self, segments: list[Segment]) -> dict[str, float]:
+        """Train on one global step's segments; returns metrics averaged over mini-batches."""
+        samples = self.prepare(segments)
+        self.policy.train()
+        sums: dict[str, float] = defaultdict(float)
+        n_minibatches = 0
+        counts = np.bincount(samples.row)
+        starts = np.r_[0, np.cumsum(counts)[:-1]]
+        for _ in range(self.algo.update_epochs):
+            order = np.concatenate([np.arange(starts[r], starts[r] + counts[r])
+                                    for r in self.rng.permutation(len(counts))])
+            for lo in range(0, len(order), self.algo.global_batch):
+                stats = self._minibatch(samples, order[lo:lo + self.algo.global_batch])
+                for k, v in stats.items():
+                    sums[k] += v
+                n_minibatches += 1
+        self.version += 1
+        out = {k: v / n_minibatches for k, v in sums.items()}
+        out["optimizer_steps"] = float(n_minibatches)
+        out["samples"] = float(len(samples))
+        return out
+
+    def _minibatch(self, samples: Samples, idx: np.ndarray) -> dict[str, float]:
+        """One optimizer step on the samples ``idx`` (in stream order), accumulated over micro-batches."""
+        a = self.algo
+        L = samples.behaviour_logp.shape[1]
+        # Sub-rows: a segment's samples inside this mini-batch. Micro-batches cut only between sub-rows.
+        row = samples.row[idx]
+        breaks = np.flatnonzero(np.diff(row)) + 1
+        subrows = np.split(np.arange(len(idx)), breaks)
+        n_tokens, n_seqs, n_samples = float(len(idx) * L), float(len(subrows)), float(len(idx))
+        self.optimizer.zero_grad(set_to_none=True)
+        stats: dict[str, float] = defaultdict(float)
+        micro: list[np.ndarray] = []
+        for k, sr in enumerate(subrows):
+            micro.append(sr)
+            if sum(len(m) for m in micro) >= a.micro_batch or k == len(subrows) - 1:
+                for key, v in self._micro(samples, idx, micro, n_tokens, n_seqs, n_samples).items():
+                    stats[key] += v
+                micro = []
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), a.max_grad_norm or float("inf"))
+        self.optimizer.step()
+        self.optimizer_steps += 1
+        stats["grad_norm"] = float(grad_norm)
+        return stats
+
+    def _micro(self, samples: Samples, idx: np.ndarray, subrows: list[np.ndarray], n_tokens: float,
+               n_seqs: float, n_samples: float) -> dict[str, float]:
+        a = self.algo
+        pos = np.concatenate(subrows)
+        sel = idx[pos]
+        obs = {"images": samples.obs.images[sel], "state": samples.obs.state[sel],
+               "instruction": [samples.obs.instruction[i] for i in sel]}
+        out = self.policy.evaluate(obs, samples.actions[sel])
+        n, L = out.logp.shape
+        # Lay the samples out as rows = sub-rows (trajectory pieces), tokens = steps x head tokens.
+        r_idx = torch.from_numpy(np.repeat(np.arange(len(subrows)), [len(s) for s in subrows]))
+        t_idx = torch.from_numpy(np.concatenate([np.arange(len(s)) for s in subrows]))
+        T = int(t_idx.max()) + 1
+        R = len(subrows)
+
+        def rows(x: torch.Tensor) -> torch.Tensor:  # [n, L] -> [R, T*L]
+            return x.new_zeros(R, T, L).index_put((r_idx, t_idx), x).reshape(R, T * L)
+
+        mask = rows(torch.ones(n, L))
+        adv = rows(samples.advantages[sel][:, None].expand(n, L).contiguous())
+        first = np.array([s[0] for s in subrows])
+        loss, diag = compute_policy_loss(
+            a.loss, logp=rows(out.logp), old_logp=rows(samples.behaviour_logp[sel]), advantages=adv, mask=mask,
+            loss_reduction=a.loss_reduction, global_tokens=n_tokens, global_seqs=n_seqs,
+            group_ids=torch.from_numpy(samples.group_id[idx][first]),
+            domain_ids=torch.from_numpy(samples.domain_id[idx][first]),
+            **self._loss_hparams())
+        weight = n / n_samples
+        entropy = out.entropy.sum() / n_tokens
+        total = loss - a.ent_coef * entropy
+        if a.advantage == "gae" and a.vf_coef > 0:
+            v_loss = 0.5 * ((out.value - samples.returns[sel]) ** 2).sum() / n_samples
+            total = total + a.vf_coef * v_loss
+        else:
+            v_loss = torch.zeros(())
+        total.backward()
+        # loss, value loss and entropy are already normalised by the mini-batch: they add up over
+        # micro-batches; the loss's diagnostics are micro-batch means, weighted here to add up too.
+        stats = {"policy_loss": float(loss), "value_loss": float(v_loss), "entropy": float(entropy)}
+        for k, v in diag.items():
+            stats[k] = float(v) * weight
+        return stats
+
+    def _loss_hparams(self) -> dict:
+        a = self.algo
+        if a.loss in ("ppo", "decoupled_ppo", "grpo"):
+            return {"clip_eps": a.clip_eps, "dual_clip": a.dual_clip} if a.loss != "grpo" else {"clip_eps": a.clip_eps}
+        if a.loss == "gspo":
+            return {"clip_low": a.gspo_clip_low, "clip_high": a.gspo_clip_high}
+        return {"c_pos": a.fiberpo_c_pos, "c_neg": a.fiberpo_c_neg, "eps": a.fiberpo_eps}

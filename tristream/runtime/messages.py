@@ -1,0 +1,89 @@
+"""The messages roles send each other (all picklable; arrays travel as numpy)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tristream.types import ObsBatch, Segment
+
+
+@dataclass
+class StartRollout:
+    """Pipeline -> EnvWorker: run ``episodes_per_env`` episodes per env with policy >= ``min_version``."""
+
+    global_step: int
+    min_version: int
+    episodes_per_env: int
+
+
+@dataclass
+class Stop:
+    """Pipeline -> any role: finish and exit."""
+
+
+@dataclass
+class ObsRequest:
+    """EnvWorker -> InferenceWorker: observations of one group's active envs."""
+
+    worker_id: int
+    group_id: int  # global group index
+    global_step: int
+    env_ids: list[int]
+    obs: ObsBatch
+    min_version: int
+    sent_at: float = 0.0
+
+
+@dataclass
+class GroupDone:
+    """EnvWorker -> InferenceWorker: this group has no more requests in ``global_step`` (lockstep batching)."""
+
+    group_id: int
+    global_step: int
+
+
+@dataclass
+class ActionReply:
+    """InferenceWorker -> EnvWorker: actions for one request."""
+
+    group_id: int
+    env_ids: list[int]
+    actions: np.ndarray  # [n, K, A]
+    logp: np.ndarray  # [n, L]
+    values: np.ndarray  # [n]
+    version: int
+
+
+@dataclass
+class Weights:
+    """Learner -> InferenceWorker: a complete state dict and the version it defines."""
+
+    version: int
+    state_dict: dict[str, Any]
+
+
+@dataclass
+class SegmentBatch:
+    """EnvWorker -> Learner: finished segments."""
+
+    worker_id: int
+    segments: list[Segment]
+
+
+@dataclass
+class RolloutDone:
+    """EnvWorker -> Learner: every group of this worker finished ``global_step``'s episodes."""
+
+    worker_id: int
+    global_step: int
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RoleError:
+    """Any role -> pipeline: a role failed; carries the formatted traceback."""
+
+    role: str
+    traceback: str

@@ -1,0 +1,46 @@
+"""Builders that turn the config into role objects. Every backend builds roles through these, in
+whichever process the role will live, so a role never knows where it runs."""
+from __future__ import annotations
+
+from typing import Any
+
+from tristream.runtime.shard import ShardPlan
+
+
+def shard_plan(cfg) -> ShardPlan:
+    return ShardPlan(cfg.rollout.num_envs, cfg.runtime.env_workers, cfg.runtime.groups_per_worker)
+
+
+def env_kwargs(env_cfg) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"image_size": env_cfg.image_size, "max_episode_steps": env_cfg.max_episode_steps,
+                              "reward_shaping": env_cfg.reward_shaping}
+    if env_cfg.tasks:
+        kwargs["tasks"] = tuple(env_cfg.tasks)
+    return kwargs
+
+
+def make_env(env_cfg):
+    import tristream.envs  # noqa: F401  (registers the built-in envs)
+    from tristream.registry import ENVS
+    return ENVS.make(env_cfg.name, **env_kwargs(env_cfg))
+
+
+def build_env_worker(cfg, worker_id: int, inbox, inference_inbox, learner_inbox):
+    from tristream.runtime.env_worker import EnvWorker
+    return EnvWorker(worker_id, shard_plan(cfg).worker_groups(worker_id), lambda: make_env(cfg.env), inbox,
+                     inference_inbox, learner_inbox, segment_len=cfg.rollout.segment_len, run_seed=cfg.run.seed,
+                     group_size=cfg.rollout.group_size)
+
+
+def build_policy(cfg, env_spec):
+    from tristream.policies import make_policy
+    p = cfg.policy
+    return make_policy(p.name, env_spec, head=p.head, chunk_len=p.chunk_len, hidden_dim=p.hidden_dim,
+                       init_log_std=p.init_log_std)
+
+
+def build_inference_worker(cfg, env_spec, inbox, env_inboxes, *, deterministic: bool = False):
+    from tristream.runtime.inference import InferenceWorker
+    return InferenceWorker(build_policy(cfg, env_spec), inbox, env_inboxes, num_groups=shard_plan(cfg).num_groups,
+                           batch_max=cfg.runtime.batch_max, batch_timeout_ms=cfg.runtime.batch_timeout_ms,
+                           seed=cfg.run.seed + 1, deterministic=deterministic)

@@ -1,0 +1,1 @@
+"""The user's workflow: collect demos -> SFT -> RL -> evaluate, and the default recipe chaining them."""

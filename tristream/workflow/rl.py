@@ -1,0 +1,112 @@
+"""``tristream train`` (the RL part): run dir, resume, clean stop on SIGINT/SIGTERM, logging, checkpoints."""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from tristream.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tristream.metrics.plots import learning_curve
+from tristream.metrics.tracker import Tracker, console_line
+from tristream.policies.io import load_policy
+from tristream.runtime.learner import Learner
+from tristream.runtime.pipeline import train_loop
+from tristream.runtime.roles import build_policy, shard_plan
+
+
+class StopFlag:
+    """SIGINT/SIGTERM set the flag (the run stops at the next safe point and checkpoints); a second
+    SIGINT raises KeyboardInterrupt at once."""
+
+    def __init__(self):
+        self.set = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.set and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.set = True
+        print(f"\n[tristream] {signal.Signals(signum).name}: stopping after a checkpoint "
+              "(Ctrl-C again to abort at once)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+    def __call__(self) -> bool:
+        return self.set
+
+
+def rl_train(cfg, run_dir: str | Path, env_spec, *, init: str | Path | None = None, resume: bool = False,
+             progress: bool = True, stop: StopFlag | None = None):
+    """RL from ``init`` (a policy folder; None: a fresh policy) or, with ``resume``, from the run's last
+    checkpoint. Returns the trained policy."""
+    import torch
+
+    run_dir = Path(run_dir)
+    torch.set_num_threads(cfg.run.torch_threads)
+    totals = {"env_steps_total": 0.0, "wall_s_total": 0.0}
+    if resume:
+        ckpt = latest_checkpoint(run_dir)
+        policy, state = load_checkpoint(ckpt)
+        learner = Learner(policy, cfg.algo, seed=cfg.run.seed + 2)
+        learner.load_state_dict(state["learner"])
+        start, totals = int(state["step"]), state["totals"]
+        print(f"[tristream] resuming from {ckpt} (global step {start}, policy version {learner.version})")
+    else:
+        torch.manual_seed(cfg.run.seed)
+        policy = load_policy(init) if init else build_policy(cfg, env_spec)
+        learner = Learner(policy, cfg.algo, seed=cfg.run.seed + 2)
+        start = 0
+    print(shard_plan(cfg).describe())
+    tracker = Tracker(run_dir)
+    bar = tqdm(total=cfg.train.steps, initial=start, desc="rl", unit="step", disable=not progress)
+    last_saved = start
+
+    def checkpoint(step: int) -> None:
+        nonlocal last_saved
+        save_checkpoint(run_dir, step, policy, {"learner": learner.state_dict(), "totals": dict(totals)})
+        last_saved = step
+
+    def on_step(step: int, metrics: dict[str, Any]) -> None:
+        totals["env_steps_total"] += metrics["env_steps"]
+        totals["wall_s_total"] += metrics["step_s"]
+        metrics |= totals
+        tracker.log(step, metrics)
+        bar.update(1)
+        line = console_line(step, cfg.train.steps, metrics)
+        (bar.write if progress else print)(line)
+        if step % cfg.train.save_every == 0 or step == cfg.train.steps:
+            checkpoint(step)
+
+    own_stop = stop is None
+    stop = stop or StopFlag()
+    t0 = time.perf_counter()
+    try:
+        if own_stop:
+            stop.__enter__()
+        step = train_loop(cfg, policy, env_spec, learner=learner, start_step=start, on_step=on_step,
+                          should_stop=stop)
+    finally:
+        if own_stop:
+            stop.__exit__(None, None, None)
+        bar.close()
+        tracker.close()
+    if step != last_saved:
+        checkpoint(step)
+    if stop.set:
+        print(f"[tristream] stopped at global step {step}; resume with: tristream train --resume {run_dir}")
+    learning_curve(run_dir)
+    print(f"[tristream] RL: {step - start} global steps in {time.perf_counter() - t0:.0f} s; "
+          f"checkpoints in {run_dir / 'checkpoints'}")
+    return policy
