@@ -144,35 +144,35 @@ def cmd_config(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tristream", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    epilog = f"overrides: {OVERRIDES_HELP}"
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp, what: list[str] | None = None, what_help: str = ""):
         if what:  # a positional choice must come before the open-ended overrides
             sp.add_argument("what", choices=what, help=what_help)
-        sp.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
         sp.add_argument("--preset", default="default", help="config preset name or YAML path (default: default)")
         sp.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
         return sp
 
-    t = common(sub.add_parser("train", help="the default recipe (demos, SFT, RL, eval), or RL from train.init",
+    t = common(sub.add_parser("train", epilog=epilog, help="the default recipe (demos, SFT, RL, eval), or RL from train.init",
                               description="With no train.init: collect demos, SFT, RL, evaluate SFT and RL, print a "
                                           "summary. With train.init=DIR: RL from that policy, then evaluate."))
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     t.set_defaults(func=cmd_train)
-    c = common(sub.add_parser("collect", help="record scripted-expert demonstrations (HDF5, robomimic layout)"))
+    c = common(sub.add_parser("collect", epilog=epilog, help="record scripted-expert demonstrations (HDF5, robomimic layout)"))
     c.add_argument("--out", required=True, help="output HDF5 path")
     c.set_defaults(func=cmd_collect)
-    s = common(sub.add_parser("sft", help="behaviour cloning on a demonstration dataset"))
+    s = common(sub.add_parser("sft", epilog=epilog, help="behaviour cloning on a demonstration dataset"))
     s.add_argument("--data", required=True, nargs="+", help="HDF5 dataset path(s) (tristream or LIBERO layout)")
     s.add_argument("--out", required=True, help="output folder for the policy")
     s.set_defaults(func=cmd_sft)
-    e = common(sub.add_parser("eval", help="success per task on held-out seeds, 95%% CIs, GIFs"))
+    e = common(sub.add_parser("eval", epilog=epilog, help="success per task on held-out seeds, 95%% CIs, GIFs"))
     e.add_argument("checkpoint", help="a policy folder, a checkpoint folder or a run directory")
     e.add_argument("--episodes", type=int, default=None, help="episodes (default: eval.episodes)")
     e.add_argument("--out", default=None, help="output folder (default: <checkpoint>/eval)")
     e.add_argument("--label", default="eval", help="name of this evaluation in tables and file names")
     e.set_defaults(func=cmd_eval)
-    b = common(sub.add_parser("bench", help="benchmarks: env (env-only throughput, the ceiling)"), ["env"],
+    b = common(sub.add_parser("bench", epilog=epilog, help="benchmarks: env (env-only throughput, the ceiling)"), ["env"],
                "which benchmark")
     b.add_argument("--num-envs", type=int, default=8, help="envs stepped in one process")
     b.add_argument("--steps", type=int, default=2000, help="env steps in total")
@@ -180,14 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("env", help="list registered envs")
     v.add_argument("what", choices=["list"])
     v.set_defaults(func=cmd_env)
-    k = common(sub.add_parser("config", help="show the resolved config (show) or every key with help (keys)"),
+    k = common(sub.add_parser("config", epilog=epilog, help="show the resolved config (show) or every key with help (keys)"),
                ["show", "keys"], "show: the resolved config as YAML; keys: every key with type, default, help")
     k.set_defaults(func=cmd_config)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Config overrides (key.sub=value) may stand anywhere; argparse sees only the rest.
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    args = parser.parse_args([a for a in argv if a not in overrides])
+    args.overrides = overrides
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as e:

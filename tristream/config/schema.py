@@ -73,8 +73,10 @@ class AlgoConfig:
     loss: Literal["ppo", "decoupled_ppo", "grpo", "gspo", "fiberpo", "fiberpo_domain"] = f(
         "ppo", "policy loss (see docs/algorithms.md)")
     advantage: Literal["gae", "grpo"] = f("gae", "advantage estimator")
-    loss_reduction: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"] = f(
-        "token-mean", "how per-token losses reduce to a scalar")
+    loss_reduction: Optional[Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
+                                     "seq-mean-token-sum-norm"]] = f(
+        None, "how per-token losses reduce to a scalar (null: the loss's own: token-mean for ppo, "
+              "seq-mean-token-mean for grpo, gspo and fiberpo)")
     lr: float = f(3e-4, "Adam learning rate", min=0.0)
     gamma: float = f(0.99, "discount per decision step", min=0.0, max=1.0)
     gae_lambda: float = f(0.95, "GAE lambda", min=0.0, max=1.0)

@@ -30,7 +30,7 @@ def _atomic_write(path: Path, write) -> None:
             tmp.unlink()
 
 
-def _json_safe(d: dict[str, Any], what: str) -> dict[str, Any]:
+def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
     """Keep the JSON-serialisable entries of d; name the ones dropped (e.g. objects in EnvSpec.extra)."""
     out, dropped = {}, []
     for k, v in d.items():
@@ -47,7 +47,7 @@ def _json_safe(d: dict[str, Any], what: str) -> dict[str, Any]:
 def env_spec_to_dict(spec: EnvSpec) -> dict[str, Any]:
     d = dataclasses.asdict(spec)
     d["camera_names"], d["tasks"] = list(spec.camera_names), list(spec.tasks)
-    d["extra"] = _json_safe(dict(spec.extra), "env_spec.extra")
+    d["extra"] = _json_safe(dict(spec.extra))
     return d
 
 
@@ -87,7 +87,7 @@ def save_policy(policy, directory: str | os.PathLike, name: str = "policy", extr
         "policy": registry_name,
         "config": policy.config_dict(),
         "env_spec": env_spec_to_dict(env_spec),
-        "extra": _json_safe(extra, "extra") if extra else {},
+        "extra": _json_safe(extra) if extra else {},
         "weights": weights_path.name,
     }
     text = json.dumps(meta, indent=2, sort_keys=True)

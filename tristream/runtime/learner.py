@@ -33,7 +33,8 @@ class Samples:
 
     obs: ObsBatch
     actions: torch.Tensor  # [N, K, A]
-    behaviour_logp: torch.Tensor  # [N, L]
+    behaviour_logp: torch.Tensor  # [N, L] log-probs of the policy that acted
+    proximal_logp: torch.Tensor  # [N, L] log-probs of the policy at the start of this update
     advantages: torch.Tensor  # [N]
     returns: torch.Tensor  # [N]
     row: np.ndarray  # [N] segment index
@@ -110,10 +111,19 @@ class Learner:
         group_ids = {g: j for j, g in enumerate(dict.fromkeys(s.group_key for s in segments))}
         domains = {d: j for j, d in enumerate(dict.fromkeys(s.task for s in segments))}
         lengths = [s.length for s in segments]
+        obs = ObsBatch.concat([s.obs for s in segments])
+        actions = torch.from_numpy(np.concatenate([s.actions for s in segments]))
+        behaviour = torch.from_numpy(np.concatenate([s.behaviour_logp for s in segments]))
+        proximal = behaviour
+        if a.loss == "decoupled_ppo" or any(s.policy_version.min() != self.version for s in segments):
+            # Stale data: the trust region is measured against the current (proximal) policy, and the
+            # behaviour policy only enters the importance weight.
+            proximal = self._logp_all(obs, actions)
         return Samples(
-            obs=ObsBatch.concat([s.obs for s in segments]),
-            actions=torch.from_numpy(np.concatenate([s.actions for s in segments])),
-            behaviour_logp=torch.from_numpy(np.concatenate([s.behaviour_logp for s in segments])),
+            obs=obs,
+            actions=actions,
+            behaviour_logp=behaviour,
+            proximal_logp=proximal,
             advantages=adv.float(),
             returns=torch.cat(rets).float(),
             row=np.repeat(np.arange(len(segments)), lengths),
@@ -121,6 +131,15 @@ class Learner:
             group_id=np.repeat([group_ids[s.group_key] for s in segments], lengths),
             domain_id=np.repeat([domains[s.task] for s in segments], lengths),
         )
+
+    def _logp_all(self, obs: ObsBatch, actions: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+        self.policy.eval()
+        parts = []
+        for lo in range(0, len(obs), chunk):
+            sel = np.arange(lo, min(lo + chunk, len(obs)))
+            o = {"images": obs.images[sel], "state": obs.state[sel], "instruction": [obs.instruction[i] for i in sel]}
+            parts.append(self.policy.evaluate(o, actions[sel]).logp)
+        return torch.cat(parts)
 
     # --- optimisation ---------------------------------------------------------------------------
     def update(self, segments: list[Segment]) -> dict[str, float]:
@@ -149,73 +168,102 @@ class Learner:
         """One optimizer step on the samples ``idx`` (in stream order), accumulated over micro-batches."""
         a = self.algo
         L = samples.behaviour_logp.shape[1]
-        # Sub-rows: a segment's samples inside this mini-batch. Micro-batches cut only between sub-rows.
-        row = samples.row[idx]
-        breaks = np.flatnonzero(np.diff(row)) + 1
-        subrows = np.split(np.arange(len(idx)), breaks)
-        n_tokens, n_seqs, n_samples = float(len(idx) * L), float(len(subrows)), float(len(idx))
+        # Sub-rows: a segment's samples inside this mini-batch (the loss's "sequences").
+        subrows = np.split(np.arange(len(idx)), np.flatnonzero(np.diff(samples.row[idx])) + 1)
+        norm = {"tokens": float(len(idx) * L), "seqs": float(len(subrows)), "samples": float(len(idx))}
+        pre = self._domain_precompute(samples, idx, subrows, norm) if a.loss == "fiberpo_domain" else None
         self.optimizer.zero_grad(set_to_none=True)
         stats: dict[str, float] = defaultdict(float)
-        micro: list[np.ndarray] = []
-        for k, sr in enumerate(subrows):
-            micro.append(sr)
-            if sum(len(m) for m in micro) >= a.micro_batch or k == len(subrows) - 1:
-                for key, v in self._micro(samples, idx, micro, n_tokens, n_seqs, n_samples).items():
+        first = 0
+        for last in range(len(subrows)):  # micro-batches cut only between sub-rows
+            n = sum(len(sr) for sr in subrows[first:last + 1])
+            if n >= a.micro_batch or last == len(subrows) - 1:
+                part = None if pre is None else pre.select(torch.arange(first, last + 1))
+                for key, v in self._micro(samples, idx, subrows[first:last + 1], norm, part).items():
                     stats[key] += v
-                micro = []
+                first = last + 1
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), a.max_grad_norm or float("inf"))
         self.optimizer.step()
         self.optimizer_steps += 1
         stats["grad_norm"] = float(grad_norm)
         return stats
 
-    def _micro(self, samples: Samples, idx: np.ndarray, subrows: list[np.ndarray], n_tokens: float,
-               n_seqs: float, n_samples: float) -> dict[str, float]:
-        a = self.algo
-        pos = np.concatenate(subrows)
-        sel = idx[pos]
-        obs = {"images": samples.obs.images[sel], "state": samples.obs.state[sel],
-               "instruction": [samples.obs.instruction[i] for i in sel]}
-        out = self.policy.evaluate(obs, samples.actions[sel])
-        n, L = out.logp.shape
-        # Lay the samples out as rows = sub-rows (trajectory pieces), tokens = steps x head tokens.
-        r_idx = torch.from_numpy(np.repeat(np.arange(len(subrows)), [len(s) for s in subrows]))
-        t_idx = torch.from_numpy(np.concatenate([np.arange(len(s)) for s in subrows]))
-        T = int(t_idx.max()) + 1
-        R = len(subrows)
+    def _rows(self, samples: Samples, idx: np.ndarray, subrows: list[np.ndarray], logp: torch.Tensor):
+        """Lay samples out as loss rows: [R sub-rows, T steps x L head tokens], plus mask and advantages."""
+        sel = idx[np.concatenate(subrows)]
+        n, L = logp.shape
+        r_idx = torch.from_numpy(np.repeat(np.arange(len(subrows)), [len(sr) for sr in subrows]))
+        t_idx = torch.from_numpy(np.concatenate([np.arange(len(sr)) for sr in subrows]))
+        R, T = len(subrows), int(t_idx.max()) + 1
 
         def rows(x: torch.Tensor) -> torch.Tensor:  # [n, L] -> [R, T*L]
             return x.new_zeros(R, T, L).index_put((r_idx, t_idx), x).reshape(R, T * L)
 
-        mask = rows(torch.ones(n, L))
-        adv = rows(samples.advantages[sel][:, None].expand(n, L).contiguous())
-        first = np.array([s[0] for s in subrows])
+        first = idx[np.array([sr[0] for sr in subrows])]
+        return {"rows": rows, "sel": sel, "mask": rows(torch.ones(n, L)),
+                "adv": rows(samples.advantages[sel][:, None].expand(n, L).contiguous()),
+                "old": rows(samples.proximal_logp[sel]), "behaviour": rows(samples.behaviour_logp[sel]),
+                "group_ids": torch.from_numpy(samples.group_id[first]),
+                "domain_ids": torch.from_numpy(samples.domain_id[first])}
+
+    def _obs(self, samples: Samples, sel: np.ndarray) -> dict:
+        return {"images": samples.obs.images[sel], "state": samples.obs.state[sel],
+                "instruction": [samples.obs.instruction[i] for i in sel]}
+
+    @torch.no_grad()
+    def _domain_precompute(self, samples: Samples, idx, subrows, norm):
+        """FiberPO-Domain's group and domain aggregates need the whole mini-batch: one no-grad forward."""
+        from tristream.algos.fiberpo import fiberpo_domain_precompute
+        sel = idx[np.concatenate(subrows)]
+        logp = self.policy.evaluate(self._obs(samples, sel), samples.actions[sel]).logp
+        lay = self._rows(samples, idx, subrows, logp)
+        return fiberpo_domain_precompute(lay["rows"](logp), lay["old"], lay["adv"], lay["mask"], lay["group_ids"],
+                                         lay["domain_ids"], loss_reduction=self.loss_reduction,
+                                         **self._loss_hparams())
+
+    def _micro(self, samples: Samples, idx: np.ndarray, subrows: list[np.ndarray], norm: dict[str, float],
+               precomputed=None) -> dict[str, float]:
+        a = self.algo
+        sel = idx[np.concatenate(subrows)]
+        out = self.policy.evaluate(self._obs(samples, sel), samples.actions[sel])
+        lay = self._rows(samples, idx, subrows, out.logp)
+        extra = {} if precomputed is None else {"precomputed": precomputed}
         loss, diag = compute_policy_loss(
-            a.loss, logp=rows(out.logp), old_logp=rows(samples.behaviour_logp[sel]), advantages=adv, mask=mask,
-            loss_reduction=a.loss_reduction, global_tokens=n_tokens, global_seqs=n_seqs,
-            group_ids=torch.from_numpy(samples.group_id[idx][first]),
-            domain_ids=torch.from_numpy(samples.domain_id[idx][first]),
-            **self._loss_hparams())
-        weight = n / n_samples
-        entropy = out.entropy.sum() / n_tokens
+            a.loss, logp=lay["rows"](out.logp), old_logp=lay["old"], advantages=lay["adv"], mask=lay["mask"],
+            behaviour_logp=lay["behaviour"] if a.loss == "decoupled_ppo" else None,
+            loss_reduction=self.loss_reduction, global_tokens=norm["tokens"], global_seqs=norm["seqs"],
+            group_ids=lay["group_ids"], domain_ids=lay["domain_ids"], **self._loss_hparams(), **extra)
+        entropy = out.entropy.sum() / norm["tokens"]
         total = loss - a.ent_coef * entropy
+        v_loss = torch.zeros(())
         if a.advantage == "gae" and a.vf_coef > 0:
-            v_loss = 0.5 * ((out.value - samples.returns[sel]) ** 2).sum() / n_samples
+            v_loss = 0.5 * ((out.value - samples.returns[sel]) ** 2).sum() / norm["samples"]
             total = total + a.vf_coef * v_loss
-        else:
-            v_loss = torch.zeros(())
         total.backward()
-        # loss, value loss and entropy are already normalised by the mini-batch: they add up over
+        # loss, value loss and entropy are normalised by the whole mini-batch, so they add up over
         # micro-batches; the loss's diagnostics are micro-batch means, weighted here to add up too.
-        stats = {"policy_loss": float(loss), "value_loss": float(v_loss), "entropy": float(entropy)}
+        weight = len(sel) / norm["samples"]
+        stats = {"policy_loss": loss.item(), "value_loss": v_loss.item(), "entropy": entropy.item()}
         for k, v in diag.items():
-            stats[k] = float(v) * weight
+            stats[k] = float(v.detach()) * weight
         return stats
+
+    @property
+    def loss_reduction(self) -> str:
+        return self.algo.loss_reduction or DEFAULT_REDUCTION[self.algo.loss]
 
     def _loss_hparams(self) -> dict:
         a = self.algo
-        if a.loss in ("ppo", "decoupled_ppo", "grpo"):
-            return {"clip_eps": a.clip_eps, "dual_clip": a.dual_clip} if a.loss != "grpo" else {"clip_eps": a.clip_eps}
+        if a.loss in ("ppo", "decoupled_ppo"):
+            return {"clip_eps": a.clip_eps, "dual_clip": a.dual_clip}
+        if a.loss == "grpo":
+            return {"clip_eps": a.clip_eps, "dual_clip": a.dual_clip}
         if a.loss == "gspo":
-            return {"clip_low": a.gspo_clip_low, "clip_high": a.gspo_clip_high}
+            return {"clip_eps_low": a.gspo_clip_low, "clip_eps_high": a.gspo_clip_high}
         return {"c_pos": a.fiberpo_c_pos, "c_neg": a.fiberpo_c_neg, "eps": a.fiberpo_eps}
+
+
+# Each loss's natural reduction, used when algo.loss_reduction is null.
+DEFAULT_REDUCTION = {"ppo": "token-mean", "decoupled_ppo": "token-mean", "grpo": "seq-mean-token-mean",
+                     "gspo": "seq-mean-token-mean", "fiberpo": "seq-mean-token-mean",
+                     "fiberpo_domain": "seq-mean-token-mean"}

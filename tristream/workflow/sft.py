@@ -43,7 +43,8 @@ def sft(cfg, dataset: str | Path | list, out_dir: str | Path, env_spec, *, track
         torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
         opt.step()
         sched.step()
-        running = float(loss) if running is None else 0.95 * running + 0.05 * float(loss)
+        value = loss.item()
+        running = value if running is None else 0.95 * running + 0.05 * value
         if (step + 1) % s.log_every == 0 or step + 1 == s.steps:
             bar.set_postfix(loss=f"{running:.4f}")
             if tracker is not None:

@@ -1,0 +1,80 @@
+"""The learner: optimizer steps per global batch, micro-batch invariance, advantages on segments."""
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from tristream.envs import make_env
+from tristream.runtime.learner import Learner
+from tristream.runtime.roles import build_policy
+from tristream.types import ObsBatch, Segment
+
+
+def _segments(env, n_segments=6, rng=None, L=1, K=4, version=0):
+    rng = rng or np.random.default_rng(0)
+    segs = []
+    for i in range(n_segments):
+        T = int(rng.integers(1, 6))
+        obs = [env.reset(seed=100 + i) for _ in range(T)]
+        terminated = bool(i % 3 == 0)
+        segs.append(Segment(
+            env_id=i, episode_seed=100 + i, task="goto", obs=ObsBatch.stack(obs),
+            actions=rng.uniform(-1, 1, (T, K, env.spec.action_dim)).astype(np.float32),
+            behaviour_logp=rng.normal(-3, 0.1, (T, L)).astype(np.float32),
+            values=rng.normal(0, 1, T).astype(np.float32), policy_version=np.full(T, version),
+            rewards=rng.normal(0, 1, T).astype(np.float32), env_steps=np.full(T, K), terminated=terminated,
+            truncated=bool(i % 3 == 1), bootstrap_obs=obs[-1], episode_done=i % 3 != 2,
+            group_key=(0, "goto", 100 + i // 2)))
+    return segs
+
+
+@pytest.fixture
+def setup(tiny):
+    cfg = tiny()
+    env = make_env("toy", image_size=16)
+    torch.manual_seed(0)
+    policy = build_policy(cfg, env.spec)
+    return cfg, env, policy
+
+
+def test_one_optimizer_step_per_global_batch(setup):
+    cfg, env, policy = setup
+    segs = _segments(env)
+    n = sum(s.length for s in segs)
+    for gb in (1, 3, 7, n, n + 5):
+        algo = dataclasses.replace(cfg.algo, global_batch=gb, micro_batch=2, update_epochs=2)
+        learner = Learner(copy.deepcopy(policy), algo, seed=0)
+        stats = learner.update(segs)
+        assert learner.optimizer_steps == 2 * -(-n // gb)
+        assert stats["samples"] == n and learner.version == 1
+
+
+@pytest.mark.parametrize("loss", ["ppo", "decoupled_ppo", "grpo", "gspo", "fiberpo", "fiberpo_domain"])
+def test_micro_batch_size_does_not_change_the_update(setup, loss):
+    cfg, env, policy = setup
+    segs = _segments(env, n_segments=8)
+    results = []
+    for micro in (1, 3, 1000):
+        algo = dataclasses.replace(cfg.algo, loss=loss, global_batch=10, micro_batch=micro, update_epochs=1,
+                            advantage="grpo" if loss in ("grpo", "gspo", "fiberpo_domain") else "gae")
+        p = copy.deepcopy(policy)
+        Learner(p, algo, seed=0).update(segs)
+        results.append(torch.cat([v.flatten() for v in p.state_dict().values()]))
+    for r in results[1:]:
+        torch.testing.assert_close(r, results[0], atol=2e-5, rtol=1e-4)
+
+
+def test_gae_bootstraps_on_truncation_not_termination(setup):
+    cfg, env, policy = setup
+    segs = _segments(env, n_segments=3)
+    learner = Learner(policy, dataclasses.replace(cfg.algo, norm_adv=False, gae_lambda=1.0, gamma=0.5), seed=0)
+    samples = learner.prepare(segs)
+    boot = policy.value(ObsBatch.stack([segs[1].bootstrap_obs]).as_dict()).item()
+    s1 = segs[1]  # truncated: the last step's target is r + gamma * V(final obs)
+    last = int(np.flatnonzero(samples.row == 1)[-1])
+    assert samples.returns[last].item() == pytest.approx(s1.rewards[-1] + 0.5 * boot, abs=1e-5)
+    s0 = segs[0]  # terminated: the last step's target is r
+    last0 = int(np.flatnonzero(samples.row == 0)[-1])
+    assert samples.returns[last0].item() == pytest.approx(s0.rewards[-1], abs=1e-5)

@@ -1,0 +1,123 @@
+"""Every CLI command end to end on tiny settings, and the errors a user meets first."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tristream.cli import main
+
+TOY = ["--preset", "tiny", "env.name=toy", "--no-progress"]
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for cmd in ("train", "collect", "sft", "eval", "bench", "config"):
+        assert cmd in out
+
+
+def test_collect_sft_train_eval_chain(tmp_path, capsys):
+    demos = tmp_path / "demos.hdf5"
+    assert main(["collect", *TOY, "--out", str(demos)]) == 0
+    assert demos.exists()
+    assert main(["sft", *TOY, "--data", str(demos), "--out", str(tmp_path / "sft")]) == 0
+    assert (tmp_path / "sft" / "policy.safetensors").exists()
+    assert main(["train", *TOY, f"run.dir={tmp_path}", "run.name=rl", f"train.init={tmp_path / 'sft'}",
+                 "runtime.backend=serial"]) == 0
+    run = tmp_path / "rl"
+    for name in ("config.yaml", "metrics.jsonl", "learning_curve.png", "checkpoints/latest"):
+        assert (run / name).exists(), name
+    assert main(["eval", *TOY, str(run), "--episodes", "3", "--out", str(tmp_path / "ev")]) == 0
+    result = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert result["episodes"] == 3 and "goto" in result["tasks"]
+    assert list((tmp_path / "ev").glob("*.gif"))
+
+
+def test_default_recipe_on_tabletop_tiny(tmp_path, capsys):
+    """The main job's code path (collect, SFT, RL on processes, eval of both) on the real MuJoCo suite."""
+    assert main(["train", "--preset", "tiny", f"run.dir={tmp_path}", "--no-progress"]) == 0
+    run = tmp_path / "tiny"
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["eval"]) == {"sft", "rl"}
+    assert summary["eval"]["rl"]["episodes"] == 4
+    assert "Success rate per task family" in capsys.readouterr().out
+
+
+def test_bench_env_prints_throughput(capsys):
+    assert main(["bench", "env", *TOY, "--steps", "200", "--num-envs", "2"]) == 0
+    assert "env steps/s" in capsys.readouterr().out
+
+
+def test_config_errors_name_the_key(capsys):
+    assert main(["config", "show", "algo.lrr=1"]) == 2
+    assert "did you mean 'algo.lr'" in capsys.readouterr().err
+    assert main(["config", "show", "algo.lr=abc"]) == 2
+    assert "algo.lr" in capsys.readouterr().err
+    assert main(["config", "show", "rollout.num_envs=-3"]) == 2
+    assert "rollout.num_envs" in capsys.readouterr().err
+    assert main(["config", "show", "runtime.backend=gpu"]) == 2
+    assert "'local', 'serial'" in capsys.readouterr().err
+
+
+def test_unknown_env_lists_valid_ones(capsys):
+    assert main(["bench", "env", "--preset", "tiny", "env.name=tabletopp", "--steps", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown env 'tabletopp'" in err and "tabletop/reach" in err
+
+
+def test_missing_dataset_and_checkpoint_name_the_file(tmp_path, capsys):
+    assert main(["sft", *TOY, "--data", str(tmp_path / "nope.hdf5"), "--out", str(tmp_path / "o")]) == 2
+    assert "nope.hdf5" in capsys.readouterr().err
+    assert main(["eval", *TOY, str(tmp_path / "missing_ckpt")]) == 2
+    assert "missing_ckpt" in capsys.readouterr().err
+    bad = tmp_path / "bad.hdf5"
+    bad.write_bytes(b"not an hdf5 file at all")
+    assert main(["sft", *TOY, "--data", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "bad.hdf5" in capsys.readouterr().err
+
+
+def test_sigint_checkpoints_and_leaves_no_child(tmp_path):
+    """Ctrl-C during RL: exit within seconds, a checkpoint to resume from, no orphaned role process."""
+    cmd = [sys.executable, "-m", "tristream.cli", "train", *TOY, f"run.dir={tmp_path}", "run.name=sig",
+           "train.steps=1000", "collect.episodes=2", "sft.steps=2", "runtime.backend=local"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 120
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("step 2/"):
+            break
+        assert time.time() < deadline, "".join(lines)
+    children = _children(proc.pid)
+    assert children, "the local backend should run roles in child processes"
+    t0 = time.time()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert time.time() - t0 < 20
+    assert proc.returncode == 0, out
+    assert "resume with" in out
+    assert (tmp_path / "sig" / "checkpoints" / "latest").exists()
+    time.sleep(0.5)
+    alive = [c for c in children if _alive(c)]
+    assert not alive, [Path(f"/proc/{c}/cmdline").read_text() for c in alive]
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for a reaper that is not ours does not count)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
