@@ -105,12 +105,16 @@ class AlgoConfig:
 @dataclass
 class RuntimeConfig:
     backend: Literal["local", "serial"] = f("local", "local: roles in processes; serial: one process (debugging, exact tests)")
-    mode: Literal["sync"] = f("sync", "scheduling: sync (lockstep baseline)")
+    mode: Literal["sync", "async-rollout", "async"] = f(
+        "sync", "sync: lockstep baseline; async-rollout: groups on their own clocks, train after the rollout; "
+                "async: also train while the rollout streams in (docs/architecture.md)")
     env_workers: int = f(2, "EnvWorker processes", min=1)
     groups_per_worker: int = f(1, "env groups (slots) per env worker, each stepping on its own clock", min=1)
-    batch_max: int = f(0, "dynamic batcher: fire at this many samples (0: all envs, i.e. lockstep)", min=0)
+    batch_max: int = f(0, "dynamic batcher (async modes): fire at this many samples (0: half the envs); "
+                          "sync is always lockstep", min=0)
     batch_timeout_ms: float = f(5.0, "dynamic batcher: fire after this wait when batch_max is not reached", min=0.0)
-    max_policy_lag: int = f(0, "the oldest policy version a trained sample may come from, in versions", min=0)
+    max_policy_lag: int = f(1, "async: how many versions older than the learner a trained sample may be "
+                               "(0: the data of sync)", min=0)
     inference_threads: int = f(1, "torch threads of the inference worker", min=1)
     timeout_s: float = f(120.0, "give up on a role that sends nothing for this long", min=1.0)
 
@@ -119,7 +123,9 @@ class RuntimeConfig:
 class TrainConfig:
     steps: int = f(30, "global steps of RL (one rollout + update each)", min=0)
     save_every: int = f(5, "global steps between checkpoints", min=1)
-    init: str = f("", "policy to start from: a run dir or checkpoint dir; empty in the recipe: the SFT checkpoint")
+    init: str = f("", "policy to start RL from (a policy folder); empty: the recipe's SFT policy")
+    rl_log_std: Optional[float] = f(None, "reset the Gaussian head's log std before RL (exploration noise); "
+                                          "null: keep what SFT learned")
 
 
 @dataclass

@@ -15,6 +15,7 @@ import numpy as np
 from tristream.runtime.messages import (ActionReply, GroupDone, ObsRequest, RolloutDone, SegmentBatch,
                                         StartRollout, Stop)
 from tristream.runtime.shard import episode_seed
+from tristream.runtime.shm import ShmWriter
 from tristream.types import ObsBatch, Segment
 
 
@@ -40,7 +41,7 @@ class _EnvSlot:
 class EnvWorker:
     def __init__(self, worker_id: int, groups: dict[int, list[int]], make_env: Callable[[], Any],
                  inbox, inference_inbox, learner_inbox, *, segment_len: int, run_seed: int,
-                 group_size: int = 1):
+                 group_size: int = 1, shared_memory: bool = False):
         self.worker_id = worker_id
         self.groups = groups
         self.inbox, self.inference_inbox, self.learner_inbox = inbox, inference_inbox, learner_inbox
@@ -53,6 +54,8 @@ class EnvWorker:
         self.groups_running: set[int] = set()
         self.env_steps = 0
         self.busy_s = 0.0
+        self.shared_memory = shared_memory
+        self._shm: dict[int, ShmWriter] = {}
 
     # --- event loop -----------------------------------------------------------------------------
     def poll(self, timeout: float | None = None) -> bool:
@@ -73,6 +76,8 @@ class EnvWorker:
     def close(self) -> None:
         for slot in self.slots.values():
             slot.env.close()
+        for writer in self._shm.values():
+            writer.close()
 
     # --- rollout --------------------------------------------------------------------------------
     def _start_rollout(self, msg: StartRollout) -> None:
@@ -100,6 +105,10 @@ class EnvWorker:
                                                    {"env_steps": self.env_steps, "busy_s": self.busy_s}))
             return
         obs = ObsBatch.stack([self.slots[e].obs for e in active])
+        if self.shared_memory:  # images go through the group's shared block; the message carries its name
+            if group_id not in self._shm:
+                self._shm[group_id] = ShmWriter((len(self.groups[group_id]), *obs.images.shape[1:]))
+            obs.images = self._shm[group_id].write(obs.images)
         self.inference_inbox.put(ObsRequest(self.worker_id, group_id, self.global_step, active, obs,
                                             self.min_version, time.time()))
 

@@ -18,6 +18,7 @@ import torch
 
 from tristream.runtime.channels import Empty
 from tristream.runtime.messages import ActionReply, GroupDone, ObsRequest, Stop, Weights
+from tristream.runtime.shm import ShmReader, ShmRef
 from tristream.types import ObsBatch
 
 
@@ -34,6 +35,7 @@ class InferenceWorker:
         self.done_groups: dict[int, set[int]] = defaultdict(set)
         self.seed = seed
         self._rng_state = _seeded_rng_state(seed)
+        self._shm = ShmReader()
         self.batch_sizes: list[int] = []
         self.busy_s = 0.0
 
@@ -52,6 +54,9 @@ class InferenceWorker:
         while (batch := self._ready_batch()) is not None:
             self._serve(batch)
         return True
+
+    def close(self) -> None:
+        self._shm.close()
 
     def _handle(self, msg) -> None:
         if isinstance(msg, ObsRequest):
@@ -95,6 +100,9 @@ class InferenceWorker:
     @torch.no_grad()
     def _serve(self, batch: list[ObsRequest]) -> None:
         t0 = time.perf_counter()
+        for r in batch:
+            if isinstance(r.obs.images, ShmRef):
+                r.obs.images = self._shm.read(r.obs.images)
         obs = ObsBatch.concat([r.obs for r in batch])
         with torch.random.fork_rng(devices=[]):
             torch.set_rng_state(self._rng_state)
@@ -122,5 +130,8 @@ def _seeded_rng_state(seed: int) -> torch.Tensor:
 
 
 def run_inference_worker(worker: InferenceWorker) -> None:
-    while worker.poll(timeout=0.05):
-        pass
+    try:
+        while worker.poll(timeout=0.05):
+            pass
+    finally:
+        worker.close()

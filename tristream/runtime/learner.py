@@ -41,9 +41,32 @@ class Samples:
     t: np.ndarray  # [N] step within the segment
     group_id: np.ndarray  # [N] GRPO group (FiberPO-Domain's prompt group)
     domain_id: np.ndarray  # [N] task family (FiberPO-Domain's domain)
+    version: np.ndarray  # [N] policy version that produced each sample
 
     def __len__(self) -> int:
         return len(self.row)
+
+    @staticmethod
+    def concat(parts: list["Samples"]) -> "Samples":
+        offsets = np.cumsum([0] + [int(p.row.max()) + 1 if len(p) else 0 for p in parts[:-1]])
+        cat = lambda name: torch.cat([getattr(p, name) for p in parts])  # noqa: E731
+        return Samples(obs=ObsBatch.concat([p.obs for p in parts]), actions=cat("actions"),
+                       behaviour_logp=cat("behaviour_logp"), proximal_logp=cat("proximal_logp"),
+                       advantages=cat("advantages"), returns=cat("returns"),
+                       row=np.concatenate([p.row + o for p, o in zip(parts, offsets)]),
+                       t=np.concatenate([p.t for p in parts]),
+                       group_id=np.concatenate([p.group_id for p in parts]),
+                       domain_id=np.concatenate([p.domain_id for p in parts]),
+                       version=np.concatenate([p.version for p in parts]))
+
+    def select(self, idx: np.ndarray) -> "Samples":
+        """The samples ``idx`` (which must keep each segment's samples contiguous and in order)."""
+        t = torch.from_numpy(idx)
+        return Samples(obs=ObsBatch(self.obs.images[idx], self.obs.state[idx], [self.obs.instruction[i] for i in idx]),
+                       actions=self.actions[t], behaviour_logp=self.behaviour_logp[t],
+                       proximal_logp=self.proximal_logp[t], advantages=self.advantages[t], returns=self.returns[t],
+                       row=self.row[idx], t=self.t[idx], group_id=self.group_id[idx], domain_id=self.domain_id[idx],
+                       version=self.version[idx])
 
 
 class Learner:
@@ -54,6 +77,7 @@ class Learner:
         self.rng = np.random.default_rng(seed)
         self.version = 0
         self.optimizer_steps = 0
+        self._ids: dict[tuple, int] = {}  # stable small ints for GRPO groups and task domains
 
     # --- checkpointing --------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -71,8 +95,13 @@ class Learner:
         return {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
 
     # --- advantages -----------------------------------------------------------------------------
+    def _id(self, kind: str, key) -> int:
+        return self._ids.setdefault((kind, key), len(self._ids))
+
     @torch.no_grad()
-    def prepare(self, segments: list[Segment]) -> Samples:
+    def prepare(self, segments: list[Segment], normalize: bool = True) -> Samples:
+        """Advantages and flat samples for ``segments`` (GRPO: every episode of a group must be there).
+        ``normalize``: normalise GAE advantages over these segments (when ``algo.norm_adv``)."""
         a = self.algo
         boot_idx = [i for i, s in enumerate(segments) if not s.terminated]
         boot_v = torch.zeros(len(segments))
@@ -93,8 +122,8 @@ class Learner:
                 advs.append(adv[:, 0])
                 rets.append(ret[:, 0])
             adv = torch.cat(advs)
-            if a.norm_adv and len(adv) > 1:
-                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            if normalize:
+                adv = self.normalize(adv)
         else:  # grpo: one outcome per episode, shared by all its steps
             episode_of = [(s.global_step, s.env_id, s.episode_seed) for s in segments]
             returns: dict[tuple, float] = defaultdict(float)
@@ -108,17 +137,16 @@ class Learner:
             by_key = dict(zip(keys, ep_adv.tolist()))
             adv = torch.cat([torch.full((s.length,), by_key[k]) for k, s in zip(episode_of, segments)])
             rets = [torch.from_numpy(s.values) for s in segments]  # no critic target needed
-        group_ids = {g: j for j, g in enumerate(dict.fromkeys(s.group_key for s in segments))}
-        domains = {d: j for j, d in enumerate(dict.fromkeys(s.task for s in segments))}
         lengths = [s.length for s in segments]
         obs = ObsBatch.concat([s.obs for s in segments])
         actions = torch.from_numpy(np.concatenate([s.actions for s in segments]))
         behaviour = torch.from_numpy(np.concatenate([s.behaviour_logp for s in segments]))
         proximal = behaviour
-        if a.loss == "decoupled_ppo" or any(s.policy_version.min() != self.version for s in segments):
+        if self.stale(segments):
             # Stale data: the trust region is measured against the current (proximal) policy, and the
             # behaviour policy only enters the importance weight.
             proximal = self._logp_all(obs, actions)
+            self.policy.train()
         return Samples(
             obs=obs,
             actions=actions,
@@ -128,9 +156,26 @@ class Learner:
             returns=torch.cat(rets).float(),
             row=np.repeat(np.arange(len(segments)), lengths),
             t=np.concatenate([np.arange(n) for n in lengths]),
-            group_id=np.repeat([group_ids[s.group_key] for s in segments], lengths),
-            domain_id=np.repeat([domains[s.task] for s in segments], lengths),
+            group_id=np.repeat([self._id("group", s.group_key) for s in segments], lengths),
+            domain_id=np.repeat([self._id("domain", s.task) for s in segments], lengths),
+            version=np.concatenate([s.policy_version for s in segments]),
         )
+
+    def stale(self, segments: list[Segment]) -> bool:
+        """Data from an older policy: the trust region is then measured against the current (proximal)
+        policy and the behaviour policy enters only as an importance weight (decoupled PPO)."""
+        return self.algo.loss == "decoupled_ppo" or any(s.policy_version.min() != self.version for s in segments)
+
+    def normalize(self, adv: torch.Tensor) -> torch.Tensor:
+        if self.algo.advantage != "gae" or not self.algo.norm_adv or len(adv) < 2:
+            return adv
+        return (adv - adv.mean()) / (adv.std() + 1e-8)
+
+    @torch.no_grad()
+    def proximal_logp(self, samples: Samples) -> torch.Tensor:
+        out = self._logp_all(samples.obs, samples.actions)
+        self.policy.train()
+        return out
 
     def _logp_all(self, obs: ObsBatch, actions: torch.Tensor, chunk: int = 256) -> torch.Tensor:
         self.policy.eval()
@@ -154,7 +199,7 @@ class Learner:
             order = np.concatenate([np.arange(starts[r], starts[r] + counts[r])
                                     for r in self.rng.permutation(len(counts))])
             for lo in range(0, len(order), self.algo.global_batch):
-                stats = self._minibatch(samples, order[lo:lo + self.algo.global_batch])
+                stats = self.optimizer_step(samples, order[lo:lo + self.algo.global_batch])
                 for k, v in stats.items():
                     sums[k] += v
                 n_minibatches += 1
@@ -164,14 +209,14 @@ class Learner:
         out["samples"] = float(len(samples))
         return out
 
-    def _minibatch(self, samples: Samples, idx: np.ndarray) -> dict[str, float]:
+    def optimizer_step(self, samples: Samples, idx: np.ndarray) -> dict[str, float]:
         """One optimizer step on the samples ``idx`` (in stream order), accumulated over micro-batches."""
         a = self.algo
         L = samples.behaviour_logp.shape[1]
         # Sub-rows: a segment's samples inside this mini-batch (the loss's "sequences").
         subrows = np.split(np.arange(len(idx)), np.flatnonzero(np.diff(samples.row[idx])) + 1)
         norm = {"tokens": float(len(idx) * L), "seqs": float(len(subrows)), "samples": float(len(idx))}
-        pre = self._domain_precompute(samples, idx, subrows, norm) if a.loss == "fiberpo_domain" else None
+        pre = self._domain_precompute(samples, idx, subrows) if a.loss == "fiberpo_domain" else None
         self.optimizer.zero_grad(set_to_none=True)
         stats: dict[str, float] = defaultdict(float)
         first = 0
@@ -211,7 +256,7 @@ class Learner:
                 "instruction": [samples.obs.instruction[i] for i in sel]}
 
     @torch.no_grad()
-    def _domain_precompute(self, samples: Samples, idx, subrows, norm):
+    def _domain_precompute(self, samples: Samples, idx, subrows):
         """FiberPO-Domain's group and domain aggregates need the whole mini-batch: one no-grad forward."""
         from tristream.algos.fiberpo import fiberpo_domain_precompute
         sel = idx[np.concatenate(subrows)]
@@ -228,9 +273,12 @@ class Learner:
         out = self.policy.evaluate(self._obs(samples, sel), samples.actions[sel])
         lay = self._rows(samples, idx, subrows, out.logp)
         extra = {} if precomputed is None else {"precomputed": precomputed}
+        # Stale PPO data (behaviour != proximal) is trained with the decoupled loss, which adds the
+        # proximal/behaviour importance weight; on fresh data the two are the same function.
+        name = "decoupled_ppo" if a.loss == "ppo" and not torch.equal(lay["old"], lay["behaviour"]) else a.loss
         loss, diag = compute_policy_loss(
-            a.loss, logp=lay["rows"](out.logp), old_logp=lay["old"], advantages=lay["adv"], mask=lay["mask"],
-            behaviour_logp=lay["behaviour"] if a.loss == "decoupled_ppo" else None,
+            name, logp=lay["rows"](out.logp), old_logp=lay["old"], advantages=lay["adv"], mask=lay["mask"],
+            behaviour_logp=lay["behaviour"] if name == "decoupled_ppo" else None,
             loss_reduction=self.loss_reduction, global_tokens=norm["tokens"], global_seqs=norm["seqs"],
             group_ids=lay["group_ids"], domain_ids=lay["domain_ids"], **self._loss_hparams(), **extra)
         entropy = out.entropy.sum() / norm["tokens"]

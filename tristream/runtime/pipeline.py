@@ -1,13 +1,20 @@
 """The wiring: who sends what to whom, in one place (read top to bottom).
 
-    Learner --Weights(version)------------------> InferenceWorker
-    pipeline --StartRollout(step, min_version)--> EnvWorker x W
-    EnvWorker --ObsRequest(group)---------------> InferenceWorker --ActionReply--> EnvWorker
-    EnvWorker --SegmentBatch, RolloutDone-------> Learner (this process)
+    Learner  --Weights(version)-------------------> InferenceWorker
+    pipeline --StartRollout(step, min_version)----> EnvWorker w
+    EnvWorker --ObsRequest(group)-----------------> InferenceWorker --ActionReply(group)--> EnvWorker
+    EnvWorker --SegmentBatch, RolloutDone---------> Learner (this process)
 
-In ``sync`` mode one global step is: publish weights v, start every env worker's episodes with
-min_version v, stream segments in until every worker reports RolloutDone, update (v -> v+1).
-The inference batcher (runtime.batch_max = 0) answers all running groups in one lockstep batch.
+Scheduling by ``runtime.mode`` (the roles are the same in every mode):
+
+- ``sync``: lockstep inference (every running group answered in one batch); train after the rollout.
+- ``async-rollout``: groups step on their own clocks through the dynamic batcher; train after the rollout.
+- ``async``: as async-rollout, and the learner trains on the step's segments while they stream in. Weights
+  are published once per global step. With ``runtime.max_policy_lag = L`` an env worker may start the
+  rollout of step j once the learner has finished step j - L - 1 (it then acts with weights up to L
+  versions old, corrected by the decoupled loss); with L = 0 the data are exactly those of ``sync``.
+
+The version of the weights equals the number of completed global steps.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ from tristream.runtime.backends import make_backend
 from tristream.runtime.learner import Learner
 from tristream.runtime.messages import RolloutDone, SegmentBatch, StartRollout, Weights
 from tristream.runtime.roles import shard_plan
+from tristream.runtime.streaming import StreamingUpdate
 from tristream.types import Segment
 
 
@@ -28,13 +36,19 @@ class StopRequested(Exception):
     """A signal asked the run to stop; the unfinished rollout is dropped (it reruns identically on resume)."""
 
 
+def _order(segments: list[Segment]) -> list[Segment]:
+    """Arrival order depends on process timing; the order of training data must not."""
+    return sorted(segments, key=lambda s: (s.env_id, s.episode_seed, int(s.policy_version[0]), -s.length,
+                                           int(s.env_steps.sum())))
+
+
 def run_rollout(backend, cfg, global_step: int, version: int,
-                should_stop: Callable[[], bool] = lambda: False) -> tuple[list[Segment], dict[str, Any]]:
-    """Start one global step's episodes on every env worker and gather its segments."""
+                should_stop: Callable[[], bool] = lambda: False) -> list[Segment]:
+    """Start one global step's episodes on every env worker and gather all its segments."""
     plan = shard_plan(cfg)
     backend.send_env_workers(StartRollout(global_step, version, cfg.rollout.episodes_per_env))
     segments: list[Segment] = []
-    done: dict[int, dict] = {}
+    done: set[int] = set()
     while len(done) < plan.env_workers:
         if should_stop():
             raise StopRequested
@@ -42,13 +56,11 @@ def run_rollout(backend, cfg, global_step: int, version: int,
         if isinstance(msg, SegmentBatch):
             segments.extend(msg.segments)
         elif isinstance(msg, RolloutDone) and msg.global_step == global_step:
-            done[msg.worker_id] = msg.stats
-    # Arrival order depends on process timing; training order must not.
-    segments.sort(key=lambda s: (s.env_id, s.policy_version[0], s.episode_seed, s.global_step, -s.length))
-    return segments, {"workers": done}
+            done.add(msg.worker_id)
+    return _order(segments)
 
 
-def episode_metrics(segments: list[Segment]) -> dict[str, float]:
+def episode_metrics(segments: list[Segment], trained_at_version: int) -> dict[str, float]:
     ends = [s for s in segments if s.episode_done]
     out: dict[str, float] = {"episodes": float(len(ends)),
                              "env_steps": float(sum(int(s.env_steps.sum()) for s in segments))}
@@ -61,8 +73,10 @@ def episode_metrics(segments: list[Segment]) -> dict[str, float]:
             by_task[s.task].append(s.episode_success)
         for task, v in sorted(by_task.items()):
             out[f"success/{task}"] = float(np.mean(v))
-    versions = np.concatenate([s.policy_version for s in segments]) if segments else np.zeros(1)
-    return out | {"policy_version_min": float(versions.min()), "policy_version_max": float(versions.max())}
+    versions = np.concatenate([s.policy_version for s in segments]) if segments else np.zeros(1, np.int64)
+    lag = trained_at_version - versions
+    return out | {"policy_version_min": float(versions.min()), "policy_version_max": float(versions.max()),
+                  "policy_lag_mean": float(lag.mean()), "policy_lag_max": float(lag.max())}
 
 
 def train_loop(cfg, policy, env_spec, *, learner: Learner, start_step: int,
@@ -70,28 +84,85 @@ def train_loop(cfg, policy, env_spec, *, learner: Learner, start_step: int,
                should_stop: Callable[[], bool] = lambda: False) -> int:
     """Run global steps ``start_step .. cfg.train.steps - 1``; returns the next step to run.
 
-    ``on_step(step, metrics)`` logs and checkpoints. ``should_stop`` is checked between steps (signals).
+    ``on_step(step, metrics)`` logs and checkpoints. ``should_stop`` is checked while waiting (signals).
     """
     backend = make_backend(cfg, env_spec)
-    step = start_step
     try:
-        while step < cfg.train.steps and not should_stop():
-            t0 = time.perf_counter()
-            backend.send_inference(Weights(learner.version, {k: v.numpy() for k, v in learner.weights().items()}))
-            try:
-                segments, _ = run_rollout(backend, cfg, step, learner.version, should_stop)
-            except StopRequested:
-                break
-            t_rollout = time.perf_counter() - t0
-            metrics = episode_metrics(segments)
-            lag = learner.version - np.concatenate([s.policy_version for s in segments])
-            metrics |= {"policy_lag_mean": float(lag.mean()), "policy_lag_max": float(lag.max())}
-            metrics |= learner.update(segments)
-            elapsed = time.perf_counter() - t0
-            metrics |= {"rollout_s": t_rollout, "update_s": elapsed - t_rollout, "step_s": elapsed,
-                        "env_steps_per_s": metrics["env_steps"] / elapsed, "version": float(learner.version)}
-            step += 1
-            on_step(step, metrics)
+        run = _run_streaming if cfg.runtime.mode == "async" else _run_after_rollout
+        return run(backend, cfg, learner, start_step, on_step, should_stop)
     finally:
         backend.close()
+
+
+def _publish(backend, learner: Learner) -> None:
+    backend.send_inference(Weights(learner.version, {k: v.numpy() for k, v in learner.weights().items()}))
+
+
+def _run_after_rollout(backend, cfg, learner, step, on_step, should_stop) -> int:
+    """sync and async-rollout: publish, roll out the whole step, then train on it."""
+    while step < cfg.train.steps and not should_stop():
+        t0 = time.perf_counter()
+        _publish(backend, learner)
+        try:
+            segments = run_rollout(backend, cfg, step, learner.version, should_stop)
+        except StopRequested:
+            break
+        t_rollout = time.perf_counter() - t0
+        metrics = episode_metrics(segments, learner.version)
+        metrics |= learner.update(segments)
+        elapsed = time.perf_counter() - t0
+        metrics |= {"rollout_s": t_rollout, "update_s": elapsed - t_rollout, "step_s": elapsed,
+                    "env_steps_per_s": metrics["env_steps"] / elapsed, "version": float(learner.version)}
+        step += 1
+        on_step(step, metrics)
+    return step
+
+
+def _run_streaming(backend, cfg, learner, step, on_step, should_stop) -> int:
+    """async: train on step k's segments as they arrive; start later rollouts within the lag bound."""
+    plan = shard_plan(cfg)
+    lag_bound = cfg.runtime.max_policy_lag
+    next_step = {w: step for w in range(plan.env_workers)}  # the rollout each worker runs next
+    running: set[int] = set()
+    finished: dict[int, set[int]] = defaultdict(set)  # global step -> workers done with it
+    early: dict[int, list[Segment]] = defaultdict(list)  # segments of steps the learner has not reached
+    collected: list[Segment] = []
+    stream = StreamingUpdate(learner, cfg.rollout.group_size)
+    _publish(backend, learner)
+    t0 = time.perf_counter()
+    while step < cfg.train.steps:
+        for w in range(plan.env_workers):  # admission control: rollout j needs version >= j - lag_bound
+            j = next_step[w]
+            if w not in running and j < cfg.train.steps and j - step <= lag_bound:
+                backend.send_env_worker(w, StartRollout(j, learner.version, cfg.rollout.episodes_per_env))
+                running.add(w)
+        if should_stop():
+            break
+        msg = backend.learner_get(timeout=cfg.runtime.timeout_s)
+        if isinstance(msg, SegmentBatch):
+            segs = msg.segments
+            if segs[0].global_step == step:
+                collected += segs
+                stream.add(_order(segs))
+            else:
+                early[segs[0].global_step] += segs
+        elif isinstance(msg, RolloutDone):
+            finished[msg.global_step].add(msg.worker_id)
+            running.discard(msg.worker_id)
+            next_step[msg.worker_id] = msg.global_step + 1
+        if len(finished[step]) < plan.env_workers:
+            continue
+        metrics = episode_metrics(collected, learner.version) | stream.finish()
+        elapsed = time.perf_counter() - t0
+        metrics |= {"step_s": elapsed, "env_steps_per_s": metrics["env_steps"] / elapsed,
+                    "version": float(learner.version)}
+        del finished[step]
+        step += 1
+        _publish(backend, learner)
+        on_step(step, metrics)
+        t0 = time.perf_counter()
+        stream = StreamingUpdate(learner, cfg.rollout.group_size)
+        collected = early.pop(step, [])
+        if collected:
+            stream.add(_order(collected))
     return step

@@ -25,11 +25,11 @@ def make_env(env_cfg):
     return ENVS.make(env_cfg.name, **env_kwargs(env_cfg))
 
 
-def build_env_worker(cfg, worker_id: int, inbox, inference_inbox, learner_inbox):
+def build_env_worker(cfg, worker_id: int, inbox, inference_inbox, learner_inbox, shared_memory: bool = False):
     from tristream.runtime.env_worker import EnvWorker
     return EnvWorker(worker_id, shard_plan(cfg).worker_groups(worker_id), lambda: make_env(cfg.env), inbox,
                      inference_inbox, learner_inbox, segment_len=cfg.rollout.segment_len, run_seed=cfg.run.seed,
-                     group_size=cfg.rollout.group_size)
+                     group_size=cfg.rollout.group_size, shared_memory=shared_memory)
 
 
 def build_policy(cfg, env_spec):
@@ -39,8 +39,15 @@ def build_policy(cfg, env_spec):
                        init_log_std=p.init_log_std)
 
 
+def batch_max(cfg) -> int:
+    """0 means lockstep (sync); the async modes batch dynamically, by default at half the envs."""
+    if cfg.runtime.mode == "sync":
+        return 0
+    return cfg.runtime.batch_max or max(1, cfg.rollout.num_envs // 2)
+
+
 def build_inference_worker(cfg, env_spec, inbox, env_inboxes, *, deterministic: bool = False):
     from tristream.runtime.inference import InferenceWorker
     return InferenceWorker(build_policy(cfg, env_spec), inbox, env_inboxes, num_groups=shard_plan(cfg).num_groups,
-                           batch_max=cfg.runtime.batch_max, batch_timeout_ms=cfg.runtime.batch_timeout_ms,
+                           batch_max=batch_max(cfg), batch_timeout_ms=cfg.runtime.batch_timeout_ms,
                            seed=cfg.run.seed + 1, deterministic=deterministic)

@@ -47,6 +47,18 @@ class StopFlag:
         return self.set
 
 
+def set_exploration(policy, log_std: float) -> None:
+    """Behaviour cloning fits the noise of the demonstrations; RL wants its own exploration level."""
+    import torch
+
+    head = getattr(policy, "head", None)
+    if not hasattr(head, "set_log_std"):
+        print(f"[tristream] train.rl_log_std ignored: {type(policy).__name__} has no Gaussian head")
+        return
+    with torch.no_grad():
+        head.set_log_std(log_std)
+
+
 def rl_train(cfg, run_dir: str | Path, env_spec, *, init: str | Path | None = None, resume: bool = False,
              progress: bool = True, stop: StopFlag | None = None):
     """RL from ``init`` (a policy folder; None: a fresh policy) or, with ``resume``, from the run's last
@@ -66,6 +78,8 @@ def rl_train(cfg, run_dir: str | Path, env_spec, *, init: str | Path | None = No
     else:
         torch.manual_seed(cfg.run.seed)
         policy = load_policy(init) if init else build_policy(cfg, env_spec)
+        if cfg.train.rl_log_std is not None:
+            set_exploration(policy, cfg.train.rl_log_std)
         learner = Learner(policy, cfg.algo, seed=cfg.run.seed + 2)
         start = 0
     print(shard_plan(cfg).describe())

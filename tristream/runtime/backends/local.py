@@ -22,7 +22,7 @@ def _role_main(kind: str, cfg, args: tuple, learner_inbox) -> None:
     try:
         if kind == "env":
             from tristream.runtime.env_worker import run_env_worker
-            run_env_worker(roles.build_env_worker(cfg, *args, learner_inbox))
+            run_env_worker(roles.build_env_worker(cfg, *args, learner_inbox, shared_memory=True))
         else:
             import torch
             torch.set_num_threads(cfg.runtime.inference_threads)
@@ -57,8 +57,11 @@ class LocalBackend:
         self.inference_inbox.put(msg, timeout=self.cfg.runtime.timeout_s)
 
     def send_env_workers(self, msg) -> None:
-        for inbox in self.env_inboxes.values():
-            inbox.put(msg, timeout=self.cfg.runtime.timeout_s)
+        for w in self.env_inboxes:
+            self.send_env_worker(w, msg)
+
+    def send_env_worker(self, worker_id: int, msg) -> None:
+        self.env_inboxes[worker_id].put(msg, timeout=self.cfg.runtime.timeout_s)
 
     def learner_get(self, timeout: float) -> object:
         deadline = time.monotonic() + timeout

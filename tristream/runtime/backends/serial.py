@@ -25,6 +25,9 @@ class SerialBackend:
         for inbox in self.env_inboxes.values():
             inbox.put(msg)
 
+    def send_env_worker(self, worker_id: int, msg) -> None:
+        self.env_inboxes[worker_id].put(msg)
+
     def learner_get(self, timeout: float) -> object:
         """Pump every role until the learner has a message."""
         deadline = time.monotonic() + timeout
