@@ -6,6 +6,7 @@ import os
 import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does: no spinning OpenMP threads
 
 from tristream.config import Config, load_config  # noqa: E402
 

@@ -121,3 +121,19 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return "\nState:\tZ" not in status
+
+
+def test_bench_throughput_writes_its_files(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "throughput", *TOY, "--out", str(out), "--repeats", "1", "--measure-steps", "2",
+                 "runtime.groups_per_worker=2"]) == 0
+    result = json.loads((out / "throughput.json").read_text())
+    assert set(result["modes"]) == {"sync", "async-rollout", "async"}
+    for mode, r in result["modes"].items():
+        assert len(r["env_steps_per_s"]) == 1 and r["median"] > 0
+        trace = json.loads((out / f"trace_{mode}.json").read_text())
+        assert any(e.get("name") == "train" for e in trace["traceEvents"])
+    assert result["ratio_vs_sync"]["sync"] == 1.0
+    assert (out / "timeline.png").stat().st_size > 1000
+    printed = capsys.readouterr().out
+    assert "workload:" in printed and "env-only ceiling" in printed and "x sync" in printed

@@ -13,6 +13,9 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+# Roles share few cores: OpenMP threads that spin while idle steal them from the other roles (measured:
+# a learner step 50-100x slower beside a busy process). Must be set before torch loads OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 OVERRIDES_HELP = "config overrides key.sub=value (list all: tristream config keys), e.g. algo.lr=3e-4 rollout.num_envs=16"
 
@@ -121,7 +124,11 @@ def cmd_bench(args) -> int:
               f"policy, images {cfg.env.image_size}x{cfg.env.image_size}")
         print(f"env-only throughput: {r['env_steps_per_s']:.0f} env steps/s ({r['seconds']:.1f} s)")
         return 0
-    raise SystemExit(f"error: unknown benchmark {args.what!r}; valid: env")
+    from tristream.bench.throughput import bench_throughput
+    modes = tuple(m.strip() for m in args.modes.split(","))
+    bench_throughput(cfg, _env_spec(cfg), args.out, modes=modes, repeats=args.repeats, warmup=args.warmup,
+                     steps=args.measure_steps)
+    return 0
 
 
 def cmd_env(args) -> int:
@@ -172,10 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="output folder (default: <checkpoint>/eval)")
     e.add_argument("--label", default="eval", help="name of this evaluation in tables and file names")
     e.set_defaults(func=cmd_eval)
-    b = common(sub.add_parser("bench", epilog=epilog, help="benchmarks: env (env-only throughput, the ceiling)"), ["env"],
+    b = common(sub.add_parser("bench", epilog=epilog, help="benchmarks: env (env-only throughput, the ceiling), "
+                              "throughput (sync vs async-rollout vs async, side by side)"), ["env", "throughput"],
                "which benchmark")
-    b.add_argument("--num-envs", type=int, default=8, help="envs stepped in one process")
-    b.add_argument("--steps", type=int, default=2000, help="env steps in total")
+    b.add_argument("--num-envs", type=int, default=8, help="env: envs stepped in one process")
+    b.add_argument("--steps", type=int, default=2000, help="env: env steps in total")
+    b.add_argument("--modes", default="sync,async-rollout,async", help="throughput: modes, comma-separated")
+    b.add_argument("--repeats", type=int, default=3, help="throughput: interleaved repeats of every mode")
+    b.add_argument("--warmup", type=int, default=1, help="throughput: unmeasured global steps per run")
+    b.add_argument("--measure-steps", type=int, default=3, help="throughput: measured global steps per run")
+    b.add_argument("--out", default="runs/bench_throughput", help="throughput: output folder")
     b.set_defaults(func=cmd_bench)
     v = sub.add_parser("env", help="list registered envs")
     v.add_argument("what", choices=["list"])

@@ -31,7 +31,10 @@ class EnvConfig:
     image_size: int = f(64, "square camera resolution in pixels", min=8, max=512)
     max_episode_steps: int = f(50, "env steps before truncation", min=1)
     reward_shaping: bool = f(False, "add the env's dense shaping term to the sparse success reward")
-    extra_latency: Optional[str] = f(None, "optional long-tail step latency model (later issue)")
+    step_latency_ms: float = f(0.0, "latency model: median extra wall time per env step, log-normal (0: off)",
+                               min=0.0)
+    reset_latency_ms: float = f(0.0, "latency model: median extra wall time per reset, log-normal", min=0.0)
+    latency_sigma: float = f(1.0, "latency model: log-normal sigma (the length of the tail)", min=0.0)
 
 
 @dataclass

@@ -33,3 +33,35 @@ def learning_curve(run_dir: str | Path, out: str | Path | None = None) -> Path:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+COLOURS = {"step": "#4c72b0", "reset": "#8172b2", "forward": "#dd8452", "train": "#55a868"}
+
+
+def timeline(runs: dict, out: str | Path, max_seconds: float = 8.0) -> Path:
+    """One panel per mode, one row per role, busy spans coloured by activity; white is idle.
+
+    ``runs``: mode -> (telemetry list, (t0, t1) measured window). Shows the first ``max_seconds``.
+    """
+    out = Path(out)
+    fig, axes = plt.subplots(len(runs), 1, figsize=(12, 1.2 + 0.45 * 4 * len(runs)), squeeze=False)
+    for ax, (mode, (telemetry, (t0, t1))) in zip(axes[:, 0], runs.items()):
+        roles = sorted({t.role for t in telemetry}, key=lambda r: (r != "learner", r != "inference", r))
+        for row, role in enumerate(roles):
+            for t in telemetry:
+                if t.role != role:
+                    continue
+                for name, a, b in t.spans:
+                    if b < t0 or a > t0 + max_seconds:
+                        continue
+                    ax.broken_barh([(a - t0, b - a)], (row - 0.4, 0.8), color=COLOURS.get(name, "grey"))
+        ax.set_yticks(range(len(roles)), roles)
+        ax.set_xlim(0, min(max_seconds, t1 - t0))
+        ax.set_title(mode, loc="left", fontsize=10)
+        ax.set_xlabel("seconds into the measured window")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in COLOURS.values()]
+    fig.legend(handles, list(COLOURS), loc="upper right", ncol=len(COLOURS), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out

@@ -14,6 +14,7 @@ import numpy as np
 
 from tristream.runtime.messages import (ActionReply, GroupDone, ObsRequest, RolloutDone, SegmentBatch,
                                         StartRollout, Stop)
+from tristream.metrics.trace import Tracer
 from tristream.runtime.shard import episode_seed
 from tristream.runtime.shm import ShmWriter
 from tristream.types import ObsBatch, Segment
@@ -53,7 +54,7 @@ class EnvWorker:
         self.min_version = 0
         self.groups_running: set[int] = set()
         self.env_steps = 0
-        self.busy_s = 0.0
+        self.tracer = Tracer(f"env_worker{worker_id}")
         self.shared_memory = shared_memory
         self._shm: dict[int, ShmWriter] = {}
 
@@ -61,16 +62,16 @@ class EnvWorker:
     def poll(self, timeout: float | None = None) -> bool:
         """Handle one message from the inbox. Returns False when told to stop."""
         msg = self.inbox.get(timeout=timeout)
-        t0 = time.perf_counter()
         if isinstance(msg, Stop):
             return False
         if isinstance(msg, StartRollout):
-            self._start_rollout(msg)
+            with self.tracer.span("reset"):
+                self._start_rollout(msg)
         elif isinstance(msg, ActionReply):
-            self._on_actions(msg)
+            with self.tracer.span("step"):
+                self._on_actions(msg)
         else:
             raise TypeError(f"EnvWorker {self.worker_id}: unexpected message {type(msg).__name__}")
-        self.busy_s += time.perf_counter() - t0
         return True
 
     def close(self) -> None:
@@ -101,8 +102,8 @@ class EnvWorker:
             self.groups_running.discard(group_id)
             self.inference_inbox.put(GroupDone(group_id, self.global_step))
             if not self.groups_running:
-                self.learner_inbox.put(RolloutDone(self.worker_id, self.global_step,
-                                                   {"env_steps": self.env_steps, "busy_s": self.busy_s}))
+                self.learner_inbox.put(self.tracer.telemetry(env_steps=self.env_steps))
+                self.learner_inbox.put(RolloutDone(self.worker_id, self.global_step))
             return
         obs = ObsBatch.stack([self.slots[e].obs for e in active])
         if self.shared_memory:  # images go through the group's shared block; the message carries its name

@@ -16,6 +16,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
+from tristream.metrics.trace import Tracer
 from tristream.runtime.channels import Empty
 from tristream.runtime.messages import ActionReply, GroupDone, ObsRequest, Stop, Weights
 from tristream.runtime.shm import ShmReader, ShmRef
@@ -24,7 +25,8 @@ from tristream.types import ObsBatch
 
 class InferenceWorker:
     def __init__(self, policy, inbox, env_inboxes: dict, *, num_groups: int, batch_max: int = 0,
-                 batch_timeout_ms: float = 5.0, seed: int = 0, deterministic: bool = False):
+                 batch_timeout_ms: float = 5.0, seed: int = 0, deterministic: bool = False,
+                 telemetry_inbox=None, telemetry_every_s: float = 0.2):
         self.policy = policy.eval()
         self.inbox, self.env_inboxes = inbox, env_inboxes
         self.num_groups = num_groups
@@ -37,7 +39,10 @@ class InferenceWorker:
         self._rng_state = _seeded_rng_state(seed)
         self._shm = ShmReader()
         self.batch_sizes: list[int] = []
-        self.busy_s = 0.0
+        self.queue_delays: list[float] = []
+        self.tracer = Tracer("inference")
+        self.telemetry_inbox, self.telemetry_every_s = telemetry_inbox, telemetry_every_s
+        self._last_telemetry = time.time()
 
     def poll(self, timeout: float | None = 0.05) -> bool:
         """Take what the inbox has (waiting up to ``timeout`` for the first message), then serve ready
@@ -52,8 +57,19 @@ class InferenceWorker:
         except Empty:
             pass
         while (batch := self._ready_batch()) is not None:
-            self._serve(batch)
+            with self.tracer.span("forward"):
+                self._serve(batch)
+        if self.telemetry_inbox is not None and time.time() - self._last_telemetry > self.telemetry_every_s:
+            self.flush_telemetry()
         return True
+
+    def flush_telemetry(self) -> None:
+        self._last_telemetry = time.time()
+        if self.telemetry_inbox is not None and self.tracer.spans:
+            sizes, delays = self.batch_sizes, self.queue_delays
+            self.batch_sizes, self.queue_delays = [], []
+            self.telemetry_inbox.put(self.tracer.telemetry(batch_sizes=sizes, queue_delay_s=delays,
+                                                           version=self.version))
 
     def close(self) -> None:
         self._shm.close()
@@ -99,7 +115,8 @@ class InferenceWorker:
 
     @torch.no_grad()
     def _serve(self, batch: list[ObsRequest]) -> None:
-        t0 = time.perf_counter()
+        now = time.time()
+        self.queue_delays.extend(now - r.sent_at for r in batch)
         for r in batch:
             if isinstance(r.obs.images, ShmRef):
                 r.obs.images = self._shm.read(r.obs.images)
@@ -119,7 +136,6 @@ class InferenceWorker:
                                                           self.version))
             start += n
         self.batch_sizes.append(len(obs))
-        self.busy_s += time.perf_counter() - t0
 
 
 def _seeded_rng_state(seed: int) -> torch.Tensor:

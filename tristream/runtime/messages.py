@@ -87,3 +87,13 @@ class RoleError:
 
     role: str
     traceback: str
+
+
+@dataclass
+class Telemetry:
+    """Any role -> learner: busy spans (name, start, end in time.time() seconds) and counters."""
+
+    role: str
+    pid: int
+    spans: list[tuple[str, float, float]]
+    stats: dict[str, float] = field(default_factory=dict)

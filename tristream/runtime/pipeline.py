@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from tristream.metrics.trace import Tracer
 from tristream.runtime.backends import make_backend
 from tristream.runtime.learner import Learner
 from tristream.runtime.messages import RolloutDone, SegmentBatch, StartRollout, Weights
@@ -81,24 +82,33 @@ def episode_metrics(segments: list[Segment], trained_at_version: int) -> dict[st
 
 def train_loop(cfg, policy, env_spec, *, learner: Learner, start_step: int,
                on_step: Callable[[int, dict[str, Any]], None],
-               should_stop: Callable[[], bool] = lambda: False) -> int:
+               should_stop: Callable[[], bool] = lambda: False, backend=None) -> int:
     """Run global steps ``start_step .. cfg.train.steps - 1``; returns the next step to run.
 
     ``on_step(step, metrics)`` logs and checkpoints. ``should_stop`` is checked while waiting (signals).
+    A ``backend`` passed in is used and left open (the benchmark reads its telemetry).
     """
-    backend = make_backend(cfg, env_spec)
+    own = backend is None
+    backend = backend or make_backend(cfg, env_spec)
+    tracer = Tracer("learner")
     try:
         run = _run_streaming if cfg.runtime.mode == "async" else _run_after_rollout
-        return run(backend, cfg, learner, start_step, on_step, should_stop)
+
+        def step_done(step: int, metrics: dict[str, Any]) -> None:
+            backend.telemetry.take(tracer.telemetry())
+            on_step(step, metrics)
+
+        return run(backend, cfg, learner, tracer, start_step, step_done, should_stop)
     finally:
-        backend.close()
+        if own:
+            backend.close()
 
 
 def _publish(backend, learner: Learner) -> None:
     backend.send_inference(Weights(learner.version, {k: v.numpy() for k, v in learner.weights().items()}))
 
 
-def _run_after_rollout(backend, cfg, learner, step, on_step, should_stop) -> int:
+def _run_after_rollout(backend, cfg, learner, tracer, step, on_step, should_stop) -> int:
     """sync and async-rollout: publish, roll out the whole step, then train on it."""
     while step < cfg.train.steps and not should_stop():
         t0 = time.perf_counter()
@@ -109,7 +119,8 @@ def _run_after_rollout(backend, cfg, learner, step, on_step, should_stop) -> int
             break
         t_rollout = time.perf_counter() - t0
         metrics = episode_metrics(segments, learner.version)
-        metrics |= learner.update(segments)
+        with tracer.span("train"):
+            metrics |= learner.update(segments)
         elapsed = time.perf_counter() - t0
         metrics |= {"rollout_s": t_rollout, "update_s": elapsed - t_rollout, "step_s": elapsed,
                     "env_steps_per_s": metrics["env_steps"] / elapsed, "version": float(learner.version)}
@@ -118,7 +129,7 @@ def _run_after_rollout(backend, cfg, learner, step, on_step, should_stop) -> int
     return step
 
 
-def _run_streaming(backend, cfg, learner, step, on_step, should_stop) -> int:
+def _run_streaming(backend, cfg, learner, tracer, step, on_step, should_stop) -> int:
     """async: train on step k's segments as they arrive; start later rollouts within the lag bound."""
     plan = shard_plan(cfg)
     lag_bound = cfg.runtime.max_policy_lag
@@ -143,7 +154,8 @@ def _run_streaming(backend, cfg, learner, step, on_step, should_stop) -> int:
             segs = msg.segments
             if segs[0].global_step == step:
                 collected += segs
-                stream.add(_order(segs))
+                with tracer.span("train"):
+                    stream.add(_order(segs))
             else:
                 early[segs[0].global_step] += segs
         elif isinstance(msg, RolloutDone):
@@ -152,7 +164,8 @@ def _run_streaming(backend, cfg, learner, step, on_step, should_stop) -> int:
             next_step[msg.worker_id] = msg.global_step + 1
         if len(finished[step]) < plan.env_workers:
             continue
-        metrics = episode_metrics(collected, learner.version) | stream.finish()
+        with tracer.span("train"):
+            metrics = episode_metrics(collected, learner.version) | stream.finish()
         elapsed = time.perf_counter() - t0
         metrics |= {"step_s": elapsed, "env_steps_per_s": metrics["env_steps"] / elapsed,
                     "version": float(learner.version)}
@@ -164,5 +177,6 @@ def _run_streaming(backend, cfg, learner, step, on_step, should_stop) -> int:
         stream = StreamingUpdate(learner, cfg.rollout.group_size)
         collected = early.pop(step, [])
         if collected:
-            stream.add(_order(collected))
+            with tracer.span("train"):
+                stream.add(_order(collected))
     return step

@@ -19,15 +19,21 @@ def env_kwargs(env_cfg) -> dict[str, Any]:
     return kwargs
 
 
-def make_env(env_cfg):
+def make_env(env_cfg, latency_seed: int = 0):
     import tristream.envs  # noqa: F401  (registers the built-in envs)
     from tristream.registry import ENVS
-    return ENVS.make(env_cfg.name, **env_kwargs(env_cfg))
+    env = ENVS.make(env_cfg.name, **env_kwargs(env_cfg))
+    if env_cfg.step_latency_ms > 0 or env_cfg.reset_latency_ms > 0:
+        from tristream.envs.latency import LatencyEnv
+        env = LatencyEnv(env, step_ms=env_cfg.step_latency_ms, reset_ms=env_cfg.reset_latency_ms,
+                         sigma=env_cfg.latency_sigma, seed=latency_seed)
+    return env
 
 
 def build_env_worker(cfg, worker_id: int, inbox, inference_inbox, learner_inbox, shared_memory: bool = False):
     from tristream.runtime.env_worker import EnvWorker
-    return EnvWorker(worker_id, shard_plan(cfg).worker_groups(worker_id), lambda: make_env(cfg.env), inbox,
+    seeds = iter(range(worker_id * 10_000, (worker_id + 1) * 10_000))
+    return EnvWorker(worker_id, shard_plan(cfg).worker_groups(worker_id), lambda: make_env(cfg.env, next(seeds)), inbox,
                      inference_inbox, learner_inbox, segment_len=cfg.rollout.segment_len, run_seed=cfg.run.seed,
                      group_size=cfg.rollout.group_size, shared_memory=shared_memory)
 
@@ -46,8 +52,8 @@ def batch_max(cfg) -> int:
     return cfg.runtime.batch_max or max(1, cfg.rollout.num_envs // 2)
 
 
-def build_inference_worker(cfg, env_spec, inbox, env_inboxes, *, deterministic: bool = False):
+def build_inference_worker(cfg, env_spec, inbox, env_inboxes, telemetry_inbox=None, *, deterministic: bool = False):
     from tristream.runtime.inference import InferenceWorker
     return InferenceWorker(build_policy(cfg, env_spec), inbox, env_inboxes, num_groups=shard_plan(cfg).num_groups,
                            batch_max=batch_max(cfg), batch_timeout_ms=cfg.runtime.batch_timeout_ms,
-                           seed=cfg.run.seed + 1, deterministic=deterministic)
+                           seed=cfg.run.seed + 1, deterministic=deterministic, telemetry_inbox=telemetry_inbox)

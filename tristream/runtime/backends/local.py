@@ -15,6 +15,7 @@ import traceback
 from tristream.runtime import roles
 from tristream.runtime.channels import ProcessChannel
 from tristream.runtime.messages import RoleError, Stop
+from tristream.runtime.telemetry import TelemetrySink
 
 
 def _role_main(kind: str, cfg, args: tuple, learner_inbox) -> None:
@@ -49,7 +50,9 @@ class LocalBackend:
                 args=("env", cfg, (w, self.env_inboxes[w], self.inference_inbox), self.learner_inbox))
         self.procs["inference"] = ctx.Process(
             target=_role_main, name="tristream-inference", daemon=True,
-            args=("inference", cfg, (env_spec, self.inference_inbox, self.env_inboxes), self.learner_inbox))
+            args=("inference", cfg, (env_spec, self.inference_inbox, self.env_inboxes, self.learner_inbox),
+                  self.learner_inbox))
+        self.telemetry = TelemetrySink()
         for p in self.procs.values():
             p.start()
 
@@ -78,10 +81,17 @@ class LocalBackend:
                 continue
             if isinstance(msg, RoleError):
                 raise RuntimeError(f"{msg.role} failed:\n{msg.traceback}")
-            return msg
+            if not self.telemetry.take(msg):
+                return msg
 
-    def role_stats(self) -> dict[str, float]:
-        return {}
+    def drain(self, seconds: float) -> None:
+        """Keep taking telemetry for ``seconds`` (what roles sent just before a measured window closed)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                self.telemetry.take(self.learner_get(timeout=max(0.01, deadline - time.monotonic())))
+            except (TimeoutError, RuntimeError):
+                return
 
     def close(self) -> None:
         for inbox in [self.inference_inbox, *self.env_inboxes.values()]:

@@ -5,6 +5,7 @@ import time
 
 from tristream.runtime import roles
 from tristream.runtime.channels import Empty, SerialChannel
+from tristream.runtime.telemetry import TelemetrySink
 
 
 class SerialBackend:
@@ -16,7 +17,9 @@ class SerialBackend:
         self.env_inboxes = {w: SerialChannel() for w in range(plan.env_workers)}
         self.env_workers = [roles.build_env_worker(cfg, w, self.env_inboxes[w], self.inference_inbox,
                                                    self.learner_inbox) for w in range(plan.env_workers)]
-        self.inference = roles.build_inference_worker(cfg, env_spec, self.inference_inbox, self.env_inboxes)
+        self.inference = roles.build_inference_worker(cfg, env_spec, self.inference_inbox, self.env_inboxes,
+                                                      self.learner_inbox)
+        self.telemetry = TelemetrySink()
 
     def send_inference(self, msg) -> None:
         self.inference_inbox.put(msg)
@@ -33,7 +36,10 @@ class SerialBackend:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                return self.learner_inbox.get()
+                msg = self.learner_inbox.get()
+                if not self.telemetry.take(msg):
+                    return msg
+                continue
             except Empty:
                 pass
             progressed = False
@@ -47,9 +53,14 @@ class SerialBackend:
             if not progressed and time.monotonic() > deadline:
                 raise TimeoutError("serial backend: no role has work and the learner got nothing (deadlock)")
 
-    def role_stats(self) -> dict[str, float]:
-        return {"inference_busy_s": self.inference.busy_s,
-                **{f"env_worker{w}_busy_s": wk.busy_s for w, wk in enumerate(self.env_workers)}}
+    def drain(self, seconds: float) -> None:
+        """Keep taking telemetry for ``seconds`` (what roles sent just before a measured window closed)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                self.telemetry.take(self.learner_get(timeout=max(0.01, deadline - time.monotonic())))
+            except (TimeoutError, RuntimeError):
+                return
 
     def close(self) -> None:
         for worker in self.env_workers:

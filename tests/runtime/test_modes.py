@@ -1,0 +1,74 @@
+"""The three scheduling modes: streamed learning, the lag bound, and async with lag 0 against sync."""
+import numpy as np
+import pytest
+
+from tristream.metrics.tracker import read_metrics
+from tristream.runtime.learner import Learner
+from tristream.runtime.roles import build_policy
+from tristream.runtime.streaming import StreamingUpdate
+from tristream.workflow.rl import rl_train
+from tests.runtime.test_learner import _segments
+from tristream.envs import make_env
+
+
+def _spec(cfg):
+    return make_env(cfg.env.name, image_size=cfg.env.image_size).spec
+
+
+@pytest.mark.parametrize("chunks", [[1, 1, 1, 1, 1, 1, 1, 1], [3, 5], [8]])
+def test_streaming_steps_once_per_global_batch_whatever_the_chunks(tiny, chunks):
+    cfg = tiny("algo.global_batch=5", "algo.update_epochs=2", "algo.micro_batch=2")
+    env = make_env("toy", image_size=16)
+    segs = _segments(env, n_segments=8, rng=np.random.default_rng(1))
+    n = sum(s.length for s in segs)
+    learner = Learner(build_policy(cfg, env.spec), cfg.algo)
+    stream = StreamingUpdate(learner, group_size=1)
+    i = 0
+    for c in chunks:
+        stream.add(segs[i:i + c])
+        i += c
+    stats = stream.finish()
+    assert stats["samples"] == n
+    assert learner.optimizer_steps == 2 * -(-n // 5)
+    assert learner.version == 1
+
+
+@pytest.mark.parametrize("lag", [0, 1, 2])
+def test_no_sample_older_than_the_lag_bound_is_trained(tiny, tmp_path, lag):
+    cfg = tiny("runtime.backend=local", "runtime.mode=async", f"runtime.max_policy_lag={lag}", "train.steps=5",
+               "runtime.groups_per_worker=2")
+    rl_train(cfg, tmp_path, _spec(cfg), progress=False)
+    rows = read_metrics(tmp_path, "train")
+    assert len(rows) == 5
+    assert max(r["policy_lag_max"] for r in rows) <= lag
+
+
+def test_async_with_zero_lag_has_the_data_and_curve_of_sync(tiny, tmp_path):
+    """With lag 0 and one optimizer step per global step, streaming trains on the same batch as sync."""
+    rows = {}
+    for mode in ("sync", "async"):
+        cfg = tiny("runtime.backend=serial", f"runtime.mode={mode}", "runtime.max_policy_lag=0", "train.steps=4",
+                   "algo.global_batch=100000", "algo.update_epochs=1", "algo.micro_batch=100000")
+        rl_train(cfg, tmp_path / mode, _spec(cfg), progress=False)
+        rows[mode] = read_metrics(tmp_path / mode, "train")
+    for s, a in zip(rows["sync"], rows["async"]):
+        assert s["env_steps"] == a["env_steps"] and s["episodes"] == a["episodes"]
+        assert s["policy_lag_max"] == a["policy_lag_max"] == 0
+        for key in ("success", "return", "policy_loss", "value_loss", "entropy", "grad_norm"):
+            assert a[key] == pytest.approx(s[key], rel=1e-3, abs=1e-5), key
+
+
+@pytest.mark.parametrize("mode", ["async-rollout", "async"])
+def test_async_modes_run_the_same_episodes_on_serial_and_local(tiny, tmp_path, mode):
+    """The dynamic batcher groups requests by arrival time, and sampling noise follows batch composition,
+    so async runs of the two backends differ in their samples; they must run the same episodes."""
+    rows = {}
+    for backend in ("serial", "local"):
+        cfg = tiny(f"runtime.backend={backend}", f"runtime.mode={mode}", "train.steps=2",
+                   "runtime.groups_per_worker=2")
+        rl_train(cfg, tmp_path / backend, _spec(cfg), progress=False)
+        rows[backend] = read_metrics(tmp_path / backend, "train")
+    assert len(rows["serial"]) == len(rows["local"]) == 2
+    for s, loc in zip(rows["serial"], rows["local"]):
+        assert loc["episodes"] == s["episodes"] == 4
+        assert np.isfinite(loc["policy_loss"]) and np.isfinite(s["policy_loss"])

@@ -1,0 +1,173 @@
+"""``tristream bench throughput``: sync vs async-rollout vs async on the same workload, side by side.
+
+Protocol (docs/benchmarks.md): every mode runs the same workload (env, policy, number of envs, global
+batch, steps); runs are interleaved (A B C A B C ...) so machine drift cancels; each run starts its roles,
+runs ``warmup`` global steps that are not measured, then ``steps`` measured global steps. Throughput is
+env steps per wall-clock second over the measured steps (rollout and training together). Reported per
+mode: median/min/max over repeats, the ratio of medians to sync, per-role busy fraction, the machine's
+CPU utilisation, inference batch sizes and queueing delay, policy lag, learner inbox depth, peak memory
+per role; plus the env-only ceiling (the same envs and processes driven by a zero-cost policy).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing as mp
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tristream.metrics.plots import timeline
+from tristream.metrics.trace import chrome_trace
+from tristream.runtime.backends import make_backend
+from tristream.runtime.learner import Learner
+from tristream.runtime.pipeline import train_loop
+from tristream.runtime.roles import build_policy, env_kwargs, make_env, shard_plan
+
+MODES = ("sync", "async-rollout", "async")
+
+
+def cpu_times() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _env_only(args) -> dict:
+    from tristream.envs.throughput import env_only_throughput
+    env_cfg, n, steps = args
+    return env_only_throughput(env_cfg.name, num_envs=n, steps=steps, **env_kwargs(env_cfg))
+
+
+def env_only_ceiling(cfg, steps_per_worker: int = 2000) -> float:
+    """Env steps/s of the same envs in the same number of processes, with a zero-cost policy."""
+    plan = shard_plan(cfg)
+    n = plan.num_envs // plan.env_workers
+    with mp.get_context("spawn").Pool(plan.env_workers) as pool:
+        results = pool.map(_env_only, [(cfg.env, n, steps_per_worker)] * plan.env_workers)
+    return sum(r["env_steps_per_s"] for r in results)
+
+
+def measure(cfg, env_spec, init_state: dict, warmup: int, steps: int) -> dict[str, Any]:
+    """One run of one mode: start the roles, warm up, measure ``steps`` global steps."""
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=warmup + steps))
+    torch.manual_seed(cfg.run.seed)
+    policy = build_policy(cfg, env_spec)
+    policy.load_state_dict(init_state)
+    learner = Learner(policy, cfg.algo, seed=cfg.run.seed + 2)
+    backend = make_backend(cfg, env_spec)
+    marks: list[tuple[float, dict]] = []
+    window: dict[str, Any] = {}
+
+    def on_step(step: int, metrics: dict) -> None:
+        now = time.time()
+        metrics["learner_inbox_depth"] = backend.learner_inbox.qsize()
+        marks.append((now, metrics))
+        if step == warmup:
+            window["t0"], window["cpu0"] = now, cpu_times()
+            backend.telemetry.record()
+
+    try:
+        train_loop(cfg, policy, env_spec, learner=learner, start_step=0, on_step=on_step, backend=backend)
+        t1, cpu1 = time.time(), cpu_times()
+        backend.drain(0.5)
+        telemetry = backend.telemetry.stop()
+        latest = dict(backend.telemetry.latest)
+    finally:
+        backend.close()
+    measured = [m for t, m in marks[warmup:]]
+    seconds = t1 - window["t0"]
+    busy = defaultdict(float)
+    for t in telemetry:
+        for _, a, b in t.spans:
+            busy[t.role] += max(0.0, min(b, t1) - max(a, window["t0"]))
+    sizes = [s for t in telemetry if t.role == "inference" for s in t.stats.get("batch_sizes", [])]
+    delays = [d for t in telemetry if t.role == "inference" for d in t.stats.get("queue_delay_s", [])]
+    env_steps = sum(m["env_steps"] for m in measured)
+    return {
+        "env_steps_per_s": env_steps / seconds,
+        "env_steps": env_steps,
+        "seconds": seconds,
+        "cpu_util": (cpu1[0] - window["cpu0"][0]) / max(cpu1[1] - window["cpu0"][1], 1e-9),
+        "busy_fraction": {role: v / seconds for role, v in sorted(busy.items())},
+        "inference_batch_mean": statistics.mean(sizes) if sizes else 0.0,
+        "inference_batch_max": max(sizes) if sizes else 0,
+        "inference_queue_delay_ms": 1000 * statistics.median(delays) if delays else 0.0,
+        "policy_lag_mean": statistics.mean(m["policy_lag_mean"] for m in measured),
+        "policy_lag_max": max(m["policy_lag_max"] for m in measured),
+        "learner_inbox_depth_max": max(m["learner_inbox_depth"] for m in measured),
+        "peak_rss_mb": {role: s.get("peak_rss_mb", 0.0) for role, s in sorted(latest.items())},
+        "success": statistics.mean(m.get("success", 0.0) for m in measured),
+        "telemetry": telemetry,
+        "window": (window["t0"], t1),
+    }
+
+
+def bench_throughput(cfg, env_spec, out_dir: str | Path, *, modes=MODES, repeats: int = 3, warmup: int = 1,
+                     steps: int = 3) -> dict[str, Any]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = shard_plan(cfg)
+    workload = {"env": cfg.env.name, "tasks": list(cfg.env.tasks), "image_size": cfg.env.image_size,
+                "num_envs": cfg.rollout.num_envs, "env_workers": plan.env_workers,
+                "groups_per_worker": cfg.runtime.groups_per_worker, "policy": cfg.policy.name,
+                "head": cfg.policy.head, "chunk_len": cfg.policy.chunk_len, "global_batch": cfg.algo.global_batch,
+                "update_epochs": cfg.algo.update_epochs, "warmup_steps": warmup, "measured_steps": steps,
+                "repeats": repeats, "max_policy_lag": cfg.runtime.max_policy_lag,
+                "step_latency_ms": cfg.env.step_latency_ms, "latency_sigma": cfg.env.latency_sigma,
+                "backend": cfg.runtime.backend, "init": cfg.train.init or "fresh policy"}
+    print("workload: " + ", ".join(f"{k}={v}" for k, v in workload.items()))
+    print(shard_plan(cfg).describe())
+    if cfg.train.init:
+        from tristream.policies.io import load_policy
+        init_state = load_policy(cfg.train.init).state_dict()
+    else:
+        torch.manual_seed(cfg.run.seed)
+        init_state = build_policy(cfg, env_spec).state_dict()
+    ceiling = env_only_ceiling(cfg)
+    print(f"env-only ceiling: {ceiling:.0f} env steps/s ({plan.env_workers} processes, zero-cost policy)")
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
+    for rep in range(repeats):
+        for mode in modes:
+            mcfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, mode=mode))
+            r = measure(mcfg, env_spec, init_state, warmup, steps)
+            runs[mode].append(r)
+            print(f"  repeat {rep + 1}/{repeats} {mode:<13} {r['env_steps_per_s']:7.0f} env steps/s  "
+                  f"cpu {r['cpu_util']:.0%}  lag max {r['policy_lag_max']:.0f}", flush=True)
+    result = {"workload": workload, "env_only_steps_per_s": ceiling, "modes": {}, "ratio_vs_sync": {}}
+    for mode, rs in runs.items():
+        sps = [r["env_steps_per_s"] for r in rs]
+        last = rs[-1]
+        result["modes"][mode] = {
+            "env_steps_per_s": sps, "median": statistics.median(sps), "min": min(sps), "max": max(sps),
+            "cpu_util_median": statistics.median(r["cpu_util"] for r in rs),
+            **{k: v for k, v in last.items() if k not in ("telemetry", "window", "env_steps_per_s")},
+        }
+        trace = chrome_trace(last["telemetry"], out / f"trace_{mode}.json", t_start=last["window"][0])
+        result["modes"][mode]["trace"] = str(trace)
+    base = result["modes"].get("sync", {}).get("median")
+    for mode in modes:
+        result["ratio_vs_sync"][mode] = result["modes"][mode]["median"] / base if base else None
+    png = timeline({m: (runs[m][-1]["telemetry"], runs[m][-1]["window"]) for m in modes}, out / "timeline.png")
+    (out / "throughput.json").write_text(json.dumps(result, indent=2, default=float))
+    print(format_result(result))
+    print(f"wrote {out / 'throughput.json'}, {png}, traces {', '.join(f'trace_{m}.json' for m in modes)} in {out}")
+    return result
+
+
+def format_result(result: dict[str, Any]) -> str:
+    lines = [f"{'mode':<14}{'median':>9}{'min':>8}{'max':>8}{'x sync':>8}{'cpu':>6}{'batch':>7}"
+             f"{'lag':>5}  busy fraction per role"]
+    for mode, r in result["modes"].items():
+        busy = " ".join(f"{k}={v:.2f}" for k, v in r["busy_fraction"].items())
+        ratio = result["ratio_vs_sync"][mode]
+        lines.append(f"{mode:<14}{r['median']:9.0f}{r['min']:8.0f}{r['max']:8.0f}"
+                     f"{(ratio or 0):8.2f}{r['cpu_util_median']:6.0%}{r['inference_batch_mean']:7.1f}"
+                     f"{r['policy_lag_max']:5.0f}  {busy}")
+    lines.append(f"env-only ceiling: {result['env_only_steps_per_s']:.0f} env steps/s")
+    return "\n".join(lines)
