@@ -120,6 +120,7 @@ class RuntimeConfig:
                                "(0: the data of sync)", min=0)
     inference_threads: int = f(1, "torch threads of the inference worker", min=1)
     timeout_s: float = f(120.0, "give up on a role that sends nothing for this long", min=1.0)
+    max_restarts: int = f(3, "local backend: restarts allowed per role before the run fails", min=0)
 
 
 @dataclass

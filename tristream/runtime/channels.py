@@ -53,3 +53,7 @@ class ProcessChannel:
             return self._queue.qsize()
         except NotImplementedError:  # macOS
             return -1
+
+    def abandon(self) -> None:
+        """Give the queue up (its reader is dead): never block at exit flushing what nobody will read."""
+        self._queue.cancel_join_thread()

@@ -53,6 +53,8 @@ class EnvWorker:
         self.global_step = -1
         self.min_version = 0
         self.groups_running: set[int] = set()
+        self.waiting: dict[int, ObsRequest] = {}  # group -> its request in flight
+        self.seq: dict[int, int] = {g: 0 for g in groups}
         self.env_steps = 0
         self.tracer = Tracer(f"env_worker{worker_id}")
         self.shared_memory = shared_memory
@@ -68,8 +70,12 @@ class EnvWorker:
             with self.tracer.span("reset"):
                 self._start_rollout(msg)
         elif isinstance(msg, ActionReply):
+            if self.waiting.get(msg.group_id) is None or self.waiting[msg.group_id].seq != msg.seq:
+                return True  # a duplicate, or an answer to a request from before a restart
+            del self.waiting[msg.group_id]
             with self.tracer.span("step"):
                 self._on_actions(msg)
+
         else:
             raise TypeError(f"EnvWorker {self.worker_id}: unexpected message {type(msg).__name__}")
         return True
@@ -110,8 +116,11 @@ class EnvWorker:
             if group_id not in self._shm:
                 self._shm[group_id] = ShmWriter((len(self.groups[group_id]), *obs.images.shape[1:]))
             obs.images = self._shm[group_id].write(obs.images)
-        self.inference_inbox.put(ObsRequest(self.worker_id, group_id, self.global_step, active, obs,
-                                            self.min_version, time.time()))
+        self.seq[group_id] += 1
+        req = ObsRequest(self.worker_id, group_id, self.global_step, active, obs, self.min_version, time.time(),
+                         self.seq[group_id])
+        self.waiting[group_id] = req
+        self.inference_inbox.put(req)
 
     def _on_actions(self, reply: ActionReply) -> None:
         finished: list[Segment] = []

@@ -133,7 +133,7 @@ class InferenceWorker:
             n = len(r.env_ids)
             self.env_inboxes[r.worker_id].put(ActionReply(r.group_id, r.env_ids, actions[start:start + n],
                                                           logp[start:start + n], values[start:start + n],
-                                                          self.version))
+                                                          self.version, r.seq))
             start += n
         self.batch_sizes.append(len(obs))
 

@@ -34,6 +34,7 @@ class ObsRequest:
     obs: ObsBatch
     min_version: int
     sent_at: float = 0.0
+    seq: int = 0  # per-group request number: a reply to an older request is ignored
 
 
 @dataclass
@@ -54,6 +55,7 @@ class ActionReply:
     logp: np.ndarray  # [n, L]
     values: np.ndarray  # [n]
     version: int
+    seq: int = 0
 
 
 @dataclass
@@ -82,11 +84,21 @@ class RolloutDone:
 
 
 @dataclass
+class RoleRestarted:
+    """Backend -> pipeline: a role process died (or raised) and was started again."""
+
+    role: str
+    worker_id: int | None
+    reason: str
+
+
+@dataclass
 class RoleError:
     """Any role -> pipeline: a role failed; carries the formatted traceback."""
 
     role: str
     traceback: str
+    pid: int = 0
 
 
 @dataclass

@@ -27,10 +27,14 @@ import numpy as np
 from tristream.metrics.trace import Tracer
 from tristream.runtime.backends import make_backend
 from tristream.runtime.learner import Learner
-from tristream.runtime.messages import RolloutDone, SegmentBatch, StartRollout, Weights
+from tristream.runtime.messages import RoleRestarted, RolloutDone, SegmentBatch, StartRollout, Weights
 from tristream.runtime.roles import shard_plan
 from tristream.runtime.streaming import StreamingUpdate
 from tristream.types import Segment
+
+
+class RolloutLost(Exception):
+    """A role failed and every role was restarted: the unfinished rollout is gone."""
 
 
 class StopRequested(Exception):
@@ -43,11 +47,11 @@ def _order(segments: list[Segment]) -> list[Segment]:
                                            int(s.env_steps.sum())))
 
 
-def run_rollout(backend, cfg, global_step: int, version: int,
+def run_rollout(backend, cfg, learner: Learner, global_step: int, restarts: dict[str, int],
                 should_stop: Callable[[], bool] = lambda: False) -> list[Segment]:
     """Start one global step's episodes on every env worker and gather all its segments."""
     plan = shard_plan(cfg)
-    backend.send_env_workers(StartRollout(global_step, version, cfg.rollout.episodes_per_env))
+    backend.send_env_workers(StartRollout(global_step, learner.version, cfg.rollout.episodes_per_env))
     segments: list[Segment] = []
     done: set[int] = set()
     while len(done) < plan.env_workers:
@@ -58,6 +62,9 @@ def run_rollout(backend, cfg, global_step: int, version: int,
             segments.extend(msg.segments)
         elif isinstance(msg, RolloutDone) and msg.global_step == global_step:
             done.add(msg.worker_id)
+        elif isinstance(msg, RoleRestarted):
+            restarts[msg.role] = restarts.get(msg.role, 0) + 1
+            raise RolloutLost
     return _order(segments)
 
 
@@ -110,20 +117,24 @@ def _publish(backend, learner: Learner) -> None:
 
 def _run_after_rollout(backend, cfg, learner, tracer, step, on_step, should_stop) -> int:
     """sync and async-rollout: publish, roll out the whole step, then train on it."""
+    restarts: dict[str, int] = {}
     while step < cfg.train.steps and not should_stop():
         t0 = time.perf_counter()
         _publish(backend, learner)
         try:
-            segments = run_rollout(backend, cfg, step, learner.version, should_stop)
+            segments = run_rollout(backend, cfg, learner, step, restarts, should_stop)
         except StopRequested:
             break
+        except RolloutLost:  # redo the step: its seeds and weights are fixed, so it is the same rollout
+            continue
         t_rollout = time.perf_counter() - t0
         metrics = episode_metrics(segments, learner.version)
         with tracer.span("train"):
             metrics |= learner.update(segments)
         elapsed = time.perf_counter() - t0
         metrics |= {"rollout_s": t_rollout, "update_s": elapsed - t_rollout, "step_s": elapsed,
-                    "env_steps_per_s": metrics["env_steps"] / elapsed, "version": float(learner.version)}
+                    "env_steps_per_s": metrics["env_steps"] / elapsed, "version": float(learner.version),
+                    **{f"restarts/{role}": float(n) for role, n in restarts.items()}}
         step += 1
         on_step(step, metrics)
     return step
@@ -138,6 +149,7 @@ def _run_streaming(backend, cfg, learner, tracer, step, on_step, should_stop) ->
     finished: dict[int, set[int]] = defaultdict(set)  # global step -> workers done with it
     early: dict[int, list[Segment]] = defaultdict(list)  # segments of steps the learner has not reached
     collected: list[Segment] = []
+    restarts: dict[str, int] = {}
     stream = StreamingUpdate(learner, cfg.rollout.group_size)
     _publish(backend, learner)
     t0 = time.perf_counter()
@@ -162,13 +174,22 @@ def _run_streaming(backend, cfg, learner, tracer, step, on_step, should_stop) ->
             finished[msg.global_step].add(msg.worker_id)
             running.discard(msg.worker_id)
             next_step[msg.worker_id] = msg.global_step + 1
+        elif isinstance(msg, RoleRestarted):
+            # Every role was restarted: rollouts in flight are gone. Close this step with what arrived
+            # (open GRPO groups are dropped) and go on with fresh rollouts from the next step.
+            restarts[msg.role] = restarts.get(msg.role, 0) + 1
+            _publish(backend, learner)
+            running.clear()
+            early.clear()
+            finished[step] = set(range(plan.env_workers))
+            next_step = {w: step + 1 for w in range(plan.env_workers)}
         if len(finished[step]) < plan.env_workers:
             continue
         with tracer.span("train"):
             metrics = episode_metrics(collected, learner.version) | stream.finish()
         elapsed = time.perf_counter() - t0
         metrics |= {"step_s": elapsed, "env_steps_per_s": metrics["env_steps"] / elapsed,
-                    "version": float(learner.version)}
+                    "version": float(learner.version), **{f"restarts/{r}": float(n) for r, n in restarts.items()}}
         del finished[step]
         step += 1
         _publish(backend, learner)

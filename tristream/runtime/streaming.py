@@ -46,14 +46,16 @@ class StreamingUpdate:
 
     def finish(self) -> dict[str, float]:
         """Train the leftovers (a short last mini-batch), bump the version, return the step's metrics."""
-        if self._waiting:  # episodic rollouts close every group; anything left is trained as it is
-            self._ready.append(self.learner.prepare([s for g in self._waiting.values() for s in g]))
-            self._waiting.clear()
+        # Episodic rollouts close every group; a group still open lost episodes to a restarted env worker
+        # and is dropped rather than trained on half its episodes.
+        self.dropped_groups = len(self._waiting)
+        self._waiting.clear()
         if self._ready:
             self._train(sum(len(r) for r in self._ready))
         self.learner.version += 1
         out = {k: v / max(self._steps, 1) for k, v in self._sums.items()}
-        return out | {"optimizer_steps": float(self._steps), "samples": float(self.samples)}
+        return out | {"optimizer_steps": float(self._steps), "samples": float(self.samples),
+                      "dropped_groups": float(self.dropped_groups)}
 
     def _train(self, n: int) -> None:
         ready = Samples.concat(self._ready)
