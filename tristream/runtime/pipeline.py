@@ -151,14 +151,20 @@ def _run_streaming(backend, cfg, learner, tracer, step, on_step, should_stop) ->
     collected: list[Segment] = []
     restarts: dict[str, int] = {}
     stream = StreamingUpdate(learner, cfg.rollout.group_size)
-    _publish(backend, learner)
-    t0 = time.perf_counter()
-    while step < cfg.train.steps:
-        for w in range(plan.env_workers):  # admission control: rollout j needs version >= j - lag_bound
+
+    def dispatch() -> None:
+        """Admission control: a worker may start rollout j once the learner is at step >= j - lag_bound.
+        Called before any training, so idle workers never wait for the learner to finish a batch."""
+        for w in range(plan.env_workers):
             j = next_step[w]
             if w not in running and j < cfg.train.steps and j - step <= lag_bound:
                 backend.send_env_worker(w, StartRollout(j, learner.version, cfg.rollout.episodes_per_env))
                 running.add(w)
+
+    _publish(backend, learner)
+    t0 = time.perf_counter()
+    while step < cfg.train.steps:
+        dispatch()
         if should_stop():
             break
         msg = backend.learner_get(timeout=cfg.runtime.timeout_s)
@@ -174,6 +180,7 @@ def _run_streaming(backend, cfg, learner, tracer, step, on_step, should_stop) ->
             finished[msg.global_step].add(msg.worker_id)
             running.discard(msg.worker_id)
             next_step[msg.worker_id] = msg.global_step + 1
+            dispatch()
         elif isinstance(msg, RoleRestarted):
             # Every role was restarted: rollouts in flight are gone. Close this step with what arrived
             # (open GRPO groups are dropped) and go on with fresh rollouts from the next step.
