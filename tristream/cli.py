@@ -120,8 +120,8 @@ def cmd_bench(args) -> int:
         from tristream.envs.throughput import env_only_throughput
         from tristream.runtime.roles import env_kwargs
         r = env_only_throughput(cfg.env.name, num_envs=args.num_envs, steps=args.steps, **env_kwargs(cfg.env))
-        print(f"workload: env {cfg.env.name}, {args.num_envs} envs in one process, {args.steps} steps, zero-cost "
-              f"policy, images {cfg.env.image_size}x{cfg.env.image_size}")
+        print(f"workload: env {cfg.env.name}, {args.num_envs} envs in one process, {args.steps} steps per env, "
+              f"zero-cost (random) policy, images {cfg.env.image_size}x{cfg.env.image_size}")
         print(f"env-only throughput: {r['env_steps_per_s']:.0f} env steps/s ({r['seconds']:.1f} s)")
         return 0
     from tristream.bench.throughput import bench_throughput
@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "throughput (sync vs async-rollout vs async, side by side)"), ["env", "throughput"],
                "which benchmark")
     b.add_argument("--num-envs", type=int, default=8, help="env: envs stepped in one process")
-    b.add_argument("--steps", type=int, default=2000, help="env: env steps in total")
+    b.add_argument("--steps", type=int, default=500, help="env: env steps per env")
     b.add_argument("--modes", default="sync,async-rollout,async", help="throughput: modes, comma-separated")
     b.add_argument("--repeats", type=int, default=3, help="throughput: interleaved repeats of every mode")
     b.add_argument("--warmup", type=int, default=1, help="throughput: unmeasured global steps per run")
