@@ -6,7 +6,7 @@ are time-major with T decision steps.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -66,7 +66,6 @@ class Segment:
     episode_length: int = 0  # env steps
     group_key: tuple = ()  # GRPO group: (global step, task, seed)
     global_step: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def length(self) -> int:

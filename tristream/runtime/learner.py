@@ -29,7 +29,8 @@ from tristream.types import ObsBatch, Segment
 
 @dataclass
 class Samples:
-    """All decision steps of one update, flattened; ``row`` and ``t`` locate each in its segment."""
+    """All decision steps of one update, flattened; ``row`` names the segment of each (samples of a
+    segment are contiguous and in time order)."""
 
     obs: ObsBatch
     actions: torch.Tensor  # [N, K, A]
@@ -38,7 +39,6 @@ class Samples:
     advantages: torch.Tensor  # [N]
     returns: torch.Tensor  # [N]
     row: np.ndarray  # [N] segment index
-    t: np.ndarray  # [N] step within the segment
     group_id: np.ndarray  # [N] GRPO group (FiberPO-Domain's prompt group)
     domain_id: np.ndarray  # [N] task family (FiberPO-Domain's domain)
     version: np.ndarray  # [N] policy version that produced each sample
@@ -54,7 +54,6 @@ class Samples:
                        behaviour_logp=cat("behaviour_logp"), proximal_logp=cat("proximal_logp"),
                        advantages=cat("advantages"), returns=cat("returns"),
                        row=np.concatenate([p.row + o for p, o in zip(parts, offsets)]),
-                       t=np.concatenate([p.t for p in parts]),
                        group_id=np.concatenate([p.group_id for p in parts]),
                        domain_id=np.concatenate([p.domain_id for p in parts]),
                        version=np.concatenate([p.version for p in parts]))
@@ -65,7 +64,7 @@ class Samples:
         return Samples(obs=ObsBatch(self.obs.images[idx], self.obs.state[idx], [self.obs.instruction[i] for i in idx]),
                        actions=self.actions[t], behaviour_logp=self.behaviour_logp[t],
                        proximal_logp=self.proximal_logp[t], advantages=self.advantages[t], returns=self.returns[t],
-                       row=self.row[idx], t=self.t[idx], group_id=self.group_id[idx], domain_id=self.domain_id[idx],
+                       row=self.row[idx], group_id=self.group_id[idx], domain_id=self.domain_id[idx],
                        version=self.version[idx])
 
 
@@ -155,7 +154,6 @@ class Learner:
             advantages=adv.float(),
             returns=torch.cat(rets).float(),
             row=np.repeat(np.arange(len(segments)), lengths),
-            t=np.concatenate([np.arange(n) for n in lengths]),
             group_id=np.repeat([self._id("group", s.group_key) for s in segments], lengths),
             domain_id=np.repeat([self._id("domain", s.task) for s in segments], lengths),
             version=np.concatenate([s.policy_version for s in segments]),

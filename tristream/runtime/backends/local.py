@@ -13,6 +13,7 @@ import time
 import traceback
 
 from tristream.runtime import roles
+from tristream.runtime.backends.base import Backend
 from tristream.runtime.channels import ProcessChannel
 from tristream.runtime.messages import RoleError, RoleRestarted, Stop
 from tristream.runtime.telemetry import TelemetrySink
@@ -34,7 +35,7 @@ def _role_main(kind: str, cfg, args: tuple, learner_inbox) -> None:
                                     traceback.format_exc(), os.getpid()))
 
 
-class LocalBackend:
+class LocalBackend(Backend):
     def __init__(self, cfg, env_spec):
         self.cfg, self.env_spec = cfg, env_spec
         self.ctx = mp.get_context("spawn")
@@ -89,10 +90,6 @@ class LocalBackend:
     def send_inference(self, msg) -> None:
         self.inference_inbox.put(msg, timeout=self.cfg.runtime.timeout_s)
 
-    def send_env_workers(self, msg) -> None:
-        for w in self.env_inboxes:
-            self.send_env_worker(w, msg)
-
     def send_env_worker(self, worker_id: int, msg) -> None:
         self.env_inboxes[worker_id].put(msg, timeout=self.cfg.runtime.timeout_s)
 
@@ -115,15 +112,6 @@ class LocalBackend:
                 return self._restart(msg.role, msg.traceback)
             if not self.telemetry.take(msg):
                 return msg
-
-    def drain(self, seconds: float) -> None:
-        """Keep taking telemetry for ``seconds`` (what roles sent just before a measured window closed)."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                self.telemetry.take(self.learner_get(timeout=max(0.01, deadline - time.monotonic())))
-            except (TimeoutError, RuntimeError):
-                return
 
     def close(self) -> None:
         for inbox in [self.inference_inbox, *self.env_inboxes.values()]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 import time
 
 from tristream.runtime import roles
+from tristream.runtime.backends.base import Backend
 from tristream.runtime.channels import Empty, SerialChannel
 from tristream.runtime.telemetry import TelemetrySink
 
 
-class SerialBackend:
+class SerialBackend(Backend):
     def __init__(self, cfg, env_spec):
         self.cfg = cfg
         plan = roles.shard_plan(cfg)
@@ -23,10 +24,6 @@ class SerialBackend:
 
     def send_inference(self, msg) -> None:
         self.inference_inbox.put(msg)
-
-    def send_env_workers(self, msg) -> None:
-        for inbox in self.env_inboxes.values():
-            inbox.put(msg)
 
     def send_env_worker(self, worker_id: int, msg) -> None:
         self.env_inboxes[worker_id].put(msg)
@@ -52,15 +49,6 @@ class SerialBackend:
                 progressed = True
             if not progressed and time.monotonic() > deadline:
                 raise TimeoutError("serial backend: no role has work and the learner got nothing (deadlock)")
-
-    def drain(self, seconds: float) -> None:
-        """Keep taking telemetry for ``seconds`` (what roles sent just before a measured window closed)."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                self.telemetry.take(self.learner_get(timeout=max(0.01, deadline - time.monotonic())))
-            except (TimeoutError, RuntimeError):
-                return
 
     def close(self) -> None:
         for worker in self.env_workers:
