@@ -72,3 +72,12 @@ def test_async_modes_run_the_same_episodes_on_serial_and_local(tiny, tmp_path, m
     for s, loc in zip(rows["serial"], rows["local"]):
         assert loc["episodes"] == s["episodes"] == 4
         assert np.isfinite(loc["policy_loss"]) and np.isfinite(s["policy_loss"])
+
+
+@pytest.mark.parametrize("backend", ["serial", "local"])
+def test_latency_model_runs_in_every_backend(tiny, tmp_path, backend):
+    cfg = tiny(f"runtime.backend={backend}", "runtime.mode=async", "train.steps=2", "runtime.groups_per_worker=2",
+               "env.step_latency_ms=1", "env.reset_latency_ms=1")
+    rl_train(cfg, tmp_path, _spec(cfg), progress=False)
+    rows = read_metrics(tmp_path, "train")
+    assert len(rows) == 2 and all(r["episodes"] == 4 for r in rows)

@@ -4,6 +4,11 @@ log-normal (long-tailed, like LIBERO's physics and rendering times), added aroun
 The extra time is spent sleeping, not computing: it models a simulator whose step is slow and variable
 without also loading the CPU, so results with it show what scheduling does about the tail. Report such
 results apart from plain tabletop figures.
+
+Alone, an env sleeps its own draws. Inside an EnvWorker (``deferred=True``) the draws are collected and
+the worker sleeps once per group for the slowest env's total: a group behaves like one vectorised
+simulator whose envs step concurrently, so a group step lasts as long as its slowest env, which is the
+tail that lockstep scheduling waits for.
 """
 from __future__ import annotations
 
@@ -15,14 +20,26 @@ from tristream.envs.base import Env
 
 
 class LatencyEnv(Env):
-    def __init__(self, env: Env, *, step_ms: float, reset_ms: float = 0.0, sigma: float = 1.0, seed: int = 0):
+    def __init__(self, env: Env, *, step_ms: float, reset_ms: float = 0.0, sigma: float = 1.0, seed: int = 0,
+                 deferred: bool = False):
         self.env, self.spec = env, env.spec
         self.step_ms, self.reset_ms, self.sigma = step_ms, reset_ms, sigma
+        self.deferred = deferred
+        self.owed_s = 0.0  # deferred latency not slept yet
         self._rng = np.random.default_rng(seed)
 
     def _sleep(self, median_ms: float) -> None:
         if median_ms > 0:
-            time.sleep(median_ms * float(np.exp(self.sigma * self._rng.standard_normal())) / 1000.0)
+            seconds = median_ms * float(np.exp(self.sigma * self._rng.standard_normal())) / 1000.0
+            if self.deferred:
+                self.owed_s += seconds
+            else:
+                time.sleep(seconds)
+
+    def take_owed(self) -> float:
+        """The deferred latency since the last call (seconds), for the caller to sleep."""
+        owed, self.owed_s = self.owed_s, 0.0
+        return owed
 
     def reset(self, seed: int):
         self._sleep(self.reset_ms)

@@ -6,6 +6,7 @@ learner. Episode boundaries, resets and success are handled here. It never impor
 """
 from __future__ import annotations
 
+import heapq
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -15,6 +16,7 @@ import numpy as np
 from tristream.runtime.messages import (ActionReply, GroupDone, ObsRequest, RolloutDone, SegmentBatch,
                                         StartRollout, Stop)
 from tristream.metrics.trace import Tracer
+from tristream.runtime.channels import Empty
 from tristream.runtime.shard import episode_seed
 from tristream.runtime.shm import ShmWriter
 from tristream.types import ObsBatch, Segment
@@ -55,6 +57,7 @@ class EnvWorker:
         self.groups_running: set[int] = set()
         self.waiting: dict[int, ObsRequest] = {}  # group -> its request in flight
         self.seq: dict[int, int] = {g: 0 for g in groups}
+        self._due: list[tuple[float, int]] = []  # (time, group): requests held back by the latency model
         self.env_steps = 0
         self.tracer = Tracer(f"env_worker{worker_id}")
         self.shared_memory = shared_memory
@@ -62,8 +65,17 @@ class EnvWorker:
 
     # --- event loop -----------------------------------------------------------------------------
     def poll(self, timeout: float | None = None) -> bool:
-        """Handle one message from the inbox. Returns False when told to stop."""
-        msg = self.inbox.get(timeout=timeout)
+        """Handle one message from the inbox (or send requests whose simulated latency has passed).
+        Returns False when told to stop."""
+        self._send_due()
+        if self._due:
+            wait = max(0.0, self._due[0][0] - time.time())
+            timeout = wait if timeout is None else min(timeout, wait)
+        try:
+            msg = self.inbox.get(timeout=timeout)
+        except Empty:
+            self._send_due()
+            return True
         if isinstance(msg, Stop):
             return False
         if isinstance(msg, StartRollout):
@@ -94,8 +106,8 @@ class EnvWorker:
             slot.episode_index = 0
             self._reset(slot)
         self.groups_running = set(self.groups)
-        for g in self.groups:
-            self._request(g)
+        for g, envs in self.groups.items():
+            self._after_latency(g, [self.slots[e] for e in envs])
 
     def _reset(self, slot: _EnvSlot) -> None:
         slot.seed = episode_seed(self.run_seed, self.global_step, slot.env_id, slot.episode_index, self.group_size)
@@ -131,7 +143,23 @@ class EnvWorker:
                 finished.append(seg)
         if finished:
             self.learner_inbox.put(SegmentBatch(self.worker_id, finished))
-        self._request(reply.group_id)
+        self._after_latency(reply.group_id, [self.slots[e] for e in reply.env_ids])
+
+    def _after_latency(self, group_id: int, slots: list[_EnvSlot]) -> None:
+        """Send the group's next request now, or, with the latency model, once its slowest env would have
+        finished (a group steps like one vectorised simulator); other groups go on meanwhile."""
+        owed = max((slot.env.take_owed() for slot in slots if hasattr(slot.env, "take_owed")), default=0.0)
+        if owed > 0:
+            heapq.heappush(self._due, (time.time() + owed, group_id))
+        else:
+            self._request(group_id)
+
+    def has_due(self) -> bool:
+        return bool(self._due)
+
+    def _send_due(self) -> None:
+        while self._due and self._due[0][0] <= time.time():
+            self._request(heapq.heappop(self._due)[1])
 
     def _execute_chunk(self, slot: _EnvSlot, chunk: np.ndarray, logp: np.ndarray, value: float,
                        version: int) -> Segment | None:

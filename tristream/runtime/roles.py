@@ -19,21 +19,21 @@ def env_kwargs(env_cfg) -> dict[str, Any]:
     return kwargs
 
 
-def make_env(env_cfg, latency_seed: int = 0):
+def make_env(env_cfg, latency_seed: int = 0, deferred_latency: bool = False):
     import tristream.envs  # noqa: F401  (registers the built-in envs)
     from tristream.registry import ENVS
     env = ENVS.make(env_cfg.name, **env_kwargs(env_cfg))
     if env_cfg.step_latency_ms > 0 or env_cfg.reset_latency_ms > 0:
         from tristream.envs.latency import LatencyEnv
         env = LatencyEnv(env, step_ms=env_cfg.step_latency_ms, reset_ms=env_cfg.reset_latency_ms,
-                         sigma=env_cfg.latency_sigma, seed=latency_seed)
+                         sigma=env_cfg.latency_sigma, seed=latency_seed, deferred=deferred_latency)
     return env
 
 
 def build_env_worker(cfg, worker_id: int, inbox, inference_inbox, learner_inbox, shared_memory: bool = False):
     from tristream.runtime.env_worker import EnvWorker
     seeds = iter(range(worker_id * 10_000, (worker_id + 1) * 10_000))
-    return EnvWorker(worker_id, shard_plan(cfg).worker_groups(worker_id), lambda: make_env(cfg.env, next(seeds)), inbox,
+    return EnvWorker(worker_id, shard_plan(cfg).worker_groups(worker_id), lambda: make_env(cfg.env, next(seeds), True), inbox,
                      inference_inbox, learner_inbox, segment_len=cfg.rollout.segment_len, run_seed=cfg.run.seed,
                      group_size=cfg.rollout.group_size, shared_memory=shared_memory)
 

@@ -41,10 +41,10 @@ class SerialBackend(Backend):
                 pass
             progressed = False
             for w, worker in enumerate(self.env_workers):
-                if self.env_inboxes[w].qsize():
+                if self.env_inboxes[w].qsize() or worker.has_due():
                     worker.poll(timeout=0)
                     progressed = True
-            if self.inference_inbox.qsize():
+            if self.inference_inbox.qsize() or self.inference.pending:  # pending: waiting for T_max
                 self.inference.poll(timeout=0)
                 progressed = True
             if not progressed and time.monotonic() > deadline:
