@@ -18,7 +18,12 @@ def learning_curve(run_dir: str | Path, out: str | Path | None = None) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     x = [r.get("env_steps_total", r["step"]) for r in rows]
     for ax, key, label in [(axes[0], "success", "training success rate"), (axes[1], "return", "episode return")]:
-        ax.plot(x, [r.get(key, float("nan")) for r in rows], marker=".")
+        y = [r.get(key, float("nan")) for r in rows]
+        ax.plot(x, y, marker=".", alpha=0.35, label="per global step")
+        k = min(8, len(y))  # a trailing mean: per-step values of a few dozen episodes are noisy
+        if k > 1:
+            ax.plot(x[k - 1:], [sum(y[i - k + 1:i + 1]) / k for i in range(k - 1, len(y))], color="C0",
+                    label=f"mean of {k}")
         ax.set_xlabel("env steps")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
