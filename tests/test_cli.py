@@ -137,3 +137,18 @@ def test_bench_throughput_writes_its_files(tmp_path, capsys):
     assert (out / "timeline.png").stat().st_size > 1000
     printed = capsys.readouterr().out
     assert "workload:" in printed and "env-only ceiling" in printed and "x sync" in printed
+
+
+def test_bench_algos_runs_every_loss_in_both_regimes(tmp_path, capsys):
+    demos, sft = tmp_path / "demos.hdf5", tmp_path / "sft"
+    assert main(["collect", *TOY, "--out", str(demos)]) == 0
+    assert main(["sft", *TOY, "--data", str(demos), "--out", str(sft)]) == 0
+    out = tmp_path / "algos"
+    assert main(["bench", "algos", *TOY, f"train.init={sft}", "train.steps=2", "runtime.backend=serial",
+                 "--out", str(out), "--seeds", "1", "--eval-episodes", "2", "--losses", "ppo,fiberpo"]) == 0
+    result = json.loads((out / "algos.json").read_text())
+    assert set(result["results"]) == {"default", "aggressive"}
+    assert set(result["results"]["aggressive"]) == {"ppo", "fiberpo"}
+    assert result["results"]["default"]["fiberpo"]["max_mean_ratio"] is not None
+    assert (out / "algos.png").exists()
+    assert "| aggressive | fiberpo |" in capsys.readouterr().out

@@ -124,6 +124,12 @@ def cmd_bench(args) -> int:
               f"zero-cost (random) policy, images {cfg.env.image_size}x{cfg.env.image_size}")
         print(f"env-only throughput: {r['env_steps_per_s']:.0f} env steps/s ({r['seconds']:.1f} s)")
         return 0
+    if args.what == "algos":
+        from tristream.bench.algos import LOSSES, bench_algos
+        losses = tuple(x.strip() for x in args.losses.split(",")) if args.losses else LOSSES
+        bench_algos(cfg, _env_spec(cfg), args.out, losses=losses, seeds=tuple(range(args.seeds)),
+                    eval_episodes=args.eval_episodes)
+        return 0
     from tristream.bench.throughput import bench_throughput
     modes = tuple(m.strip() for m in args.modes.split(","))
     bench_throughput(cfg, _env_spec(cfg), args.out, modes=modes, repeats=args.repeats, warmup=args.warmup,
@@ -180,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--label", default="eval", help="name of this evaluation in tables and file names")
     e.set_defaults(func=cmd_eval)
     b = common(sub.add_parser("bench", epilog=epilog, help="benchmarks: env (env-only throughput, the ceiling), "
-                              "throughput (sync vs async-rollout vs async, side by side)"), ["env", "throughput"],
+                              "throughput (sync vs async-rollout vs async, side by side), algos (every loss, two regimes)"),
+               ["env", "throughput", "algos"],
                "which benchmark")
     b.add_argument("--num-envs", type=int, default=8, help="env: envs stepped in one process")
     b.add_argument("--steps", type=int, default=500, help="env: env steps per env")
@@ -188,7 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=3, help="throughput: interleaved repeats of every mode")
     b.add_argument("--warmup", type=int, default=1, help="throughput: unmeasured global steps per run")
     b.add_argument("--measure-steps", type=int, default=3, help="throughput: measured global steps per run")
-    b.add_argument("--out", default="runs/bench_throughput", help="throughput: output folder")
+    b.add_argument("--out", default="runs/bench", help="throughput, algos: output folder")
+    b.add_argument("--losses", default="", help="algos: losses, comma-separated (default: all)")
+    b.add_argument("--seeds", type=int, default=3, help="algos: seeds per loss and regime")
+    b.add_argument("--eval-episodes", type=int, default=100, help="algos: held-out episodes per trained policy")
     b.set_defaults(func=cmd_bench)
     v = sub.add_parser("env", help="list registered envs")
     v.add_argument("what", choices=["list"])
