@@ -65,6 +65,7 @@ def test_expert_success_and_noop_truncation():
     assert trunc
 
 
-def test_toy_is_fast():
+def test_env_only_throughput_counts_every_env_step():
+    """Speed itself is measured by `tristream bench env`, not asserted here."""
     out = env_only_throughput("toy", num_envs=2, steps=500)
-    assert out["env_steps_per_s"] > 2000  # >10k/s unloaded; loose bound for a busy CI machine
+    assert out["steps"] == 1000 and out["num_envs"] == 2 and out["seconds"] > 0
