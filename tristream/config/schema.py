@@ -6,7 +6,7 @@ Presets (YAML in ``presets/``) override defaults; dotted command-line overrides 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 
 def f(default, help: str, **limits):
@@ -35,6 +35,8 @@ class EnvConfig:
                                min=0.0)
     reset_latency_ms: float = f(0.0, "latency model: median extra wall time per reset, log-normal", min=0.0)
     latency_sigma: float = f(1.0, "latency model: log-normal sigma (the length of the tail)", min=0.0)
+    kwargs: dict[str, Any] = f({}, "extra keyword arguments for the env factory (env.kwargs.KEY=VALUE; "
+                                   "values parsed as YAML scalars)")
 
 
 @dataclass

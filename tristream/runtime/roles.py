@@ -16,6 +16,7 @@ def env_kwargs(env_cfg) -> dict[str, Any]:
                               "reward_shaping": env_cfg.reward_shaping}
     if env_cfg.tasks:
         kwargs["tasks"] = tuple(env_cfg.tasks)
+    kwargs.update(env_cfg.kwargs)  # env-specific keywords (env.kwargs.KEY=VALUE) win over the common ones
     return kwargs
 
 
