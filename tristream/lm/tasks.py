@@ -1,0 +1,102 @@
+"""Verifiable text tasks generated in code: multi-digit arithmetic with a checker (reward 1 or 0).
+
+A problem is a prompt and its answer, both plain text::
+
+    prompt  "0472+0913="     operands zero-padded to ``digits``
+    answer  "58310"          the sum 01385 padded to digits + 1, written least significant digit first
+
+Zero padding gives every problem the same layout, and the reversed answer lets a left-to-right model emit
+the digit it can already compute (the carry flows in writing order); both make the task learnable by a tiny
+model in minutes (see "Teaching Arithmetic to Small Transformers", Lee et al. 2023). ``reverse=False``
+writes the answer the usual way round. ``op="*"`` is the harder multiplication variant (answer width
+2 x digits).
+
+Splits are disjoint by construction: a problem is held-out when a hash of its prompt falls in the held-out
+fraction, so a training sampler never emits a held-out problem whatever its seed. Sampling is seeded:
+``task.problems("heldout", n, seed)`` is the same list on every machine.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+SPLITS = ("train", "heldout")
+
+
+@dataclass(frozen=True)
+class Problem:
+    prompt: str
+    answer: str
+
+
+class ArithmeticTask:
+    """``a op b`` for ``digits``-digit operands; reward 1 when the completion is exactly the answer."""
+
+    def __init__(self, op: Literal["+", "*"] = "+", digits: int = 4, reverse: bool = True,
+                 heldout_fraction: float = 0.1):
+        if op not in ("+", "*"):
+            raise ValueError(f"task op must be '+' or '*', got {op!r}")
+        if digits < 1:
+            raise ValueError(f"task digits must be >= 1, got {digits}")
+        if not 0.0 < heldout_fraction < 1.0:
+            raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
+        self.op, self.digits, self.reverse, self.heldout_fraction = op, digits, reverse, heldout_fraction
+        self.answer_width = digits + 1 if op == "+" else 2 * digits
+        self._pattern = re.compile(rf"^(\d{{{digits}}}){re.escape(op)}(\d{{{digits}}})=$")
+
+    @property
+    def prompt_len(self) -> int:
+        """Characters (= byte tokens) in every prompt."""
+        return 2 * self.digits + 2
+
+    def format(self, a: int, b: int) -> Problem:
+        prompt = f"{a:0{self.digits}d}{self.op}{b:0{self.digits}d}="
+        return Problem(prompt, self.answer(prompt))
+
+    def answer(self, prompt: str) -> str:
+        """The correct answer to ``prompt``, computed from the prompt itself (the checker's ground truth)."""
+        m = self._pattern.match(prompt)
+        if m is None:
+            raise ValueError(f"not a {self.digits}-digit '{self.op}' prompt: {prompt!r}")
+        a, b = int(m.group(1)), int(m.group(2))
+        value = a + b if self.op == "+" else a * b
+        text = f"{value:0{self.answer_width}d}"
+        return text[::-1] if self.reverse else text
+
+    def reward(self, prompt: str, completion: str) -> float:
+        """1.0 when ``completion`` (surrounding whitespace ignored) is exactly the answer, else 0.0."""
+        return float(completion.strip() == self.answer(prompt))
+
+    def split_of(self, prompt: str) -> str:
+        h = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big") / 2.0 ** 64
+        return "heldout" if h < self.heldout_fraction else "train"
+
+    def problems(self, split: str, n: int, seed: int) -> list[Problem]:
+        """``n`` problems of ``split`` (rejection sampling on the prompt hash), reproducible from ``seed``."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        rng = random.Random(f"{self.op}{self.digits}:{split}:{seed}")
+        hi = 10 ** self.digits - 1
+        out: list[Problem] = []
+        while len(out) < n:
+            p = self.format(rng.randint(0, hi), rng.randint(0, hi))
+            if self.split_of(p.prompt) == split:
+                out.append(p)
+        return out
+
+    def describe(self) -> str:
+        order = "least significant digit first" if self.reverse else "most significant digit first"
+        return (f"{self.digits}-digit a{self.op}b, answers {self.answer_width} digits {order}, "
+                f"{self.heldout_fraction:.0%} of problems held out")
+
+
+TASKS = {"addition": "+", "multiplication": "*"}
+
+
+def make_task(name: str, digits: int = 4, reverse: bool = True, heldout_fraction: float = 0.1) -> ArithmeticTask:
+    if name not in TASKS:
+        raise ValueError(f"unknown LM task {name!r}; valid: {', '.join(TASKS)}")
+    return ArithmeticTask(TASKS[name], digits=digits, reverse=reverse, heldout_fraction=heldout_fraction)
