@@ -1,0 +1,1 @@
+"""Language policies: a JoyAI-LLM-Flash-style sparse MoE decoder (MLA, aux-loss-free routing, dense MTP)."""

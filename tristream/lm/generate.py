@@ -1,0 +1,201 @@
+"""Decoding: plain (one main-model forward per token) and MTP self-speculative, both on MLA's cache.
+
+Self-speculative decoding, one round (n tokens accepted so far, x_n already chosen, main cache holds
+positions 0..n-1):
+  1. draft: the MTP block first catches up on the positions whose main hidden states are new (their
+     entries stay in its cache), then runs recursively, feeding its own output as the next h, to propose
+     d_1..d_k (temporary cache entries, rolled back after drafting);
+  2. verify: ONE main forward over [x_n, d_1..d_k] (k + 1 positions) gives p_1..p_{k+1};
+  3. accept the longest prefix d_1..d_m that the main model agrees with (greedy: d_i == argmax p_i;
+     sampling: d_i kept with probability min(1, p_i(d_i) / q_i(d_i))), then one more token from the main
+     model: argmax p_{m+1} (greedy), a sample from normalise(max(0, p_{m+1} - q_{m+1})) after a
+     rejection, or a sample from p_{k+1} when all k were kept. This is the standard speculative-sampling
+     rule, so the output distribution is exactly the main model's;
+  4. roll the main cache back to n + m + 1 positions (the rejected drafts' entries are dropped).
+Each round emits m + 1 tokens (the "acceptance length") for one main forward.
+
+Batches: prompts of one length (no padding). With batch > 1 a round accepts the smallest m over the rows;
+rows that would have accepted more emit their own draft d_{m+1} (already distributed as p_{m+1}, and equal
+to argmax p_{m+1} when greedy), so outputs stay exact, only the acceptance length is shared.
+"""
+from __future__ import annotations
+
+import torch
+
+from tristream.lm.model import LM
+
+
+def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Greedy (temperature 0) or sampled token per row: logits [B, V] -> [B] long."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    return torch.multinomial(_probs(logits, temperature), 1, generator=generator)[:, 0]
+
+
+def _probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    return torch.softmax(logits.float() / temperature, dim=-1)
+
+
+def _finish(prompt: torch.Tensor, new: torch.Tensor, max_new_tokens: int, eos_id: int | None) -> torch.Tensor:
+    """Cut to max_new_tokens, pad each row with eos after its first eos, drop columns after every row
+    has ended; returns [B, T0 + n] (prompt included)."""
+    new = new[:, :max_new_tokens]
+    if eos_id is not None and new.numel():
+        is_eos = new == eos_id
+        after = is_eos.cumsum(1) > 0
+        new = new.masked_fill(after, eos_id)
+        ended_at = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, new.shape[1])
+        new = new[:, :int(ended_at.max())]
+    return torch.cat([prompt, new], dim=1)
+
+
+def _all_ended(new: torch.Tensor, eos_id: int | None) -> bool:
+    return eos_id is not None and bool((new == eos_id).any(1).all())
+
+
+@torch.inference_mode()
+def generate(model: LM, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
+             draft_k: int = 0, eos_id: int | None = None, generator: torch.Generator | None = None):
+    """Continue ``prompt`` [B, T0] (long, one length for all rows) by up to ``max_new_tokens`` tokens.
+
+    temperature 0 = greedy; draft_k > 0 = MTP self-speculative decoding with k draft tokens per round.
+    Returns (tokens [B, T0 + n] with the prompt, stats): stats has new_tokens, main_forwards,
+    mtp_forwards and, for speculative decoding, rounds, accept_lengths (tokens emitted per round),
+    mean_accept_len and accept_rate (accepted / proposed draft tokens).
+    """
+    if draft_k < 0:
+        raise ValueError(f"generate: draft_k={draft_k} must be >= 0")
+    if draft_k > 0 and model.mtp is None:
+        raise ValueError("generate: draft_k > 0 needs an MTP block (num_nextn_predict_layers=1)")
+    was_training = model.training
+    model.eval()
+    try:
+        if draft_k == 0:
+            new, stats = _plain(model, prompt, max_new_tokens, temperature, eos_id, generator)
+        else:
+            new, stats = _speculative(model, prompt, max_new_tokens, temperature, draft_k, eos_id, generator)
+    finally:
+        model.train(was_training)
+    tokens = _finish(prompt, new, max_new_tokens, eos_id)
+    stats["new_tokens"] = tokens.shape[1] - prompt.shape[1]
+    return tokens, stats
+
+
+def _plain(model, prompt, max_new_tokens, temperature, eos_id, generator):
+    B, T0 = prompt.shape
+    cache = model.new_cache(B, capacity=T0 + max_new_tokens)
+    out: list[torch.Tensor] = []
+    forwards = 0
+    if max_new_tokens > 0:
+        logits = model(prompt, cache).logits[:, -1]
+        forwards = 1
+        while True:
+            out.append(_pick(logits, temperature, generator))
+            if len(out) == max_new_tokens or _all_ended(torch.stack(out, 1), eos_id):
+                break
+            logits = model(out[-1][:, None], cache).logits[:, -1]
+            forwards += 1
+    new = torch.stack(out, 1) if out else prompt.new_zeros(B, 0)
+    return new, {"main_forwards": forwards, "mtp_forwards": 0}
+
+
+def _speculative(model, prompt, max_new_tokens, temperature, draft_k, eos_id, generator):
+    B, T0 = prompt.shape
+    greedy = temperature <= 0
+    cache = model.new_cache(B, capacity=T0 + max_new_tokens + draft_k + 1)
+    mtp_cache = model.new_cache(B, capacity=T0 + max_new_tokens + draft_k + 1, mtp=True)
+    stats = {"main_forwards": 0, "mtp_forwards": 0, "rounds": 0, "accept_lengths": [], "drafted": 0,
+             "accepted": 0}
+    if max_new_tokens <= 0:
+        return prompt.new_zeros(B, 0), _summarise(stats)
+    out = model(prompt, cache)
+    stats["main_forwards"] += 1
+    x = _pick(out.logits[:, -1], temperature, generator)  # [B] the next token, already decided
+    new = x[:, None]
+    # MTP inputs not yet in its cache: main hidden h_j and token x_{j+1} for positions j = mtp_cache.length..
+    pend_h, pend_tok = out.hidden, torch.cat([prompt[:, 1:], x[:, None]], dim=1)
+
+    while new.shape[1] < max_new_tokens and not _all_ended(new, eos_id):
+        k = min(draft_k, max_new_tokens - new.shape[1] - 1)
+        drafts, q_probs = [], []
+        if k > 0:
+            o = model.mtp_forward(pend_h, pend_tok, mtp_cache)
+            committed = mtp_cache.length  # entries from true main hiddens: kept
+            stats["mtp_forwards"] += 1
+            for i in range(k):
+                logits = o.logits[:, -1]
+                if greedy:
+                    d = logits.argmax(-1)
+                else:
+                    q = _probs(logits, temperature)
+                    d = torch.multinomial(q, 1, generator=generator)[:, 0]
+                    q_probs.append(q)
+                drafts.append(d)
+                if i < k - 1:
+                    o = model.mtp_forward(o.hidden[:, -1:], d[:, None], mtp_cache)
+                    stats["mtp_forwards"] += 1
+            mtp_cache.truncate(committed)  # drop the recursive drafts' entries
+
+        n = cache.length
+        verify = model(torch.stack([x, *drafts], dim=1), cache)  # logits [B, k + 1, V]
+        stats["main_forwards"] += 1
+        m, nxt = _accept(verify.logits, drafts, q_probs, temperature, generator)
+        cache.truncate(n + m + 1)  # keep x_n and the accepted drafts
+
+        accepted = torch.stack(drafts[:m], dim=1) if m else new.new_zeros(B, 0)
+        emitted = torch.cat([accepted, nxt[:, None]], dim=1)  # [B, m + 1]
+        new = torch.cat([new, emitted], dim=1)
+        if k > 0:
+            pend_h, pend_tok = verify.hidden[:, :m + 1], emitted
+        else:  # no drafting this round: the MTP block catches up next time
+            pend_h = torch.cat([pend_h, verify.hidden[:, :1]], dim=1)
+            pend_tok = torch.cat([pend_tok, emitted], dim=1)
+        x = nxt
+        stats["rounds"] += 1
+        stats["drafted"] += k
+        stats["accepted"] += m
+        stats["accept_lengths"].append(m + 1)
+    return new, _summarise(stats)
+
+
+def _accept(logits, drafts, q_probs, temperature, generator):
+    """Verification: logits [B, k+1, V] of the main model at [x_n, d_1..d_k]; drafts k x [B].
+
+    Returns (m, next token [B]): m = accepted drafts (the smallest over rows), and the token each row
+    emits after them.
+    """
+    B, k1, _ = logits.shape
+    k = k1 - 1
+    if temperature <= 0:
+        target = logits.argmax(-1)  # [B, k + 1]
+        if k == 0:
+            return 0, target[:, 0]
+        ok = torch.stack(drafts, 1) == target[:, :k]
+        m = int(ok.long().cumprod(1).sum(1).min())
+        return m, target[:, m]
+    p = _probs(logits, temperature)  # [B, k + 1, V]
+    if k == 0:
+        return 0, torch.multinomial(p[:, 0], 1, generator=generator)[:, 0]
+    d = torch.stack(drafts, 1)  # [B, k]
+    q = torch.stack(q_probs, 1)  # [B, k, V]
+    p_d = p[:, :k].gather(-1, d[..., None])[..., 0]
+    q_d = q.gather(-1, d[..., None])[..., 0]
+    u = torch.rand(B, k, generator=generator, dtype=p.dtype)
+    ok = u * q_d < p_d  # accept with probability min(1, p/q)
+    m_row = ok.long().cumprod(1).sum(1)  # [B]
+    m = int(m_row.min())
+    if m == k:
+        return m, torch.multinomial(p[:, k], 1, generator=generator)[:, 0]
+    residual = (p[:, m] - q[:, m]).clamp(min=0)
+    mass = residual.sum(-1, keepdim=True)
+    residual = torch.where(mass > 0, residual / mass.clamp(min=1e-30), p[:, m])
+    resampled = torch.multinomial(residual, 1, generator=generator)[:, 0]
+    # rows that kept d_{m+1} emit it (a valid sample of p_{m+1}); rows that rejected it resample
+    return m, torch.where(m_row > m, d[:, m], resampled)
+
+
+def _summarise(stats: dict) -> dict:
+    rounds = max(stats["rounds"], 1)
+    stats["mean_accept_len"] = sum(stats["accept_lengths"]) / rounds
+    stats["accept_rate"] = stats["accepted"] / stats["drafted"] if stats["drafted"] else 0.0
+    return stats

@@ -1,0 +1,84 @@
+"""Multi-head Latent Attention (MLA, DeepSeek-V2/V3).
+
+Queries go through a low-rank bottleneck (``q_lora_rank``; 0/None = one plain projection). Keys and values
+are reconstructed from one shared latent c_kv of width ``kv_lora_rank`` per token, and a separate
+``qk_rope_head_dim``-wide key carries the position (RoPE), shared by all heads ("decoupled RoPE"). Only
+c_kv (after its RMSNorm) and the rotated rope key are cached (see cache.py); K/V are re-expanded from the
+cache with ``kv_b_proj`` at every forward. Absorbing ``kv_b_proj`` into the query/output projections would
+save that expansion, but reads weights directly and would bypass QAT's fake-quantized Linear modules, so
+this module always calls its projections as modules.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tristream.lm.cache import MLACache
+from tristream.lm.config import LMConfig
+from tristream.lm.rope import apply_rope, rope_cos_sin
+
+
+class MLA(nn.Module):
+    def __init__(self, cfg: LMConfig, layer_idx: int):
+        super().__init__()
+        self.cfg, self.layer_idx = cfg, layer_idx
+        H, D = cfg.num_attention_heads, cfg.hidden_size
+        self.n_heads = H
+        if cfg.q_lora_rank:
+            self.q_a_proj = nn.Linear(D, cfg.q_lora_rank, bias=False)
+            self.q_a_layernorm = nn.RMSNorm(cfg.q_lora_rank, eps=cfg.rms_norm_eps)
+            self.q_b_proj = nn.Linear(cfg.q_lora_rank, H * cfg.qk_head_dim, bias=False)
+        else:
+            self.q_proj = nn.Linear(D, H * cfg.qk_head_dim, bias=False)
+        self.kv_a_proj_with_mqa = nn.Linear(D, cfg.kv_lora_rank + cfg.qk_rope_head_dim, bias=False)
+        self.kv_a_layernorm = nn.RMSNorm(cfg.kv_lora_rank, eps=cfg.rms_norm_eps)
+        self.kv_b_proj = nn.Linear(cfg.kv_lora_rank, H * (cfg.qk_nope_head_dim + cfg.v_head_dim), bias=False)
+        self.o_proj = nn.Linear(H * cfg.v_head_dim, D, bias=False)
+        self.scale = cfg.qk_head_dim ** -0.5
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: MLACache | None = None) -> torch.Tensor:
+        """x [B, T, D] at positions [start, start + T) (start = cache.length, else 0); cos/sin [T, R].
+
+        With a cache, writes this layer's latent and rope key for the T positions and attends to all
+        cached positions. Returns [B, T, D].
+        """
+        cfg, H = self.cfg, self.n_heads
+        B, T, _ = x.shape
+        nope, R, V = cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim
+        if cfg.q_lora_rank:
+            q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
+        else:
+            q = self.q_proj(x)
+        q = q.view(B, T, H, nope + R).transpose(1, 2)  # [B, H, T, nope + R]
+        q_nope, q_rope = q.split([nope, R], dim=-1)
+        q = torch.cat([q_nope, apply_rope(q_rope, cos, sin)], dim=-1)
+
+        latent, k_rope = self.kv_a_proj_with_mqa(x).split([cfg.kv_lora_rank, R], dim=-1)
+        latent = self.kv_a_layernorm(latent)  # [B, T, C]
+        k_rope = apply_rope(k_rope, cos, sin)  # [B, T, R]
+        start = 0
+        if cache is not None:
+            start = cache.length
+            latent, k_rope = cache.update(self.layer_idx, latent, k_rope)  # [B, S, C], [B, S, R]
+        S = latent.shape[1]
+
+        kv = self.kv_b_proj(latent).view(B, S, H, nope + V).transpose(1, 2)  # [B, H, S, nope + V]
+        k_nope, v = kv.split([nope, V], dim=-1)
+        k = torch.cat([k_nope, k_rope[:, None].expand(B, H, S, R)], dim=-1)  # [B, H, S, nope + R]
+
+        if T == 1:  # one new query sees every cached position
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        elif start == 0:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        else:  # a chunk after a prefix: query i (position start + i) sees keys 0..start + i
+            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=start)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, H * V))
+
+
+def positions_cos_sin(cfg: LMConfig, start: int, T: int, device, dtype):
+    """RoPE tables for positions [start, start + T): cos, sin each [T, qk_rope_head_dim]."""
+    pos = torch.arange(start, start + T, device=device)
+    return rope_cos_sin(pos, cfg.qk_rope_head_dim, cfg.rope_theta, dtype)

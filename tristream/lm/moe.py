@@ -1,0 +1,119 @@
+"""Mixture-of-Experts FFN: sigmoid router with auxiliary-loss-free balancing, routed + shared SwiGLU experts.
+
+Routing (DeepSeek-V3 ``noaux_tc``), for each token x:
+    s = sigmoid(W_r x)                          # [E] affinities, computed in fp32 (or wider)
+    top-k experts chosen on s + b               # b: per-expert bias, used for the choice only
+    g_i = s_i / sum_{j in top-k} s_j            # if norm_topk_prob, from the *unbiased* scores
+    y = shared(x) + routed_scaling_factor * sum_{i in top-k} g_i * expert_i(x)
+Balancing: during training forwards every layer counts how many tokens each expert received; after each
+optimizer step ``update_bias`` moves b_e by ``rate * sign(mean_load - load_e)`` (under-loaded experts
+become more likely to be picked) and resets the counts. No auxiliary loss touches the gradients.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tristream.lm.config import LMConfig
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate(x)) * up(x)): [..., D] -> [..., D]. Dense FFN, one expert, or the shared experts."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(dim, hidden, bias=False)
+        self.up_proj = nn.Linear(dim, hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Router(nn.Module):
+    """Sigmoid top-k router with a selection-only bias (``e_score_correction_bias``, as in HF checkpoints).
+
+    The weight is a plain Parameter, not an nn.Linear, on purpose: QAT replaces nn.Linear modules, and the
+    router stays in full precision (as in the released quantized checkpoints).
+    """
+
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        E = cfg.n_routed_experts
+        self.top_k, self.n_group, self.topk_group = cfg.num_experts_per_tok, cfg.n_group, cfg.topk_group
+        self.norm_topk_prob, self.scaling = cfg.norm_topk_prob, cfg.routed_scaling_factor
+        self.weight = nn.Parameter(torch.empty(E, cfg.hidden_size))
+        self.register_buffer("e_score_correction_bias", torch.zeros(E))
+        # tokens per expert counted in training forwards since the last update_bias (not saved)
+        self.register_buffer("load", torch.zeros(E), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [N, D] -> (expert ids [N, k] long, routing weights [N, k] in the router's dtype (>= fp32))."""
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        scores = torch.sigmoid(F.linear(x.to(dtype), self.weight.to(dtype)))  # [N, E]
+        choice = scores.detach() + self.e_score_correction_bias.to(dtype)
+        if self.n_group > 1:  # group-limited routing: keep the topk_group groups with the best top-2 sums
+            N, E = choice.shape
+            grouped = choice.view(N, self.n_group, E // self.n_group)
+            group_score = grouped.topk(min(2, grouped.shape[-1]), dim=-1).values.sum(-1)  # [N, G]
+            keep = torch.zeros_like(group_score, dtype=torch.bool)
+            keep.scatter_(1, group_score.topk(self.topk_group, dim=-1).indices, True)
+            choice = grouped.masked_fill(~keep[..., None], float("-inf")).view(N, E)
+        idx = choice.topk(self.top_k, dim=-1).indices  # [N, k]
+        weights = scores.gather(1, idx)
+        if self.norm_topk_prob:
+            weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
+        if self.training:
+            self.load += torch.bincount(idx.flatten(), minlength=self.load.numel()).to(self.load.dtype)
+        return idx, weights * self.scaling
+
+    @torch.no_grad()
+    def update_bias(self, rate: float) -> float:
+        """One aux-loss-free balancing step from the counted load; resets the counts.
+
+        Returns the counted load's max/mean (0.0 when nothing was counted).
+        """
+        load = self.load.float()
+        if load.sum() == 0:
+            return 0.0
+        if rate > 0:
+            self.e_score_correction_bias += rate * torch.sign(load.mean() - load)
+        ratio = (load.max() / load.mean()).item()
+        self.load.zero_()
+        return ratio
+
+
+class MoE(nn.Module):
+    """Routed experts (a ModuleList of small SwiGLUs) plus the shared expert(s): [B, T, D] -> [B, T, D]."""
+
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.top_k = cfg.num_experts_per_tok
+        self.router = Router(cfg)
+        self.experts = nn.ModuleList(SwiGLU(cfg.hidden_size, cfg.moe_intermediate_size)
+                                     for _ in range(cfg.n_routed_experts))
+        self.shared_experts = (SwiGLU(cfg.hidden_size, cfg.moe_intermediate_size * cfg.n_shared_experts)
+                               if cfg.n_shared_experts > 0 else None)
+        self.last_load: torch.Tensor | None = None  # [E] tokens per expert of the last forward (stats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])  # [N, D]
+        idx, weights = self.router(x)
+        flat = idx.flatten()  # [N * k]
+        order = flat.argsort(stable=True)  # assignments grouped by expert
+        token = order // self.top_k
+        w = weights.flatten()[order].to(x.dtype)[:, None]
+        counts = torch.bincount(flat, minlength=len(self.experts))
+        self.last_load = counts
+        out = torch.zeros_like(x)
+        start = 0
+        for e, n in enumerate(counts.tolist()):
+            if n:
+                tok = token[start:start + n]
+                out.index_add_(0, tok, self.experts[e](x[tok]) * w[start:start + n])
+                start += n
+        if self.shared_experts is not None:
+            out = out + self.shared_experts(x)
+        return out.view(shape)
