@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from tristream.envs.base import Env, EnvSpec, Obs
+from tristream.envs.metaworld import registry_entries as _metaworld_entries
 from tristream.envs.toy import ToyEnv
 from tristream.registry import ENVS, register_env
 
@@ -33,6 +34,7 @@ def _register_builtin() -> None:
     entries = {"tabletop": _tabletop_factory(None), "toy": lambda **kw: ToyEnv(**kw)}
     for fam in TABLETOP_FAMILIES:
         entries[f"tabletop/{fam}"] = _tabletop_factory(fam)
+    entries.update(_metaworld_entries())  # optional extra, imported inside the factories
     for name, factory in entries.items():
         if name not in ENVS.names():
             register_env(name, factory)
