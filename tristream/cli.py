@@ -157,7 +157,12 @@ def cmd_config(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tristream", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    epilog = f"overrides: {OVERRIDES_HELP}"
+    import tristream.envs  # noqa: F401  (registers the built-in envs, so help can list them)
+    from tristream.registry import ENVS, POLICIES
+    import tristream.policies  # noqa: F401
+    epilog = (f"overrides: {OVERRIDES_HELP}. envs (env.name; all: tristream env list): {ENVS.summary()}; any gymnasium "
+              f"env: env.name=gym env.gym.id=ID|package.module:Class. policies (policy.name): {POLICIES.summary()}; "
+              f"or an import path package.module:factory")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp, what: list[str] | None = None, what_help: str = ""):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
+import sys
 from typing import Any, Callable
 
 
@@ -23,13 +25,27 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._factories)
 
+    def summary(self, max_per_family: int = 5) -> str:
+        """Names for help texts: families with many members (``metaworld/...``) collapse to a count."""
+        families: dict[str, list[str]] = {}
+        for n in self.names():
+            families.setdefault(n.split("/")[0], []).append(n)
+        parts = []
+        for fam, names in families.items():
+            members = [n for n in names if n != fam]
+            if len(members) > max_per_family:
+                parts.append(f"{fam}/<{len(members)} names>" if fam not in names else f"{fam}[/<{len(members)} names>]")
+            else:
+                parts.extend(names)
+        return ", ".join(parts)
+
     def resolve(self, name: str) -> Callable[..., Any]:
         if name in self._factories:
             return self._factories[name]
         if ":" in name:  # an import path, package.module:attr
             module_name, _, attr = name.partition(":")
             try:
-                module = importlib.import_module(module_name)
+                module = _import_module(module_name)
             except ImportError as e:
                 raise ValueError(f"cannot import {self.kind} module {module_name!r} from {name!r}: {e}") from e
             if not hasattr(module, attr):
@@ -37,13 +53,26 @@ class Registry:
             return getattr(module, attr)
         close = difflib.get_close_matches(name, self.names(), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(
-            f"unknown {self.kind} {name!r}.{hint} Valid {self.kind}s: {', '.join(self.names())}"
-            f" (or an import path 'package.module:factory')"
-        )
+        listing = f" (all: tristream {self.kind} list)" if self.kind == "env" else ""
+        raise ValueError(f"unknown {self.kind} {name!r}.{hint} Valid {self.kind}s{listing}: {self.summary()}, or an "
+                         f"import path 'package.module:factory'")
 
     def make(self, name: str, **kwargs: Any) -> Any:
         return self.resolve(name)(**kwargs)
+
+
+def _import_module(module_name: str):
+    """Import a module of an import path; like uvicorn, fall back to the current directory, so
+    ``examples.pixel_reach:PixelReachEnv`` works from a checkout without setting PYTHONPATH (spawned
+    roles inherit sys.path)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        cwd = os.getcwd()
+        if cwd in sys.path or not module_name.startswith(e.name or "\0"):
+            raise
+        sys.path.insert(0, cwd)
+        return importlib.import_module(module_name)
 
 
 ENVS = Registry("env")

@@ -25,6 +25,20 @@ class RunConfig:
 
 
 @dataclass
+class GymConfig:
+    id: str = f("", "env.name=gym: a gymnasium id (e.g. Pendulum-v1) or an import path "
+                    "package.module:ClassOrFactory; its constructor gets env.kwargs")
+    image_keys: list[str] = f([], "Dict observation keys used as cameras (empty: every uint8 image-shaped key)")
+    state_keys: list[str] = f([], "Dict observation keys concatenated into the state (empty: every other Box key)")
+    instruction: str = f("", "fixed instruction (empty: the observation's Text key, info['instruction'], "
+                             "else the env id)")
+    render: Literal["auto", "always", "never"] = f(
+        "auto", "use the env's render() as the camera when it has no image observation: always, never, or "
+                "auto (when built with render_mode=rgb_array)")
+    reward_scale: float = f(1.0, "multiply the env's reward by this", min=0.0)
+
+
+@dataclass
 class EnvConfig:
     name: str = f("tabletop", "registered env name (tristream env list) or import path package.module:factory")
     tasks: list[str] = f([], "task families for the tabletop mix (empty: the env's default mix)")
@@ -37,6 +51,7 @@ class EnvConfig:
     latency_sigma: float = f(1.0, "latency model: log-normal sigma (the length of the tail)", min=0.0)
     kwargs: dict[str, Any] = f({}, "extra keyword arguments for the env factory (env.kwargs.KEY=VALUE; "
                                    "values parsed as YAML scalars)")
+    gym: GymConfig = field(default_factory=GymConfig)
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Registered names: "tabletop" (the mix of all families), "tabletop/reach", "tabletop/push", "tabletop/pick",
 "tabletop/place" (MuJoCo, imported lazily inside the factory, so ``import tristream.envs`` needs no OpenGL)
-and "toy" (pure numpy).
+"toy" (pure numpy) and "gym" (any gymnasium env through ``envs/gym_adapter.py``; ``env.gym.id`` names it).
 """
 from __future__ import annotations
 
@@ -30,8 +30,14 @@ def _tabletop_factory(family: str | None):
     return make
 
 
+def _make_gym(**kwargs: Any) -> Env:
+    from tristream.envs.gym_adapter import make_gym_env  # lazy: imports gymnasium
+
+    return make_gym_env(**kwargs)
+
+
 def _register_builtin() -> None:
-    entries = {"tabletop": _tabletop_factory(None), "toy": lambda **kw: ToyEnv(**kw)}
+    entries = {"tabletop": _tabletop_factory(None), "toy": lambda **kw: ToyEnv(**kw), "gym": _make_gym}
     for fam in TABLETOP_FAMILIES:
         entries[f"tabletop/{fam}"] = _tabletop_factory(fam)
     entries.update(_metaworld_entries())  # optional extra, imported inside the factories

@@ -30,6 +30,7 @@ class EnvSpec:
     image_size: int  # square images of image_size x image_size pixels
     max_episode_steps: int
     tasks: tuple[str, ...] = ()  # task families this env may sample; their names label eval tables
+    has_expert: bool = False  # implements expert_action, so the recipe can collect demos and run SFT
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -61,6 +61,7 @@ class ToyEnv(Env):
             image_size=self.image_size,
             max_episode_steps=self.max_episode_steps,
             tasks=("goto",),
+            has_expert=True,
         )
         self._pos = np.zeros(2)
         self._targets = np.zeros((num_targets, 2))

@@ -124,7 +124,8 @@ class EnvWorker:
                 self.learner_inbox.put(RolloutDone(self.worker_id, self.global_step))
             return
         obs = ObsBatch.stack([self.slots[e].obs for e in active])
-        if self.shared_memory:  # images go through the group's shared block; the message carries its name
+        # images go through the group's shared block (state-only envs have none); the message carries its name
+        if self.shared_memory and obs.images.size:
             if group_id not in self._shm:
                 self._shm[group_id] = ShmWriter((len(self.groups[group_id]), *obs.images.shape[1:]))
             obs.images = self._shm[group_id].write(obs.images)

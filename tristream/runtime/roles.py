@@ -2,6 +2,7 @@
 whichever process the role will live, so a role never knows where it runs."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from tristream.runtime.shard import ShardPlan
@@ -16,7 +17,10 @@ def env_kwargs(env_cfg) -> dict[str, Any]:
                               "reward_shaping": env_cfg.reward_shaping}
     if env_cfg.tasks:
         kwargs["tasks"] = tuple(env_cfg.tasks)
-    kwargs.update(env_cfg.kwargs)  # env-specific keywords (env.kwargs.KEY=VALUE) win over the common ones
+    if env_cfg.name == "gym":  # the adapter takes env.gym.*; the wrapped env's constructor takes env.kwargs
+        kwargs.update(dataclasses.asdict(env_cfg.gym), env_kwargs=dict(env_cfg.kwargs))
+    else:  # env-specific keywords (env.kwargs.KEY=VALUE) win over the common ones
+        kwargs.update(env_cfg.kwargs)
     return kwargs
 
 

@@ -49,7 +49,7 @@ def evaluate(policy, cfg, *, episodes: int | None = None, out_dir: str | Path | 
         obs = envs[i].reset(seed=seeds[next_seed])
         slots[i] = {"episode": next_seed, "obs": obs, "return": 0.0, "steps": 0}
         if next_seed < e.videos:
-            frames[next_seed].append(_frame(obs))
+            _add_frame(frames[next_seed], envs[i], obs)
         next_seed += 1
 
     for i in range(len(envs)):
@@ -65,7 +65,7 @@ def evaluate(policy, cfg, *, episodes: int | None = None, out_dir: str | Path | 
                 s["return"] += float(r)
                 s["steps"] += 1
                 if s["episode"] < e.videos:
-                    frames[s["episode"]].append(_frame(obs))
+                    _add_frame(frames[s["episode"]], envs[i], obs)
                 if terminated or truncated:
                     results.append({"episode": s["episode"], "seed": seeds[s["episode"]], "task": envs[i].task,
                                     "success": bool(info.get("success", False)), "return": s["return"],
@@ -77,6 +77,7 @@ def evaluate(policy, cfg, *, episodes: int | None = None, out_dir: str | Path | 
     for env in envs:
         env.close()
     summary = summarize(results)
+    frames = {ep: fr for ep, fr in frames.items() if fr}
     if out_dir is not None and frames:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -102,9 +103,12 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "return": float(np.mean([r["return"] for r in results])) if results else 0.0}
 
 
-def _frame(obs: dict[str, Any]) -> np.ndarray:
-    """All cameras side by side."""
-    return np.concatenate(list(obs["images"]), axis=1)
+def _add_frame(frames: list[np.ndarray], env, obs: dict[str, Any]) -> None:
+    """All cameras side by side; an env without cameras may offer ``render_frame()`` (else no video)."""
+    if len(obs["images"]):
+        frames.append(np.concatenate(list(obs["images"]), axis=1))
+    elif (frame := getattr(env, "render_frame", lambda: None)()) is not None:
+        frames.append(frame)
 
 
 def format_table(rows: dict[str, dict[str, Any]]) -> str:
@@ -121,4 +125,5 @@ def format_table(rows: dict[str, dict[str, Any]]) -> str:
         lines.append(f"{t:<10}" + "".join(cell(rows[lab]["tasks"][t]) if t in rows[lab]["tasks"] else " " * 22
                                           for lab in labels))
     lines.append(f"{'all':<10}" + "".join(cell(rows[lab]) for lab in labels))
+    lines.append(f"{'return':<10}" + "".join(f"{rows[lab]['return']:.2f}".rjust(22) for lab in labels))
     return "\n".join(lines)

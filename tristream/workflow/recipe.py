@@ -1,18 +1,41 @@
-"""The default recipe (the main job): collect demos -> SFT -> RL -> evaluate SFT and RL -> summary."""
+"""The default recipe (the main job): collect demos -> SFT -> RL -> evaluate SFT and RL -> summary.
+Envs without a scripted expert skip demos and SFT: RL starts from a fresh policy, evaluated as "init"."""
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
 
+import torch
+
 from tristream.config import save_config
 from tristream.metrics.plots import learning_curve
 from tristream.metrics.tracker import Tracker
-from tristream.policies.io import load_policy
+from tristream.policies.io import load_policy, save_policy
+from tristream.runtime.roles import build_policy
 from tristream.workflow.collect import collect
 from tristream.workflow.evaluate import evaluate, format_table
 from tristream.workflow.rl import StopFlag, rl_train
 from tristream.workflow.sft import sft
+
+
+def _demos_and_sft(cfg, run_dir: Path, demos: Path, sft_dir: Path, env_spec, timings: dict, progress: bool,
+                   stop) -> None:
+    if not demos.exists():
+        t = time.perf_counter()
+        print(f"[tristream] 1/4 collecting {cfg.collect.episodes} expert demos -> {demos}")
+        stats = collect(cfg, demos, progress=progress)
+        timings["collect_s"] = time.perf_counter() - t
+        print(f"[tristream] expert success {stats['expert_success']:.2f} at noise {cfg.collect.expert_noise}")
+    if stop():
+        return
+    if not (sft_dir / "policy.safetensors").exists():
+        t = time.perf_counter()
+        print(f"[tristream] 2/4 SFT: {cfg.sft.steps} behaviour-cloning steps -> {sft_dir}")
+        tracker = Tracker(run_dir)
+        sft(cfg, demos, sft_dir, env_spec, tracker=tracker, progress=progress)
+        tracker.close()
+        timings["sft_s"] = time.perf_counter() - t
 
 
 def run_recipe(cfg, run_dir: Path, env_spec, *, resume: bool = False, progress: bool = True) -> dict:
@@ -24,35 +47,30 @@ def run_recipe(cfg, run_dir: Path, env_spec, *, resume: bool = False, progress: 
     sft_dir = run_dir / "sft"
     timings: dict[str, float] = {}
     with StopFlag() as stop:
-        if not demos.exists():
-            t = time.perf_counter()
-            print(f"[tristream] 1/4 collecting {cfg.collect.episodes} expert demos -> {demos}")
-            stats = collect(cfg, demos, progress=progress)
-            timings["collect_s"] = time.perf_counter() - t
-            print(f"[tristream] expert success {stats['expert_success']:.2f} at noise {cfg.collect.expert_noise}")
-        if stop():
-            return {}
-        if not (sft_dir / "policy.safetensors").exists():
-            t = time.perf_counter()
-            print(f"[tristream] 2/4 SFT: {cfg.sft.steps} behaviour-cloning steps -> {sft_dir}")
-            tracker = Tracker(run_dir)
-            sft(cfg, demos, sft_dir, env_spec, tracker=tracker, progress=progress)
-            tracker.close()
-            timings["sft_s"] = time.perf_counter() - t
+        if env_spec.has_expert:
+            start, start_label = sft_dir, "sft"
+            _demos_and_sft(cfg, run_dir, demos, sft_dir, env_spec, timings, progress, stop)
+        else:  # nothing to imitate: RL starts from a fresh policy, kept in init/ as the baseline to beat
+            start, start_label = run_dir / "init", "init"
+            print(f"[tristream] env {', '.join(env_spec.tasks) or cfg.env.name!r} has no scripted expert: no demos or SFT; RL starts from a fresh "
+                  f"policy (saved in {start})")
+            if not (start / "policy.safetensors").exists():
+                torch.manual_seed(cfg.run.seed)
+                save_policy(build_policy(cfg, env_spec), start)
         if stop():
             return {}
         t = time.perf_counter()
         print(f"[tristream] 3/4 RL: {cfg.train.steps} global steps, mode {cfg.runtime.mode}, "
               f"backend {cfg.runtime.backend}, loss {cfg.algo.loss}")
         has_ckpt = (run_dir / "checkpoints" / "latest").exists()
-        rl_policy = rl_train(cfg, run_dir, env_spec, init=sft_dir, resume=resume and has_ckpt, progress=progress,
+        rl_policy = rl_train(cfg, run_dir, env_spec, init=start, resume=resume and has_ckpt, progress=progress,
                              stop=stop)
         timings["rl_s"] = time.perf_counter() - t
         if stop():
             return {}
     t = time.perf_counter()
-    print(f"[tristream] 4/4 evaluating SFT and RL on {cfg.eval.episodes} held-out episodes each")
-    results = {"sft": evaluate(load_policy(sft_dir), cfg, out_dir=run_dir / "eval", label="sft"),
+    print(f"[tristream] 4/4 evaluating {start_label} and RL on {cfg.eval.episodes} held-out episodes each")
+    results = {start_label: evaluate(load_policy(start), cfg, out_dir=run_dir / "eval", label=start_label),
                "rl": evaluate(rl_policy, cfg, out_dir=run_dir / "eval", label="rl")}
     timings["eval_s"] = time.perf_counter() - t
     tracker = Tracker(run_dir, tensorboard=False)

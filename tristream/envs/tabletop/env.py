@@ -131,6 +131,7 @@ class TabletopEnv(Env):
             image_size=self.image_size,
             max_episode_steps=self.max_episode_steps,
             tasks=fams,
+            has_expert=True,
             extra={"control_hz": 1.0 / (self.substeps * self.model.opt.timestep), "max_delta_m": MAX_DELTA},
         )
         self._images = np.zeros((len(cameras), self.image_size, self.image_size, 3), np.uint8)

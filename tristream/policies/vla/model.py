@@ -38,11 +38,15 @@ class VLAPolicy(Policy):
 
         self.tokenizer = Tokenizer(cfg.max_len, cfg.oov_buckets)
         self.lang = InstructionEncoder(self.tokenizer.vocab_size, cfg.word_dim, cfg.lang_dim)
+        if self.num_cameras == 0 and env_spec.state_dim == 0:
+            raise ValueError("VLAPolicy needs at least one camera or a state vector; the env spec has neither")
+        # a state-only env (no cameras) or a pixels-only env (no state) simply leaves that encoder out
         self.vision = FiLMConvEncoder(
             self.num_cameras, cfg.lang_dim, cfg.conv_channels, cfg.conv_strides, cfg.group_norm, cfg.pool
-        )
-        self.proprio = ProprioEncoder(env_spec.state_dim, cfg.proprio_dim, cfg.normalize_state)
-        trunk_in = self.vision.out_dim + cfg.lang_dim + cfg.proprio_dim
+        ) if self.num_cameras else None
+        self.proprio = ProprioEncoder(env_spec.state_dim, cfg.proprio_dim, cfg.normalize_state) \
+            if env_spec.state_dim else None
+        trunk_in = (self.vision.out_dim if self.vision else 0) + cfg.lang_dim + (cfg.proprio_dim if self.proprio else 0)
         self.trunk = mlp([trunk_in] + [cfg.hidden_dim] * cfg.trunk_layers)
         self.head = make_head(cfg.head, cfg.hidden_dim, cfg.chunk_len, self.action_dim, cfg)
         self.tokens_per_chunk = self.head.tokens_per_chunk
@@ -77,8 +81,12 @@ class VLAPolicy(Policy):
         """Observation batch -> trunk features [B, hidden_dim]."""
         images, state, ids = self._prepare(obs)
         lang = self.lang(ids)
-        vis = self.vision(images, lang)
-        return self.trunk(torch.cat([vis, lang, self.proprio(state)], dim=-1))
+        parts = [lang]
+        if self.vision is not None:
+            parts.insert(0, self.vision(images, lang))
+        if self.proprio is not None:
+            parts.append(self.proprio(state))
+        return self.trunk(torch.cat(parts, dim=-1))
 
     # ------------------------------------------------------------------ Policy interface
     def act(self, obs: dict[str, Any], deterministic: bool = False) -> ActOutput:
