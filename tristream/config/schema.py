@@ -124,7 +124,9 @@ class AlgoConfig:
 
 @dataclass
 class RuntimeConfig:
-    backend: Literal["local", "serial"] = f("local", "local: roles in processes; serial: one process (debugging, exact tests)")
+    backend: Literal["local", "serial", "ray"] = f(
+        "local", "local: roles in processes; serial: one process (debugging, exact tests); ray: roles as Ray "
+                 "actors on one machine or a cluster (docs/cluster.md, the ray section)")
     mode: Literal["sync", "async-rollout", "async"] = f(
         "sync", "sync: lockstep baseline; async-rollout: groups on their own clocks, train after the rollout; "
                 "async: also train while the rollout streams in (docs/architecture.md)")
@@ -137,7 +139,49 @@ class RuntimeConfig:
                                "(0: the data of sync)", min=0)
     inference_threads: int = f(1, "torch threads of the inference worker", min=1)
     timeout_s: float = f(120.0, "give up on a role that sends nothing for this long", min=1.0)
-    max_restarts: int = f(3, "local backend: restarts allowed per role before the run fails", min=0)
+    max_restarts: int = f(3, "local and ray backends: restarts allowed per role before the run fails", min=0)
+
+
+_RAY_BUILTIN = ("CPU", "GPU", "memory", "object_store_memory")
+
+
+@dataclass
+class RayRoleConfig:
+    """Where one role's Ray actors go and what each reserves (docs/cluster.md)."""
+    num_cpus: float = f(0.5, "CPU share reserved per actor (a scheduling share, not a limit)", min=0.0)
+    num_gpus: float = f(0.0, "GPU share reserved per actor", min=0.0)
+    resources: dict[str, float] = f({}, "custom Ray resources per actor (nodes declare them: ray start "
+                                        "--resources='{\"sim\": 8}'), e.g. ray.env_worker.resources.sim=1")
+    labels: dict[str, str] = f({}, "node labels the actor's node must carry (a Ray label selector), "
+                                   "e.g. ray.inference.labels.tier=gpu")
+
+    def validate(self) -> None:
+        for name, amount in self.resources.items():
+            if name in _RAY_BUILTIN:
+                raise ValueError(f"resources.{name}: use num_cpus / num_gpus for built-in resources; "
+                                 f"resources names custom ones (declared with ray start --resources)")
+            if amount <= 0:
+                raise ValueError(f"resources.{name}={amount}: amounts must be > 0")
+
+
+@dataclass
+class RayConfig:
+    """runtime.backend=ray: the cluster to use and the placement of the roles (docs/cluster.md). The
+    number of env worker actors is runtime.env_workers; there is one inference actor; the learner runs in
+    the driver (where `tristream train` runs)."""
+    address: str = f("", "empty: start a local Ray instance; 'auto' or host:port: join that running cluster")
+    num_cpus: int = f(0, "local instance only: CPUs it offers (0: all cores)", min=0)
+    start_timeout_s: float = f(60.0, "fail when the actors are not all placed and started within this time", min=1.0)
+    env_worker: RayRoleConfig = field(default_factory=RayRoleConfig)
+    inference: RayRoleConfig = field(default_factory=RayRoleConfig)
+
+    def validate(self) -> None:
+        a = self.address
+        if a not in ("", "auto") and not a.startswith("ray://"):
+            host, _, port = a.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"address={a!r}: expected '' (start a local instance), 'auto', host:port "
+                                 f"or ray://host:port")
 
 
 @dataclass
@@ -169,6 +213,7 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
 
     def validate(self) -> None:
         if self.rollout.num_envs % (self.runtime.env_workers * self.runtime.groups_per_worker):

@@ -1,4 +1,5 @@
-"""Backends decide where roles live: ``serial`` (one process, one event loop) or ``local`` (processes)."""
+"""Backends decide where roles live: ``serial`` (one process, one event loop), ``local`` (processes) or
+``ray`` (Ray actors, one machine or a cluster)."""
 from __future__ import annotations
 
 
@@ -9,4 +10,7 @@ def make_backend(cfg, env_spec):
     if cfg.runtime.backend == "local":
         from tristream.runtime.backends.local import LocalBackend
         return LocalBackend(cfg, env_spec)
-    raise ValueError(f"unknown runtime.backend {cfg.runtime.backend!r}; valid: local, serial")
+    if cfg.runtime.backend == "ray":
+        from tristream.runtime.backends.ray import RayBackend
+        return RayBackend(cfg, env_spec)
+    raise ValueError(f"unknown runtime.backend {cfg.runtime.backend!r}; valid: local, serial, ray")

@@ -1,0 +1,150 @@
+"""The Ray backend on one local Ray instance shared by the module: the CLI in every mode, equivalence with
+the serial backend, a killed or failing env actor, impossible placements, and the placement check."""
+import os
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from tristream.cli import main  # noqa: E402
+from tristream.envs import make_env  # noqa: E402
+from tristream.metrics.tracker import read_metrics  # noqa: E402
+from tristream.policies.io import save_policy  # noqa: E402
+from tristream.runtime.backends import make_backend  # noqa: E402
+from tristream.runtime.backends.ray_placement import ActorRequest, PlacementError, check_fits, requests  # noqa: E402
+from tristream.runtime.learner import Learner  # noqa: E402
+from tristream.runtime.pipeline import train_loop  # noqa: E402
+from tristream.runtime.roles import build_policy  # noqa: E402
+from tests.runtime.test_backends import _run, _train_rows  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_instance(tmp_path_factory):
+    """One small local instance for the module; every backend in it finds Ray connected and reuses it.
+    Ray workers inherit this process's environment as it is now: the marker of the flaky env goes in first."""
+    marker = tmp_path_factory.mktemp("ray") / "failed"
+    os.environ["TRISTREAM_TEST_MARKER"] = str(marker)
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 * 2**20, logging_level="WARNING")
+    yield marker
+    ray.shutdown()
+    del os.environ["TRISTREAM_TEST_MARKER"]
+
+
+def _spec(cfg):
+    return make_env(cfg.env.name, image_size=cfg.env.image_size).spec
+
+
+@pytest.mark.parametrize("mode", ["sync", "async-rollout", "async"])
+def test_train_command_runs_on_ray_in_every_mode(tiny, tmp_path, mode):
+    cfg = tiny()
+    save_policy(build_policy(cfg, _spec(cfg)), tmp_path / "init")
+    assert main(["train", "--preset", "tiny", "env.name=toy", "--no-progress", f"run.dir={tmp_path}", "run.name=rl",
+                 f"train.init={tmp_path / 'init'}", "runtime.backend=ray", f"runtime.mode={mode}",
+                 "runtime.groups_per_worker=2", "train.steps=2"]) == 0
+    rows = read_metrics(tmp_path / "rl", "train")
+    assert len(rows) == 2 and all(r["episodes"] == 4 for r in rows)
+    assert max(r["policy_lag_max"] for r in rows) <= (1 if mode == "async" else 0)
+
+
+def test_serial_and_ray_sync_train_identically(tiny, tmp_path):
+    """Same seed: the same episodes, actions and losses (lockstep batches are ordered by group)."""
+    rows = {}
+    for backend in ("serial", "ray"):
+        cfg = tiny(f"runtime.backend={backend}", "train.steps=2", "runtime.groups_per_worker=2")
+        _run(cfg, tmp_path / backend)
+        rows[backend] = _train_rows(tmp_path / backend)
+    assert len(rows["serial"]) == 2
+    assert rows["ray"][0]["policy_loss"] == rows["serial"][0]["policy_loss"]
+    assert rows["ray"] == rows["serial"]
+
+
+def _train(cfg, on_step=None):
+    spec = _spec(cfg)
+    policy = build_policy(cfg, spec)
+    learner = Learner(policy, cfg.algo)
+    backend = make_backend(cfg, spec)
+    rows = []
+
+    def step_done(step, metrics):
+        rows.append(metrics)
+        if on_step:
+            on_step(step, backend)
+
+    try:
+        last = train_loop(cfg, policy, spec, learner=learner, start_step=0, on_step=step_done, backend=backend)
+    finally:
+        backend.close()
+    return last, rows
+
+
+def test_killed_env_actor_and_failing_env_are_restarted_and_training_finishes(tiny, ray_instance):
+    """In step 3 an env raises (test_faults' flaky env, armed by the module fixture); after step 3 the test
+    kills env worker 0's actor (as a lost node would). Each time every role actor is replaced and the lost
+    rollout runs again from scratch."""
+    cfg = tiny("runtime.backend=ray", "train.steps=4", "env.name=tests.runtime.test_faults:flaky_env")
+    killed = []
+
+    def kill(step, backend):
+        if step == 3:
+            killed.append(backend.nodes["env_worker0"]["pid"])
+            ray.kill(backend.actors["env_worker0"])
+
+    last, rows = _train(cfg, kill)
+    assert killed and ray_instance.exists()
+    assert last == 4 and len(rows) == 4
+    assert sum(rows[2].get(f"restarts/env_worker{w}", 0) for w in (0, 1)) == 1  # the raising env
+    assert sum(rows[3].get(f"restarts/env_worker{w}", 0) for w in (0, 1)) == 2  # and the kill
+    assert all(r["episodes"] == 4 for r in rows)
+
+
+@pytest.mark.parametrize("override, missing", [
+    ("ray.env_worker.resources.sim=1", "no alive node offers 'sim'"),
+    ("ray.inference.num_gpus=1", "no alive node offers 'GPU'"),
+    ("ray.env_worker.num_cpus=1.5", "2 actors of ray.env_worker need 3 CPU in total; the cluster has 2"),
+    ("ray.inference.labels.tier=gpu", "no alive node carries the labels {'tier': 'gpu'}"),
+])
+def test_impossible_placement_fails_at_start_naming_the_role(tiny, override, missing):
+    cfg = tiny("runtime.backend=ray", override)
+    with pytest.raises(PlacementError) as err:
+        make_backend(cfg, _spec(cfg))
+    role = "inference" if "inference" in override else "env_worker"
+    assert f"cannot place {role}" in str(err.value) and missing in str(err.value)
+
+
+def _node(node_id, resources, labels=None):
+    return {"NodeID": node_id * 8, "NodeManagerAddress": "10.0.0.1", "Alive": True,
+            "Resources": {"memory": 1e9, f"node:{node_id}": 1.0, **resources}, "Labels": labels or {}}
+
+
+def test_placement_packs_roles_by_their_constraints(tiny):
+    cfg = tiny("ray.env_worker.resources.sim=1", "ray.env_worker.num_cpus=1", "ray.inference.num_gpus=1",
+               "ray.inference.labels.tier=gpu")
+    reqs = requests(cfg)
+    assert [r.role for r in reqs] == ["env_worker0", "env_worker1", "inference"]
+    assert reqs[0].options() == {"num_cpus": 1.0, "num_gpus": 0.0, "resources": {"sim": 1.0}}
+    gpu = _node("g", {"CPU": 4, "GPU": 1}, {"tier": "gpu"})
+    sim = _node("s", {"CPU": 2, "sim": 2})
+    where = check_fits(reqs, [gpu, sim])
+    assert where == {"env_worker0": "10.0.0.1 (ssssssss)", "env_worker1": "10.0.0.1 (ssssssss)",
+                     "inference": "10.0.0.1 (gggggggg)"}
+    with pytest.raises(PlacementError, match="cannot place env_worker1"):  # the sim node holds one, not two
+        check_fits(reqs, [gpu, _node("s", {"CPU": 1, "sim": 2})])
+    dead = dict(gpu, Alive=False)
+    with pytest.raises(PlacementError, match="cannot place inference"):
+        check_fits(reqs, [dead, sim])
+
+
+def test_requests_without_shares_ask_for_nothing():
+    assert ActorRequest("inference", "ray.inference", {}).options() == {"num_cpus": 0.0, "num_gpus": 0.0,
+                                                                        "resources": {}}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("ray.env_worker.resources.CPU=1", "use num_cpus / num_gpus"),
+    ("ray.address=nohost", "expected '' (start a local instance), 'auto', host:port"),
+    ("ray.env_worker.resources.sim=0", "amounts must be > 0"),
+])
+def test_ray_config_errors_name_the_key(tiny, override, message):
+    with pytest.raises(ValueError, match="ray") as err:
+        tiny(override)
+    assert message in str(err.value)

@@ -1,0 +1,204 @@
+"""Ray backend: each EnvWorker and the InferenceWorker as a Ray actor (the same role classes, built by
+``runtime/roles.py``), the learner in this process (the driver).
+
+- Cluster: ``ray.address`` empty starts a local instance (stopped at close); ``auto`` or host:port joins
+  a running cluster (left running). An already connected driver (a test's shared instance) is reused.
+- Placement: ``ray_placement`` turns the ``ray`` section into per-actor requests, checks them against the
+  cluster before creating anything (an impossible placement is an error naming the role and what is
+  missing, not a pending actor) and prints where each role runs.
+- Data: messages go actor to actor (``ray_channels``): one call per group request, per action reply,
+  per batch of finished segments. Weights are put in the object store once per publication; each
+  inference actor fetches them from there.
+- Faults: as in the local backend, a role that raises or dies (``ray.kill``, a lost node) makes the backend
+  replace every role actor (in-flight messages of the old ones are dropped with them), count it, and hand
+  the pipeline a ``RoleRestarted``. Every wait on another actor has a timeout; errors name the role and
+  its node.
+"""
+from __future__ import annotations
+
+import collections
+import time
+
+from tristream.runtime import roles
+from tristream.runtime.backends import ray_placement as placement
+from tristream.runtime.backends.base import Backend
+from tristream.runtime.backends.ray_channels import TAKE_WAIT_S, ActorChannel, RoleActor, quiet_readonly_arrays
+from tristream.runtime.messages import RoleError, RoleRestarted, Stop, Weights
+from tristream.runtime.telemetry import TelemetrySink
+
+
+def connect(ray_cfg) -> bool:
+    """Connect this process to Ray as ``ray.address`` says; True when it started a local instance."""
+    import ray
+    if ray.is_initialized():
+        return False
+    if ray_cfg.address:
+        ray.init(address=ray_cfg.address, logging_level="WARNING")
+        return False
+    ray.init(num_cpus=ray_cfg.num_cpus or None, include_dashboard=False, logging_level="WARNING")
+    return True
+
+
+class LearnerInbox(collections.deque):
+    """Messages taken from the role actors, not yet handed to the pipeline (``qsize`` for the benchmark)."""
+
+    def qsize(self) -> int:
+        return len(self)
+
+
+class RayBackend(Backend):
+    def __init__(self, cfg, env_spec):
+        import ray
+        self.cfg, self.env_spec = cfg, env_spec
+        self._started_ray = connect(cfg.ray)
+        quiet_readonly_arrays()  # segments arrive as read-only views of the object store
+        self._actor_class = ray.remote(RoleActor)
+        self.requests = placement.requests(cfg)
+        self.telemetry = TelemetrySink()
+        self.learner_inbox = LearnerInbox()
+        self.restarts: dict[str, int] = {}
+        self.actors: dict = {}
+        self.nodes: dict[str, dict] = {}
+        try:
+            placement.check_fits(self.requests, ray.nodes())
+            self._start_all()
+        except BaseException:
+            self.close()
+            raise
+        print(placement.describe(self.requests, {r: self._where(r) for r in self.nodes}), flush=True)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def _start_all(self) -> None:
+        import ray
+        plan = roles.shard_plan(self.cfg)
+        outbox = max(64, 4 * plan.num_envs)  # as the local backend's learner inbox
+        for r in self.requests:
+            kind, wid = ("inference", None) if r.role == "inference" else ("env", int(r.role.removeprefix("env_worker")))
+            self.actors[r.role] = self._actor_class.options(max_concurrency=4, **r.options()).remote(
+                kind, wid, self.cfg, self.env_spec, outbox)
+        envs = {w: self.actors[f"env_worker{w}"] for w in range(plan.env_workers)}
+        self.env_inboxes = {w: ActorChannel(h) for w, h in envs.items()}
+        started = {a.connect.remote(self.actors["inference"], envs): role for role, a in self.actors.items()}
+        self.nodes = self._wait_started(started)
+        self._runs = [a.run.remote() for a in self.actors.values()]
+        self._takes = {a.take.remote(TAKE_WAIT_S): role for role, a in self.actors.items()}
+        self.learner_inbox.clear()
+
+    def _wait_started(self, started: dict) -> dict[str, dict]:
+        """Wait until every actor is placed and has built its role; a placement that stays pending (the
+        cluster is busy, a node vanished) is an error naming the roles, not a hang."""
+        import ray
+        deadline = time.monotonic() + self.cfg.ray.start_timeout_s
+        nodes, pending = {}, dict(started)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                waiting = [r for r in self.requests if r.role in pending.values()]
+                raise placement.PlacementError(
+                    f"not started within ray.start_timeout_s={self.cfg.ray.start_timeout_s:g} s: "
+                    + ", ".join(f"{r.role} (needs {placement._fmt(r.resources)}"
+                                + (f", labels {r.labels}" if r.labels else "") + ")" for r in waiting)
+                    + f"; resources free in the cluster now: {placement._fmt(_free())}")
+            for ref in ready:
+                role = pending.pop(ref)
+                try:
+                    nodes[role] = ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    raise RuntimeError(f"{role} failed to start: {e}") from e
+        return nodes
+
+    def _where(self, role: str) -> str:
+        n = self.nodes.get(role)
+        return f"node {n['node_ip']} ({n['node_id'][:8]}), pid {n['pid']}" if n else "node unknown (not started)"
+
+    def _restart(self, role: str, reason: str) -> RoleRestarted:
+        """Replace every role actor, as the local backend replaces every process: the survivors hold
+        requests and segments of the lost rollout, which the pipeline reruns (or closes) from scratch."""
+        import ray
+        where = self._where(role)
+        self.restarts[role] = self.restarts.get(role, 0) + 1
+        if self.restarts[role] > self.cfg.runtime.max_restarts:
+            raise RuntimeError(f"{role} ({where}) failed {self.restarts[role]} times (runtime.max_restarts="
+                               f"{self.cfg.runtime.max_restarts}); last failure: {reason}")
+        print(f"[tristream] {role} ({where}) failed ({reason.strip().splitlines()[-1]}); restarting the role "
+              f"actors (restart {self.restarts[role]} of at most {self.cfg.runtime.max_restarts} for {role})", flush=True)
+        self._kill_all()
+        try:
+            placement.check_fits(self.requests, ray.nodes())
+            self._start_all()
+        except (placement.PlacementError, RuntimeError) as e:
+            raise RuntimeError(f"{role} ({where}) failed and the roles cannot be started again: {e}") from e
+        worker = int(role.removeprefix("env_worker")) if role.startswith("env_worker") else None
+        return RoleRestarted(role, worker, reason)
+
+    def _kill_all(self) -> None:
+        import ray
+        for a in self.actors.values():
+            ray.kill(a, no_restart=True)
+        self.actors, self.nodes, self._takes, self._runs = {}, {}, {}, []
+        self.learner_inbox.clear()
+
+    def close(self) -> None:
+        import ray
+        if self.actors:
+            for a in self.actors.values():
+                a.deliver.remote(Stop())
+            try:
+                ray.get(self._runs, timeout=5.0)
+            except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+                pass
+            self._kill_all()
+        if self._started_ray:
+            ray.shutdown()
+            self._started_ray = False
+
+    # --- channels ---------------------------------------------------------------------------------
+    def send_inference(self, msg) -> None:
+        import ray
+        if isinstance(msg, Weights):  # put once; every inference actor fetches it from the object store
+            msg = ray.put(msg)
+        self.actors["inference"].deliver.remote(msg)
+
+    def send_env_worker(self, worker_id: int, msg) -> None:
+        self.env_inboxes[worker_id].put(msg)
+
+    def learner_get(self, timeout: float) -> object:
+        deadline = time.monotonic() + timeout
+        while True:
+            while self.learner_inbox:
+                msg = self.learner_inbox.popleft()
+                if isinstance(msg, RoleError):
+                    if msg.role in self.nodes and msg.pid == self.nodes[msg.role]["pid"]:
+                        return self._restart(msg.role, msg.traceback)
+                elif not self.telemetry.take(msg):
+                    return msg
+            restarted = self._take(min(0.5, max(0.01, deadline - time.monotonic())))
+            if restarted is not None:
+                return restarted
+            if not self.learner_inbox and time.monotonic() > deadline:
+                raise TimeoutError(f"the learner received nothing for {timeout:.0f} s (runtime.timeout_s); roles: "
+                                   + "; ".join(f"{r} on {self._where(r)}" for r in self.actors))
+
+    def _take(self, wait_s: float) -> RoleRestarted | None:
+        """Collect what the actors' outboxes hold (waiting up to ``wait_s``); a dead actor's pending
+        ``take`` fails at once, which is how a killed actor or a lost node is noticed."""
+        import ray
+        refs = list(self._takes)
+        ready, rest = ray.wait(refs, num_returns=1, timeout=wait_s)
+        if ready and rest:
+            ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+        for ref in ready:
+            role = self._takes.pop(ref)
+            try:
+                msgs = ray.get(ref, timeout=self.cfg.runtime.timeout_s)
+            except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:
+                return self._restart(role, f"actor lost: {type(e).__name__}: {str(e).strip()}")
+            self.learner_inbox.extend(msgs)
+            self._takes[self.actors[role].take.remote(TAKE_WAIT_S)] = role
+        return None
+
+
+def _free() -> dict[str, float]:
+    import ray
+    return {k: v for k, v in ray.available_resources().items()
+            if not k.startswith("node:") and k not in ("memory", "object_store_memory")}

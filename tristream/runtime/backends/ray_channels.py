@@ -1,0 +1,131 @@
+"""Channels over Ray, and the actor that hosts one role.
+
+A role never knows it runs in Ray: it reads its inbox and puts into other roles' channels, as in a
+local process. Here
+
+    sender   --handle.deliver.remote(msg)-->  RoleActor.deliver  -> inbox (a queue in the actor)
+    the role --outbox.put(msg)-------------> RoleActor.outbox  <-- RoleActor.take(), long-polled by the driver
+
+so one message (a group's observations, a group's actions, a batch of finished segments) is one actor
+call, never one call per env step. Arguments and results over ~100 kB go through Ray's object store
+(shared memory on a node, a transfer between nodes), so images are never pickled into a control message.
+The learner lives in the driver, which cannot receive actor calls, hence the outbox it drains with
+``take``: a role's messages arrive in the order it sent them. The outbox is bounded, like the local
+backend's learner inbox: a role blocks when the learner falls behind.
+
+This module imports neither torch nor ray at import time: env-worker actors never need torch.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import traceback
+import warnings
+from typing import Any
+
+from tristream.runtime import roles
+from tristream.runtime.channels import Empty
+from tristream.runtime.messages import RoleError
+
+TAKE_WAIT_S = 0.2  # how long one ``take`` waits for the first message (bounds the driver's poll cadence)
+
+
+def quiet_readonly_arrays() -> None:
+    """Arrays fetched from the object store are read-only views of shared memory; torch warns when it
+    wraps one. Every consumer here only reads them or copies (``load_state_dict``, ``torch.cat``)."""
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+
+class QueueChannel:
+    """A thread-safe FIFO inside one actor, with the channel interface (``get`` raises ``Empty``)."""
+
+    def __init__(self, maxsize: int = 0):
+        self._q: queue.Queue = queue.Queue(maxsize)
+
+    def put(self, item: Any, timeout: float | None = None) -> None:
+        self._q.put(item, timeout=timeout)
+
+    def get(self, timeout: float | None = None) -> Any:
+        if timeout is not None and timeout <= 0:
+            return self._q.get_nowait()
+        return self._q.get(timeout=timeout)
+
+    def get_all(self, timeout: float) -> list[Any]:
+        """Everything queued, waiting up to ``timeout`` for the first item ([] if none came)."""
+        try:
+            items = [self.get(timeout)]
+        except Empty:
+            return []
+        while True:
+            try:
+                items.append(self._q.get_nowait())
+            except Empty:
+                return items
+
+    def qsize(self) -> int:
+        return self._q.qsize()
+
+
+class ActorChannel:
+    """The sender's side of another actor's inbox: one fire-and-forget actor call per message."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def put(self, item: Any, timeout: float | None = None) -> None:
+        self.handle.deliver.remote(item)
+
+
+class RoleActor:
+    """Hosts one EnvWorker or InferenceWorker, built by ``runtime/roles.py`` as every backend does.
+
+    Lifecycle (driven by ``backends/ray.py``): create all actors, ``connect`` each to its peers' handles
+    (builds the role, returns where it runs), then ``run`` (the role's loop, one long call) while
+    ``deliver`` and ``take`` serve in the actor's other threads."""
+
+    def __init__(self, kind: str, worker_id: int | None, cfg, env_spec, outbox_size: int):
+        os.environ.setdefault("MUJOCO_GL", "egl")  # before any simulator import in this fresh process
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        quiet_readonly_arrays()
+        try:  # the driver owns shutdown: Ctrl-C there ends in a checkpoint and a clean stop
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except ValueError:  # not the main thread
+            pass
+        self.kind, self.worker_id, self.cfg, self.env_spec = kind, worker_id, cfg, env_spec
+        self.name = "inference" if kind == "inference" else f"env_worker{worker_id}"
+        self.inbox = QueueChannel()  # peers fill it; a group has at most one request or reply in flight
+        self.outbox = QueueChannel(outbox_size)
+        self.role = None
+
+    def connect(self, inference, env_workers: dict[int, Any]) -> dict[str, Any]:
+        import ray
+        if self.kind == "inference":
+            import torch
+            torch.set_num_threads(self.cfg.runtime.inference_threads)
+            self.role = roles.build_inference_worker(
+                self.cfg, self.env_spec, self.inbox, {w: ActorChannel(h) for w, h in env_workers.items()},
+                self.outbox)
+        else:
+            self.role = roles.build_env_worker(self.cfg, self.worker_id, self.inbox, ActorChannel(inference),
+                                               self.outbox)
+        ctx = ray.get_runtime_context()
+        return {"node_ip": ray.util.get_node_ip_address(), "node_id": ctx.get_node_id(), "pid": os.getpid()}
+
+    def run(self) -> None:
+        """The role's loop until ``Stop``; a failure goes to the learner as ``RoleError``, as locally."""
+        try:
+            if self.kind == "inference":
+                from tristream.runtime.inference import run_inference_worker
+                run_inference_worker(self.role)
+            else:
+                from tristream.runtime.env_worker import run_env_worker
+                run_env_worker(self.role)
+        except Exception:
+            self.outbox.put(RoleError(self.name, traceback.format_exc(), os.getpid()), timeout=10.0)
+
+    def deliver(self, msg) -> None:
+        self.inbox.put(msg)
+
+    def take(self, wait_s: float = TAKE_WAIT_S) -> list:
+        return self.outbox.get_all(wait_s)
