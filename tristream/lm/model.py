@@ -77,7 +77,7 @@ class LM(nn.Module):
 
     def new_cache(self, batch_size: int, capacity: int = 256, mtp: bool = False) -> MLACache:
         """An empty compressed KV cache for the main stack (or, with mtp=True, for the MTP block)."""
-        p = self.lm_head.weight
+        p = self.embed_tokens.weight  # (lm_head may be swapped for a quantized module)
         return MLACache(1 if mtp else self.cfg.num_hidden_layers, batch_size, self.cfg.kv_lora_rank,
                         self.cfg.qk_rope_head_dim, capacity, device=p.device, dtype=p.dtype)
 
@@ -131,8 +131,9 @@ class LM(nn.Module):
 
 def _masked_ce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor):
     """Mean CE over masked positions (logits [B, T, V], targets/mask [B, T]) and the masked accuracy."""
-    ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
-    m = mask.flatten()
+    dtype = torch.promote_types(logits.dtype, torch.float32)  # CE in fp32 (or wider) even for bf16 logits
+    ce = F.cross_entropy(logits.to(dtype).flatten(0, 1), targets.flatten(), reduction="none")
+    m = mask.flatten().to(dtype)
     denom = m.sum().clamp(min=1.0)
     acc = ((logits.argmax(-1).flatten() == targets.flatten()).float() * m).sum() / denom
     return (ce * m).sum() / denom, acc.item()

@@ -43,7 +43,7 @@ class Router(nn.Module):
         E = cfg.n_routed_experts
         self.top_k, self.n_group, self.topk_group = cfg.num_experts_per_tok, cfg.n_group, cfg.topk_group
         self.norm_topk_prob, self.scaling = cfg.norm_topk_prob, cfg.routed_scaling_factor
-        self.weight = nn.Parameter(torch.empty(E, cfg.hidden_size))
+        self.weight = nn.Parameter(torch.randn(E, cfg.hidden_size) * cfg.initializer_range)
         self.register_buffer("e_score_correction_bias", torch.zeros(E))
         # tokens per expert counted in training forwards since the last update_bias (not saved)
         self.register_buffer("load", torch.zeros(E), persistent=False)

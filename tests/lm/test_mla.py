@@ -1,0 +1,92 @@
+"""MLA attention and its compressed KV cache."""
+import dataclasses
+
+import pytest
+import torch
+
+from tristream.lm.cache import MLACache
+from tristream.lm.config import LMConfig
+from tristream.lm.mla import MLA, positions_cos_sin
+from tristream.lm.model import LM
+from tristream.lm.rope import apply_rope, rope_cos_sin
+
+
+def _cfg(**kw):
+    return dataclasses.replace(LMConfig.preset("tiny"), vocab_size=64, **kw)
+
+
+def test_rope_is_a_rotation_with_relative_scores():
+    cos, sin = rope_cos_sin(torch.arange(12), 8, 10000.0, torch.float64)
+    q, k = torch.randn(8, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
+    rq = apply_rope(q.expand(12, 8), cos, sin)
+    rk = apply_rope(k.expand(12, 8), cos, sin)
+    assert torch.allclose(rq.norm(dim=-1), q.norm().expand(12))
+    # q at position i, k at position j: the score depends on i - j only
+    assert torch.allclose(rq[5] @ rk[2], rq[9] @ rk[6])
+    assert torch.allclose(rq[0], q)
+
+
+@pytest.mark.parametrize("q_lora_rank", [96, None])
+def test_cached_decoding_matches_full_recompute(q_lora_rank):
+    torch.manual_seed(0)
+    model = LM(_cfg(q_lora_rank=q_lora_rank)).eval()
+    tokens = torch.randint(0, 64, (2, 23))
+    with torch.no_grad():
+        full = model(tokens).logits
+        cache = model.new_cache(2, capacity=4)  # small: exercises growth
+        parts = [model(tokens[:, a:b], cache=cache).logits for a, b in [(0, 7), (7, 8), (8, 9), (9, 16), (16, 23)]]
+    assert cache.length == 23
+    torch.testing.assert_close(torch.cat(parts, 1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_cache_stores_latent_and_rope_key_only():
+    cfg = _cfg()
+    torch.manual_seed(0)
+    model = LM(cfg).eval()
+    cache = model.new_cache(3, capacity=16)
+    tokens = torch.randint(0, 64, (3, 5))
+    with torch.no_grad():
+        model(tokens, cache=cache)
+        assert len(cache.latent) == cfg.num_hidden_layers
+        assert cache.latent[0].shape == (3, 16, cfg.kv_lora_rank)
+        assert cache.k_rope[0].shape == (3, 16, cfg.qk_rope_head_dim)
+        # layer 0's cached latent is kv_a_layernorm of the first kv_lora_rank outputs of kv_a_proj
+        attn = model.layers[0].self_attn
+        h = model.layers[0].input_layernorm(model.embed_tokens(tokens))
+        want = attn.kv_a_layernorm(attn.kv_a_proj_with_mqa(h)[..., :cfg.kv_lora_rank])
+    torch.testing.assert_close(cache.latent[0][:, :5], want)
+
+
+def test_truncate_rolls_back():
+    torch.manual_seed(0)
+    model = LM(_cfg()).double().eval()
+    a = torch.randint(0, 64, (1, 10))
+    b = torch.randint(0, 64, (1, 4))
+    with torch.no_grad():
+        cache = model.new_cache(1)
+        model(a, cache=cache)
+        model(torch.randint(0, 64, (1, 6)), cache=cache)  # rejected continuation
+        cache.truncate(10)
+        got = model(b, cache=cache).logits
+        want = model(torch.cat([a, b], 1)).logits[:, 10:]
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="truncate"):
+        cache.truncate(99)
+
+
+def test_mla_module_shapes_and_causality():
+    cfg = _cfg()
+    torch.manual_seed(0)
+    attn = MLA(cfg, layer_idx=0).double()
+    x = torch.randn(2, 9, cfg.hidden_size, dtype=torch.float64)
+    cos, sin = positions_cos_sin(cfg, 0, 9, x.device, x.dtype)
+    y = attn(x, cos, sin)
+    assert y.shape == x.shape
+    x2 = x.clone()
+    x2[:, 6:] += 1.0  # changing later tokens leaves earlier outputs unchanged
+    torch.testing.assert_close(attn(x2, cos, sin)[:, :6], y[:, :6])
+    cache = MLACache(1, 2, cfg.kv_lora_rank, cfg.qk_rope_head_dim, dtype=torch.float64)
+    y1 = attn(x[:, :4], cos[:4], sin[:4], cache)
+    cache.advance(4)
+    y2 = attn(x[:, 4:], cos[4:], sin[4:], cache)
+    torch.testing.assert_close(torch.cat([y1, y2], 1), y)

@@ -1,0 +1,107 @@
+"""Router semantics, expert dispatch and auxiliary-loss-free balancing."""
+import dataclasses
+
+import pytest
+import torch
+
+from tristream.lm.config import LMConfig
+from tristream.lm.model import LM
+from tristream.lm.moe import MoE, Router
+
+
+def _cfg(**kw):
+    return dataclasses.replace(LMConfig.preset("tiny"), **kw)
+
+
+def test_router_bias_selects_but_does_not_weight():
+    torch.manual_seed(0)
+    cfg = _cfg(routed_scaling_factor=2.5)
+    r = Router(cfg)
+    torch.nn.init.normal_(r.weight, std=0.5)
+    x = torch.randn(16, cfg.hidden_size)
+    scores = torch.sigmoid(x @ r.weight.T)
+    r.e_score_correction_bias[3] = 10.0  # expert 3 always selected
+    idx, w = r(x)
+    assert (idx == 3).any(1).all()
+    # weights: unbiased scores of the chosen experts, normalised, times the routed scaling factor
+    s = scores.gather(1, idx)
+    torch.testing.assert_close(w, 2.5 * s / s.sum(1, keepdim=True))
+    assert w.dtype == torch.float32
+    r_un = Router(dataclasses.replace(cfg, norm_topk_prob=False))
+    r_un.load_state_dict(r.state_dict())
+    torch.testing.assert_close(r_un(x)[1], 2.5 * s)
+
+
+def test_router_fp32_for_bf16_inputs():
+    r = Router(_cfg())
+    torch.nn.init.normal_(r.weight, std=0.1)
+    _, w = r(torch.randn(4, 128).bfloat16())
+    assert w.dtype == torch.float32
+
+
+def test_group_limited_routing():
+    cfg = _cfg(n_group=4, topk_group=1, num_experts_per_tok=2)
+    r = Router(cfg)
+    torch.nn.init.normal_(r.weight, std=0.5)
+    idx, _ = r(torch.randn(32, cfg.hidden_size))
+    groups = idx // 2  # 8 experts in 4 groups of 2
+    assert (groups == groups[:, :1]).all()  # both experts from one group
+
+
+def test_moe_matches_per_token_reference():
+    torch.manual_seed(0)
+    cfg = _cfg()
+    moe = MoE(cfg).double()
+    torch.nn.init.normal_(moe.router.weight, std=0.3)
+    x = torch.randn(2, 5, cfg.hidden_size, dtype=torch.float64)
+    y = moe(x)
+    flat = x.reshape(-1, cfg.hidden_size)
+    idx, w = moe.router(flat)
+    ref = torch.stack([
+        sum(w[t, j] * moe.experts[int(idx[t, j])](flat[t]) for j in range(cfg.num_experts_per_tok))
+        + moe.shared_experts(flat[t]) for t in range(flat.shape[0])])
+    torch.testing.assert_close(y.reshape(-1, cfg.hidden_size), ref)
+
+
+def test_load_counted_only_in_training_and_reset_by_update():
+    torch.manual_seed(0)
+    moe = MoE(_cfg())
+    x = torch.randn(10, 128)
+    moe.eval()
+    moe(x)
+    assert moe.router.load.sum() == 0
+    moe.train()
+    moe(x)
+    moe(x)
+    assert moe.router.load.sum() == 2 * 10 * 2
+    before = moe.router.load.clone()
+    ratio = moe.router.update_bias(0.1)
+    assert ratio == pytest.approx(before.max().item() / before.mean().item())
+    assert moe.router.load.sum() == 0
+    # sign update: over-loaded experts go down, under-loaded up
+    b = moe.router.e_score_correction_bias
+    assert torch.equal(b, 0.1 * torch.sign(before.mean() - before))
+
+
+def _skewed_run(rate: float, steps: int = 60) -> list[float]:
+    """Tiny LM fed only 8 distinct token ids (a skewed input distribution that leaves a randomly
+    initialised router strongly imbalanced); returns max/mean load per step."""
+    torch.manual_seed(0)
+    model = LM(_cfg()).train()
+    g = torch.Generator().manual_seed(1)
+    ratios = []
+    with torch.no_grad():
+        for _ in range(steps):
+            model(torch.randint(0, 8, (4, 32), generator=g))
+            ratios.append(model.update_router_bias(rate)["load_max_mean"])
+    return ratios
+
+
+def test_aux_loss_free_balancing_reduces_imbalance():
+    without = _skewed_run(0.0)
+    with_bias = _skewed_run(0.003)
+    assert without[0] == with_bias[0] and without[0] > 2.5  # same imbalanced start
+    late_without = sum(without[-20:]) / 20
+    late_with = sum(with_bias[-20:]) / 20
+    assert late_without > 2.5  # stays imbalanced without bias updates
+    assert late_with < 1.9 and late_with < 0.7 * late_without
