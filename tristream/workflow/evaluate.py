@@ -115,15 +115,16 @@ def format_table(rows: dict[str, dict[str, Any]]) -> str:
     """Success per task family for several evaluated checkpoints (columns), with 95% CIs."""
     labels = list(rows)
     tasks = sorted({t for r in rows.values() for t in r["tasks"]})
-    header = f"{'task':<10}" + "".join(f"{lab:>22}" for lab in labels)
+    w = max([10, *(len(t) + 1 for t in tasks)])
+    header = f"{'task':<{w}}" + "".join(f"{lab:>22}" for lab in labels)
     lines = [header, "-" * len(header)]
 
     def cell(d):
         return f"{d['success']:.2f} [{d['ci95'][0]:.2f},{d['ci95'][1]:.2f}]".rjust(22)
 
     for t in tasks:
-        lines.append(f"{t:<10}" + "".join(cell(rows[lab]["tasks"][t]) if t in rows[lab]["tasks"] else " " * 22
+        lines.append(f"{t:<{w}}" + "".join(cell(rows[lab]["tasks"][t]) if t in rows[lab]["tasks"] else " " * 22
                                           for lab in labels))
-    lines.append(f"{'all':<10}" + "".join(cell(rows[lab]) for lab in labels))
-    lines.append(f"{'return':<10}" + "".join(f"{rows[lab]['return']:.2f}".rjust(22) for lab in labels))
+    lines.append(f"{'all':<{w}}" + "".join(cell(rows[lab]) for lab in labels))
+    lines.append(f"{'return':<{w}}" + "".join(f"{rows[lab]['return']:.2f}".rjust(22) for lab in labels))
     return "\n".join(lines)
