@@ -1,0 +1,96 @@
+"""Two Ray nodes on one machine (a head and a node offering the custom resource ``sim``), each its own
+``ray start`` process tree on loopback, and ``tristream train`` joining them with the env workers placed on
+the ``sim`` node by configuration.
+
+Teardown never runs ``ray stop``: it stops every Ray process of the machine, other people's instances
+included. Each ``ray start --block`` owns its node's processes and shuts exactly those down on SIGTERM;
+the node's process group is killed after that as a fallback.
+"""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+
+RAY = str(Path(sys.executable).with_name("ray"))
+# The test cluster listens on loopback only. Ray 2.60 turns token auth on whenever ~/.ray/auth_token exists,
+# a file any other Ray instance on the machine may create or replace meanwhile: switch it off explicitly.
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _start_node(args: list[str], log: Path, timeout: float = 90.0) -> subprocess.Popen:
+    agent, grpc, metrics, runtime_env = _free_ports(4)
+    cmd = [RAY, "start", "--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
+           f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={grpc}",
+           f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}", *args]
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+                            env=ENV)
+    deadline = time.monotonic() + timeout
+    while "Ray runtime started" not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _stop(proc)
+            pytest.fail(f"ray start failed: {' '.join(cmd)}\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)  # ray start --block shuts its own node down, nothing else
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # leftovers of this node only (its own session)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture
+def two_nodes(tmp_path):
+    """A head (1 CPU, resource head=1) and a second node (1 CPU, sim=2); yields the head's address."""
+    port, client = _free_ports(2)
+    temp = Path(f"/tmp/tristream-ray-{os.getpid()}-{port}")  # short: Ray's socket paths have a length limit
+    procs = [_start_node(["--head", f"--port={port}", f"--ray-client-server-port={client}", "--num-cpus=1",
+                          '--resources={"head": 1}', "--include-dashboard=false", f"--temp-dir={temp}"],
+                         tmp_path / "head.log")]
+    try:
+        procs.append(_start_node([f"--address=127.0.0.1:{port}", "--num-cpus=1", '--resources={"sim": 2}'],
+                                 tmp_path / "node.log"))
+        yield f"127.0.0.1:{port}"
+    finally:
+        for p in reversed(procs):
+            _stop(p)
+        subprocess.run(["rm", "-rf", str(temp)], check=False)
+
+
+def test_env_workers_run_on_the_sim_node_and_training_completes(two_nodes, tmp_path):
+    cmd = [sys.executable, "-m", "tristream.cli", "train", "--preset", "tiny", "env.name=toy", "--no-progress",
+           f"run.dir={tmp_path}", "run.name=multi", "runtime.backend=ray", f"ray.address={two_nodes}",
+           "ray.env_worker.resources.sim=1", "ray.inference.resources.head=1", "train.steps=2",
+           "collect.episodes=2", "sft.steps=2", "eval.episodes=2", "eval.videos=0"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=ENV)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    nodes = dict(re.findall(r"^\s+(env_worker\d|inference): .* -> node \S+ \((\w+)\)", out.stdout, re.M))
+    assert set(nodes) == {"env_worker0", "env_worker1", "inference"}, out.stdout
+    assert nodes["env_worker0"] == nodes["env_worker1"] != nodes["inference"]  # sim node vs head
+    assert (tmp_path / "multi" / "checkpoints" / "latest").exists()
+    assert "RL: 2 global steps" in out.stdout
