@@ -164,34 +164,48 @@ def _accept(logits, drafts, q_probs, temperature, generator):
     Returns (m, next token [B]): m = accepted drafts (the smallest over rows), and the token each row
     emits after them.
     """
-    B, k1, _ = logits.shape
-    k = k1 - 1
+    k = logits.shape[1] - 1
+    d = torch.stack(drafts, 1) if k else logits.new_zeros(logits.shape[0], 0, dtype=torch.long)
     if temperature <= 0:
-        target = logits.argmax(-1)  # [B, k + 1]
-        if k == 0:
-            return 0, target[:, 0]
-        ok = torch.stack(drafts, 1) == target[:, :k]
-        m = int(ok.long().cumprod(1).sum(1).min())
-        return m, target[:, m]
-    p = _probs(logits, temperature)  # [B, k + 1, V]
-    if k == 0:
-        return 0, torch.multinomial(p[:, 0], 1, generator=generator)[:, 0]
-    d = torch.stack(drafts, 1)  # [B, k]
-    q = torch.stack(q_probs, 1)  # [B, k, V]
+        m_row, nxt = accept_greedy(logits, d)
+    else:
+        q = torch.stack(q_probs, 1) if k else logits.new_zeros(logits.shape[0], 0, logits.shape[2])
+        m_row, nxt = accept_sampled(_probs(logits, temperature), q, d, generator)
+    m = int(m_row.min())
+    if m == k:
+        return m, nxt
+    # rows that kept d_{m+1} emit it (a valid sample of p_{m+1}, = argmax p_{m+1} when greedy)
+    return m, torch.where(m_row > m, d[:, m], nxt)
+
+
+def accept_greedy(logits: torch.Tensor, d: torch.Tensor):
+    """Per row: m_row [B] = length of the prefix of drafts d [B, k] equal to argmax of logits [B, k+1, V],
+    and the main model's token after it, argmax p_{m_row + 1} [B]."""
+    target = logits.argmax(-1)  # [B, k + 1]
+    m_row = (d == target[:, :d.shape[1]]).long().cumprod(1).sum(1)
+    return m_row, target.gather(1, m_row[:, None])[:, 0]
+
+
+def accept_sampled(p: torch.Tensor, q: torch.Tensor, d: torch.Tensor, generator=None):
+    """Speculative-sampling acceptance per row (Leviathan et al. 2023; Chen et al. 2023).
+
+    p [B, k+1, V] main-model probabilities at the k+1 verified positions, q [B, k, V] the draft
+    probabilities d [B, k] were sampled from. Draft i is kept with probability min(1, p_i(d_i) / q_i(d_i))
+    while all before it were kept; m_row [B] counts the kept ones. The next token [B] is sampled from
+    normalise(max(0, p - q)) at the first rejected position, or from p_{k+1} if all were kept. Every
+    emitted token is then distributed as under p.
+    """
+    B, k = d.shape
     p_d = p[:, :k].gather(-1, d[..., None])[..., 0]
     q_d = q.gather(-1, d[..., None])[..., 0]
     u = torch.rand(B, k, generator=generator, dtype=p.dtype)
-    ok = u * q_d < p_d  # accept with probability min(1, p/q)
-    m_row = ok.long().cumprod(1).sum(1)  # [B]
-    m = int(m_row.min())
-    if m == k:
-        return m, torch.multinomial(p[:, k], 1, generator=generator)[:, 0]
-    residual = (p[:, m] - q[:, m]).clamp(min=0)
+    m_row = (u * q_d < p_d).long().cumprod(1).sum(1)  # u < p/q without dividing by q
+    q_pad = torch.cat([q, q.new_zeros(B, 1, q.shape[-1])], dim=1)  # q = 0 after the last draft: residual = p
+    rows = torch.arange(B)
+    residual = (p[rows, m_row] - q_pad[rows, m_row]).clamp(min=0)
     mass = residual.sum(-1, keepdim=True)
-    residual = torch.where(mass > 0, residual / mass.clamp(min=1e-30), p[:, m])
-    resampled = torch.multinomial(residual, 1, generator=generator)[:, 0]
-    # rows that kept d_{m+1} emit it (a valid sample of p_{m+1}); rows that rejected it resample
-    return m, torch.where(m_row > m, d[:, m], resampled)
+    residual = torch.where(mass > 0, residual / mass.clamp(min=1e-30), p[rows, m_row])
+    return m_row, torch.multinomial(residual, 1, generator=generator)[:, 0]
 
 
 def _summarise(stats: dict) -> dict:

@@ -1,0 +1,186 @@
+"""Plain and MTP self-speculative decoding: exact greedy equality and distribution-preserving sampling."""
+import dataclasses
+import itertools
+import math
+
+import pytest
+import torch
+
+from tristream.lm.config import LMConfig
+from tristream.lm.generate import accept_sampled, generate
+from tristream.lm.model import LM
+
+V = 12
+
+
+def _fib_data(g, B, T):
+    """x_t = x_{t-1} + x_{t-2} (mod V), 10% of tokens replaced at random: learnable, not trivial."""
+    x = torch.zeros(B, T, dtype=torch.long)
+    x[:, :2] = torch.randint(0, V, (B, 2), generator=g)
+    for t in range(2, T):
+        x[:, t] = (x[:, t - 1] + x[:, t - 2]) % V
+    noise = torch.rand(B, T, generator=g) < 0.1
+    return torch.where(noise, torch.randint(0, V, (B, T), generator=g), x)
+
+
+def _small_cfg(**kw):
+    base = dict(vocab_size=V, hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
+                num_hidden_layers=2, kv_lora_rank=32, q_lora_rank=48, qk_nope_head_dim=16, qk_rope_head_dim=8,
+                v_head_dim=16, num_attention_heads=2)
+    return dataclasses.replace(LMConfig.preset("tiny"), **{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small MoE LM trained for 40 steps with the MTP loss, so drafts are sometimes accepted and
+    sometimes rejected (a random model's drafts are almost never accepted). float64 so that greedy
+    argmaxes of the chunked verify forward and the one-token forwards cannot differ by rounding."""
+    torch.manual_seed(0)
+    model = LM(_small_cfg()).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        loss, _ = model.loss(_fib_data(g, 16, 20), torch.ones(16, 20), mtp_weight=1.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        model.update_router_bias()
+    return model.double().eval()
+
+
+def _random_model():
+    torch.manual_seed(1)
+    return LM(dataclasses.replace(LMConfig.preset("tiny"), vocab_size=V)).double().eval()
+
+
+def test_greedy_speculative_equals_plain_batch1(trained):
+    g = torch.Generator().manual_seed(5)
+    accepted = rejected = 0
+    for model, ks, n_prompts in ((trained, (1, 2, 3, 4), 2), (_random_model(), (1, 3), 1)):
+        for k in ks:
+            for _ in range(n_prompts):
+                prompt = _fib_data(g, 1, 6)
+                plain, ps = generate(model, prompt, 16)
+                spec, ss = generate(model, prompt, 16, draft_k=k)
+                assert torch.equal(spec, plain), (k, prompt)
+                assert ss["new_tokens"] == ps["new_tokens"] == 16
+                assert ss["main_forwards"] == ss["rounds"] + 1
+                assert sum(ss["accept_lengths"]) == 16 - 1  # the prefill emits the first token
+                accepted += ss["accepted"]
+                rejected += ss["drafted"] - ss["accepted"]
+    assert accepted > 10 and rejected > 10  # both the accept and the rollback paths ran
+
+
+def test_greedy_speculative_equals_plain_batched(trained):
+    prompt = _fib_data(torch.Generator().manual_seed(7), 4, 6)
+    plain, _ = generate(trained, prompt, 16)
+    for k in (1, 3):
+        spec, _ = generate(trained, prompt, 16, draft_k=k)
+        assert torch.equal(spec, plain)
+
+
+def test_eos_and_lengths(trained):
+    prompt = _fib_data(torch.Generator().manual_seed(3), 2, 6)
+    plain, _ = generate(trained, prompt, 16)
+    eos = int(plain[0, 8])  # a token the first row emits
+    a, sa = generate(trained, prompt, 16, eos_id=eos)
+    b, _ = generate(trained, prompt, 16, eos_id=eos, draft_k=3)
+    assert torch.equal(a, b)
+    first = int((a[0, 6:] == eos).nonzero()[0])
+    assert (a[0, 6 + first:] == eos).all()
+    assert a.shape[1] <= plain.shape[1]
+    out, s = generate(trained, prompt, 0, draft_k=2)
+    assert torch.equal(out, prompt) and s["new_tokens"] == 0
+    assert generate(trained, prompt, 1, draft_k=3)[0].shape == (2, 7)
+    with pytest.raises(ValueError, match="draft_k"):
+        generate(LM(dataclasses.replace(_small_cfg(), num_nextn_predict_layers=0)), prompt, 4, draft_k=2)
+
+
+def _chi2_threshold(df: int, z: float = 3.09) -> float:
+    """Upper 0.1% quantile of chi-square(df) (Wilson-Hilferty approximation)."""
+    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
+
+
+def _chi2(counts: torch.Tensor, probs: torch.Tensor) -> tuple[float, int]:
+    """Pearson chi-square of counts [C] against probs [C], pooling cells with expected count < 5."""
+    n = counts.sum()
+    expected = probs * n
+    small = expected < 5
+    obs = torch.cat([counts[~small], counts[small].sum()[None]])
+    exp = torch.cat([expected[~small], expected[small].sum()[None]])
+    keep = exp > 0
+    obs, exp = obs[keep], exp[keep]
+    return float(((obs - exp) ** 2 / exp).sum()), int(keep.sum()) - 1
+
+
+def test_acceptance_rule_preserves_p():
+    """The rule alone, vectorised over many rows, with context-free p_i and q_i: the first emitted token
+    is distributed as p_1, the second (in rows that kept d_1) as p_2; drafts taken as-is would not be."""
+    g = torch.Generator().manual_seed(0)
+    N, k, Vs = 200_000, 3, 6
+    p = torch.softmax(2 * torch.randn(k + 1, Vs, generator=g, dtype=torch.float64), -1)
+    q = torch.softmax(2 * torch.randn(k, Vs, generator=g, dtype=torch.float64), -1)
+    d = torch.stack([torch.multinomial(q[i], N, replacement=True, generator=g) for i in range(k)], 1)
+    m_row, nxt = accept_sampled(p.expand(N, -1, -1), q.expand(N, -1, -1), d, generator=g)
+    first = torch.where(m_row > 0, d[:, 0], nxt)
+    second = torch.where(m_row > 1, d[:, 1], nxt)[m_row > 0]
+    limit = _chi2_threshold(Vs - 1)
+    assert _chi2(torch.bincount(first, minlength=Vs).double(), p[0])[0] < limit
+    assert _chi2(torch.bincount(second, minlength=Vs).double(), p[1])[0] < limit
+    assert _chi2(torch.bincount(d[:, 0], minlength=Vs).double(), p[0])[0] > 100 * limit  # test has power
+    assert 0 < (m_row == k).float().mean() < 1  # all-accepted rows (bonus from p_{k+1}) occur
+
+
+def _sampling_model():
+    """1-layer model over 4 tokens with a sharpened head: p and the MTP's q differ visibly."""
+    cfg = dataclasses.replace(LMConfig.preset("tiny_dense"), vocab_size=4, hidden_size=32, intermediate_size=64,
+                              num_hidden_layers=1, first_k_dense_replace=1, num_attention_heads=2,
+                              kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=8)
+    torch.manual_seed(0)
+    model = LM(cfg).double().eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8)
+    return model
+
+
+def _exact_three_token_probs(model, prompt, temperature):
+    """P(x_1, x_2, x_3 | prompt) under the main model, for all 64 sequences (enumerated)."""
+    seqs = torch.tensor(list(itertools.product(range(4), repeat=3)))
+    tokens = torch.cat([prompt.expand(len(seqs), -1), seqs], 1)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(tokens).logits / temperature, -1)
+    T0 = prompt.shape[1]
+    steps = logp[:, T0 - 1:T0 + 2].gather(-1, seqs[..., None])[..., 0]
+    return seqs, steps.sum(1).exp()
+
+
+@pytest.mark.parametrize("temperature,batch1_runs", [(1.0, 300), (0.7, 0)])
+def test_sampled_speculative_matches_main_distribution(temperature, batch1_runs):
+    """Speculative sampling (k = 2, batched, and batch 1 at temperature 1) vs the exact distribution of the
+    main model over the next 3 tokens, chi-square at the 0.1% level; plain sampling is checked the same way."""
+    model = _sampling_model()
+    prompt = torch.tensor([[1, 3, 0, 2]])
+    seqs, probs = _exact_three_token_probs(model, prompt, temperature)
+    with torch.no_grad():  # the drafts differ from the main model's choices: the rule matters
+        out = model(prompt)
+        p1 = torch.softmax(out.logits[0, -1] / temperature, -1)
+        x1 = int(p1.argmax())
+        q2 = torch.softmax(model.mtp_forward(out.hidden[:, -1:], torch.tensor([[x1]])).logits[0, -1] / temperature, -1)
+        p2 = torch.softmax(model(torch.cat([prompt, torch.tensor([[x1]])], 1)).logits[0, -1] / temperature, -1)
+    assert 0.5 * (p2 - q2).abs().sum() > 0.2
+    code = lambda t: t[:, 0] * 16 + t[:, 1] * 4 + t[:, 2]  # noqa: E731
+    assert torch.equal(code(seqs), torch.arange(64))
+    g = torch.Generator().manual_seed(0)
+    runs = {
+        "plain": generate(model, prompt.expand(4000, -1), 3, temperature=temperature, generator=g)[0][:, 4:],
+        "spec batched": generate(model, prompt.expand(4000, -1), 4, temperature=temperature, draft_k=2,
+                                 generator=g)[0][:, 4:7],
+    }
+    if batch1_runs:
+        runs["spec batch 1"] = torch.cat([
+            generate(model, prompt, 4, temperature=temperature, draft_k=2, generator=g)[0][:, 4:7]
+            for _ in range(batch1_runs)])
+    for name, samples in runs.items():
+        counts = torch.bincount(code(samples), minlength=64).double()
+        stat, df = _chi2(counts, probs)
+        assert stat < _chi2_threshold(df), (name, stat, df)
