@@ -86,13 +86,20 @@ def cmd_sft(args) -> int:
     from tristream.metrics.tracker import Tracker
     from tristream.workflow.sft import sft
     cfg = _load(args)
+    is_lm = cfg.policy.name == "lm"  # a language policy: SFT on cfg.lm.task, no demonstrations
+    if not is_lm and not args.data:
+        raise ValueError("sft of a VLA needs --data DEMOS.hdf5 (or policy.name=lm / --preset lm_tiny for a language policy)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     tracker = Tracker(out)
-    sft(cfg, args.data, out, _env_spec(cfg), tracker=tracker, progress=not args.no_progress)
+    if is_lm:
+        from tristream.lm.train import sft_lm
+        sft_lm(cfg, out, tracker=tracker, progress=not args.no_progress)
+    else:
+        sft(cfg, args.data, out, _env_spec(cfg), tracker=tracker, progress=not args.no_progress)
     tracker.close()
-    print(f"[tristream] SFT policy saved to {out}")
+    print(f"[tristream] SFT {'language ' if is_lm else ''}policy saved to {out}")
     return 0
 
 
@@ -129,6 +136,15 @@ def cmd_bench(args) -> int:
         losses = tuple(x.strip() for x in args.losses.split(",")) if args.losses else LOSSES
         bench_algos(cfg, _env_spec(cfg), args.out, losses=losses, seeds=tuple(range(args.seeds)),
                     eval_episodes=args.eval_episodes)
+        return 0
+    if args.what == "decode":
+        if not args.checkpoint:
+            raise ValueError("bench decode needs --checkpoint DIR: an LM from `tristream sft --preset lm_tiny --out DIR`")
+        from tristream.bench.decode import bench_decode
+        bench_decode(args.checkpoint, args.out, problems=args.problems, batch_size=args.batch_size,
+                     draft_ks=tuple(int(k) for k in args.draft_k.split(",") if k.strip()),
+                     quant=tuple(q.strip() for q in args.quant.split(",") if q.strip()),
+                     quant_draft_k=args.quant_draft_k, repeats=args.repeats, threads=cfg.run.torch_threads)
         return 0
     from tristream.bench.throughput import bench_throughput
     modes = tuple(m.strip() for m in args.modes.split(","))
@@ -180,8 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = common(sub.add_parser("collect", epilog=epilog, help="record scripted-expert demonstrations (HDF5, robomimic layout)"))
     c.add_argument("--out", required=True, help="output HDF5 path")
     c.set_defaults(func=cmd_collect)
-    s = common(sub.add_parser("sft", epilog=epilog, help="behaviour cloning on a demonstration dataset"))
-    s.add_argument("--data", required=True, nargs="+", help="HDF5 dataset path(s) (tristream or LIBERO layout)")
+    s = common(sub.add_parser("sft", epilog=epilog, help="behaviour cloning on a demonstration dataset, or SFT of a "
+                              "language policy (policy.name=lm, e.g. --preset lm_tiny)",
+                              description="VLA: behaviour cloning on --data. Language policy (policy.name=lm; "
+                                          "--preset lm_tiny sets it): SFT of the MoE/MLA/MTP LM on the verifiable "
+                                          "lm.task (keys: tristream config keys | grep ^lm.), no --data."))
+    s.add_argument("--data", nargs="+", help="HDF5 dataset path(s) (tristream or LIBERO layout); not for "
+                   "language policies (policy.name=lm, e.g. --preset lm_tiny: SFT on the lm.task arithmetic task)")
     s.add_argument("--out", required=True, help="output folder for the policy")
     s.set_defaults(func=cmd_sft)
     e = common(sub.add_parser("eval", epilog=epilog, help="success per task on held-out seeds, 95%% CIs, GIFs"))
@@ -191,19 +212,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--label", default="eval", help="name of this evaluation in tables and file names")
     e.set_defaults(func=cmd_eval)
     b = common(sub.add_parser("bench", epilog=epilog, help="benchmarks: env (env-only throughput, the ceiling), "
-                              "throughput (sync vs async-rollout vs async, side by side), algos (every loss, two regimes)"),
-               ["env", "throughput", "algos"],
+                              "throughput (sync vs async-rollout vs async, side by side), algos (every loss, two regimes), "
+                              "decode (LM: plain vs MTP speculative, fp32/INT8/INT4)"),
+               ["env", "throughput", "algos", "decode"],
                "which benchmark")
     b.add_argument("--num-envs", type=int, default=8, help="env: envs stepped in one process")
     b.add_argument("--steps", type=int, default=500, help="env: env steps per env")
     b.add_argument("--modes", default="sync,async-rollout,async", help="throughput: modes, comma-separated")
-    b.add_argument("--repeats", type=int, default=3, help="throughput: interleaved repeats of every mode")
+    b.add_argument("--repeats", type=int, default=3, help="throughput, decode: interleaved repeats of every mode / variant")
     b.add_argument("--warmup", type=int, default=1, help="throughput: unmeasured global steps per run")
     b.add_argument("--measure-steps", type=int, default=3, help="throughput: measured global steps per run")
-    b.add_argument("--out", default="runs/bench", help="throughput, algos: output folder")
+    b.add_argument("--out", default="runs/bench", help="throughput, algos, decode: output folder")
     b.add_argument("--losses", default="", help="algos: losses, comma-separated (default: all)")
     b.add_argument("--seeds", type=int, default=3, help="algos: seeds per loss and regime")
     b.add_argument("--eval-episodes", type=int, default=100, help="algos: held-out episodes per trained policy")
+    b.add_argument("--checkpoint", default="", help="decode: LM folder from `tristream sft --preset lm_tiny --out DIR`")
+    b.add_argument("--problems", type=int, default=64, help="decode: held-out prompts decoded per pass")
+    b.add_argument("--batch-size", type=int, default=1, help="decode: prompts decoded together")
+    b.add_argument("--draft-k", default="1,2,3,4", help="decode: MTP draft lengths for fp32 weights, comma-separated")
+    b.add_argument("--quant", default="int8,int4", help="decode: exported low-bit weights to add (int8, int4 or empty)")
+    b.add_argument("--quant-draft-k", type=int, default=3, help="decode: draft length of the low-bit speculative "
+                                                                 "variants (0: plain only)")
     b.set_defaults(func=cmd_bench)
     v = sub.add_parser("env", help="list registered envs")
     v.add_argument("what", choices=["list"])

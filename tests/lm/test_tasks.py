@@ -7,9 +7,10 @@ from tristream.lm.tasks import ArithmeticTask, make_task
 def test_format_and_reversed_answer():
     t = ArithmeticTask("+", digits=4)
     p = t.format(472, 913)
-    assert p.prompt == "0472+0913=" and len(p.prompt) == t.prompt_len
+    assert p.prompt == "2740+3190=" and len(p.prompt) == t.prompt_len  # 0472 and 0913, reversed
     assert p.answer == "58310"  # 1385 -> 01385 -> reversed
-    assert ArithmeticTask("+", digits=4, reverse=False).format(472, 913).answer == "01385"
+    plain = ArithmeticTask("+", digits=4, reverse=False).format(472, 913)
+    assert (plain.prompt, plain.answer) == ("0472+0913=", "01385")
     assert ArithmeticTask("*", digits=2).format(12, 34).answer == "8040"  # 408 -> 0408 -> reversed
 
 
@@ -19,6 +20,7 @@ def test_checker_matches_integer_arithmetic(a, b, op, reverse):
     p = t.format(a, b)
     text = p.answer[::-1] if reverse else p.answer
     assert int(text) == (a + b if op == "+" else a * b)
+    assert t.answer(p.prompt) == p.answer
     assert t.reward(p.prompt, p.answer) == 1.0
     assert t.reward(p.prompt, " " + p.answer + "\n") == 1.0
     wrong = str((int(p.answer[0]) + 1) % 10) + p.answer[1:]

@@ -202,6 +202,40 @@ class EvalConfig:
 
 
 @dataclass
+class LMTrainConfig:
+    """Language policies (policy.name=lm): the model, the task, and SFT (docs/lm.md)."""
+    config: str = f("tiny", "LM architecture: a preset of tristream.lm.config (tiny, ...) or a path to a "
+                            "DeepSeek-V3 / JoyAI-Flash style config.json")
+    task: Literal["addition", "multiplication"] = f("addition", "verifiable arithmetic task (tristream.lm.tasks)")
+    digits: int = f(4, "task: digits per operand (zero-padded)", min=1, max=30)
+    reverse: bool = f(True, "task: write answers least significant digit first (learnable by a tiny model)")
+    heldout_fraction: float = f(0.1, "task: fraction of all problems held out from training (by prompt hash)",
+                                min=0.01, max=0.9)
+    steps: int = f(1500, "SFT optimizer steps", min=0)
+    batch_size: int = f(64, "problems per step", min=1)
+    lr: float = f(3e-3, "AdamW peak learning rate", min=0.0)
+    min_lr_ratio: float = f(0.1, "the schedule decays to lr x this", min=0.0, max=1.0)
+    schedule: Literal["cosine", "linear"] = f("cosine", "decay after warm-up")
+    warmup_steps: int = f(50, "linear warm-up steps", min=0)
+    weight_decay: float = f(0.0, "AdamW weight decay", min=0.0)
+    max_grad_norm: float = f(1.0, "gradient clipping norm (0: off)", min=0.0)
+    mtp_weight: float = f(0.1, "weight of the MTP (t+2) loss beside the next-token loss (0: MTP untrained)",
+                          min=0.0)
+    router_bias_rate: Optional[float] = f(None, "aux-loss-free balancing: router bias update rate per step "
+                                                "(0: off; null: the model config's)", min=0.0)
+    qat: Literal["none", "int8", "int4"] = f("none", "quantization-aware training: fake-quantized weights")
+    qat_group_size: int = f(32, "QAT and export: weights per quantization scale (along the input dim)", min=2)
+    qat_start: int = f(0, "QAT: step at which fake quantization switches on", min=0)
+    eval_every: int = f(250, "steps between held-out exact-match evaluations (greedy decoding)", min=1)
+    eval_problems: int = f(256, "held-out problems per evaluation", min=1)
+    log_every: int = f(50, "steps between metric rows / console lines", min=1)
+
+    def validate(self) -> None:
+        if self.qat != "none" and self.qat_group_size % 2:
+            raise ValueError(f"qat_group_size must be even for packed INT4 export, got {self.qat_group_size}")
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -213,6 +247,7 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    lm: LMTrainConfig = field(default_factory=LMTrainConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     def validate(self) -> None:

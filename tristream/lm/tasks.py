@@ -2,14 +2,15 @@
 
 A problem is a prompt and its answer, both plain text::
 
-    prompt  "0472+0913="     operands zero-padded to ``digits``
-    answer  "58310"          the sum 01385 padded to digits + 1, written least significant digit first
+    prompt  "2740+3190="     472 + 913: operands zero-padded to ``digits``, least significant digit first
+    answer  "58310"          the sum 1385 padded to digits + 1 (01385), least significant digit first
 
-Zero padding gives every problem the same layout, and the reversed answer lets a left-to-right model emit
-the digit it can already compute (the carry flows in writing order); both make the task learnable by a tiny
-model in minutes (see "Teaching Arithmetic to Small Transformers", Lee et al. 2023). ``reverse=False``
-writes the answer the usual way round. ``op="*"`` is the harder multiplication variant (answer width
-2 x digits).
+Zero padding gives every problem the same layout; writing every number least significant digit first lets
+a left-to-right model emit the digit it can already compute (the carry flows in writing order), and puts
+answer digit j at a fixed distance from operand digits j, so the task is learnable by a tiny model in
+minutes (see "Teaching Arithmetic to Small Transformers", Lee et al. 2023). ``reverse=False`` writes all
+numbers the usual way round (much harder for a small model). ``op="*"`` is the harder multiplication
+variant (answer width 2 x digits).
 
 Splits are disjoint by construction: a problem is held-out when a hash of its prompt falls in the held-out
 fraction, so a training sampler never emits a held-out problem whatever its seed. Sampling is seeded:
@@ -52,8 +53,12 @@ class ArithmeticTask:
         """Characters (= byte tokens) in every prompt."""
         return 2 * self.digits + 2
 
+    def _write(self, value: int, width: int) -> str:
+        text = f"{value:0{width}d}"
+        return text[::-1] if self.reverse else text
+
     def format(self, a: int, b: int) -> Problem:
-        prompt = f"{a:0{self.digits}d}{self.op}{b:0{self.digits}d}="
+        prompt = f"{self._write(a, self.digits)}{self.op}{self._write(b, self.digits)}="
         return Problem(prompt, self.answer(prompt))
 
     def answer(self, prompt: str) -> str:
@@ -61,10 +66,8 @@ class ArithmeticTask:
         m = self._pattern.match(prompt)
         if m is None:
             raise ValueError(f"not a {self.digits}-digit '{self.op}' prompt: {prompt!r}")
-        a, b = int(m.group(1)), int(m.group(2))
-        value = a + b if self.op == "+" else a * b
-        text = f"{value:0{self.answer_width}d}"
-        return text[::-1] if self.reverse else text
+        a, b = (int(x[::-1] if self.reverse else x) for x in m.groups())
+        return self._write(a + b if self.op == "+" else a * b, self.answer_width)
 
     def reward(self, prompt: str, completion: str) -> float:
         """1.0 when ``completion`` (surrounding whitespace ignored) is exactly the answer, else 0.0."""
@@ -89,7 +92,7 @@ class ArithmeticTask:
 
     def describe(self) -> str:
         order = "least significant digit first" if self.reverse else "most significant digit first"
-        return (f"{self.digits}-digit a{self.op}b, answers {self.answer_width} digits {order}, "
+        return (f"{self.digits}-digit a{self.op}b, answers {self.answer_width} digits, numbers {order}, "
                 f"{self.heldout_fraction:.0%} of problems held out")
 
 

@@ -1,0 +1,40 @@
+"""`tristream sft` on a language policy and `tristream bench decode`, end to end on a micro model."""
+import json
+
+from tristream.cli import main
+from tests.lm.test_train import micro_config_json
+
+MICRO = ["--preset", "lm_tiny", "--no-progress", "lm.digits=2", "lm.steps=8", "lm.batch_size=16",
+         "lm.eval_every=4", "lm.eval_problems=8", "lm.log_every=4"]
+
+
+def test_sft_lm_then_bench_decode(tmp_path, capsys):
+    out = tmp_path / "lm"
+    assert main(["sft", *MICRO, f"lm.config={micro_config_json(tmp_path)}", "--out", str(out)]) == 0
+    for name in ("lm.safetensors", "lm.json", "eval.json", "metrics.jsonl", "config.yaml"):
+        assert (out / name).exists(), name
+    assert "SFT language policy saved" in capsys.readouterr().out
+    bench = tmp_path / "bench"
+    assert main(["bench", "decode", "--checkpoint", str(out), "--problems", "4", "--repeats", "1",
+                 "--draft-k", "1,3", "--quant", "int4", "--quant-draft-k", "2", "--out", str(bench)]) == 0
+    text = capsys.readouterr().out
+    assert "x fp32 plain" in text and str(bench / "decode.json") in text
+    result = json.loads((bench / "decode.json").read_text())
+    assert list(result["variants"]) == ["fp32 plain", "fp32 spec k=1", "fp32 spec k=3", "int4 plain", "int4 spec k=2"]
+    for name, v in result["variants"].items():
+        assert v["same_as_plain"], name  # greedy speculative decoding never changes the output
+        assert v["median"] > 0 and len(v["tokens_per_s"]) == 1
+    assert result["variants"]["fp32 spec k=3"]["acceptance_length"] >= 1.0
+    assert result["variants"]["fp32 plain"]["agreement_vs_fp32"] == 1.0
+    assert result["workload"]["prompts"] == 4
+
+
+def test_cli_errors_for_lm_commands(tmp_path, capsys):
+    assert main(["sft", "--preset", "tiny", "--out", str(tmp_path / "x")]) == 2
+    assert "needs --data" in capsys.readouterr().err
+    assert main(["bench", "decode", "--out", str(tmp_path / "b")]) == 2
+    assert "needs --checkpoint" in capsys.readouterr().err
+    assert main(["bench", "decode", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "b")]) == 2
+    assert "lm.json" in capsys.readouterr().err
+    assert main(["sft", "--preset", "lm_tiny", "lm.qat=int3", "--out", str(tmp_path / "y")]) == 2
+    assert "lm.qat" in capsys.readouterr().err

@@ -1,0 +1,103 @@
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from tristream.config import Config, load_config
+from tristream.lm.config import LMConfig
+from tristream.lm.model import LM
+from tristream.lm.quant import apply_qat, quantize_model
+from tristream.lm.tasks import make_task
+from tristream.lm.tokenizer import ByteTokenizer
+from tristream.lm.train import _lr_factor, encode, exact_match, heldout, load_lm, model_config, sft_lm
+from tristream.metrics.tracker import Tracker, read_metrics
+
+TOK = ByteTokenizer()
+
+
+def micro_config_json(tmp_path):
+    """A two-layer MoE + MTP model small enough for seconds-long tests."""
+    d = LMConfig.preset("tiny").to_dict()
+    d.update(hidden_size=32, intermediate_size=64, moe_intermediate_size=32, num_hidden_layers=2,
+             num_attention_heads=2, q_lora_rank=32, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8,
+             v_head_dim=8, n_routed_experts=4, num_experts_per_tok=2)
+    path = tmp_path / "micro.json"
+    path.write_text(json.dumps(d))
+    return path
+
+
+def lm_cfg(tmp_path, *overrides):
+    return load_config(Config, "lm_tiny", [f"lm.config={micro_config_json(tmp_path)}", "lm.digits=2",
+                                           "lm.steps=12", "lm.batch_size=16", "lm.eval_every=6",
+                                           "lm.eval_problems=8", "lm.log_every=4", "lm.warmup_steps=2",
+                                           *overrides])
+
+
+def test_encode_masks_answer_and_eos_only():
+    task = make_task("addition", digits=2)
+    probs = task.problems("train", 3, seed=0)
+    tokens, mask = encode(probs)
+    assert tokens.shape == mask.shape == (3, 1 + 6 + 3 + 1)
+    for b, p in enumerate(probs):
+        assert TOK.decode(tokens[b].tolist()) == p.prompt + p.answer
+        targets = [t for t, m in zip(tokens[b].tolist(), mask[b].tolist()) if m]
+        assert targets == TOK.encode(p.answer, eos=True)
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor(tmp_path):
+    lm = lm_cfg(tmp_path, "lm.steps=100", "lm.warmup_steps=10", "lm.min_lr_ratio=0.1").lm
+    assert _lr_factor(0, lm) == pytest.approx(0.1) and _lr_factor(9, lm) == pytest.approx(1.0)
+    assert _lr_factor(10, lm) == pytest.approx(1.0) and _lr_factor(100, lm) == pytest.approx(0.1)
+    lin = dataclasses.replace(lm, schedule="linear")
+    assert _lr_factor(55, lin) == pytest.approx(0.1 + 0.9 * 0.5)
+
+
+def test_model_config_uses_byte_vocab_and_run_bias_rate(tmp_path):
+    cfg = model_config(lm_cfg(tmp_path, "lm.router_bias_rate=0.05").lm)
+    assert cfg.vocab_size == TOK.vocab_size and cfg.router_bias_update_rate == 0.05
+    assert model_config(lm_cfg(tmp_path).lm).router_bias_update_rate == LMConfig.preset("tiny").router_bias_update_rate
+
+
+def test_sft_trains_logs_saves_and_reloads(tmp_path):
+    cfg = lm_cfg(tmp_path, "lm.router_bias_rate=0.01")
+    tracker = Tracker(tmp_path / "run", tensorboard=False)
+    model = sft_lm(cfg, tmp_path / "run", tracker=tracker, progress=False)
+    tracker.close()
+    rows = read_metrics(tmp_path / "run", "sft")
+    assert [r["step"] for r in rows] == [4, 8, 12]
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert {"ce", "mtp_ce", "lr", "grad_norm", "load_max_mean", "load_max_mean_worst"} <= set(rows[0])
+    assert [r["step"] for r in read_metrics(tmp_path / "run", "eval")] == [6, 12]
+    biases = torch.stack([m.router.e_score_correction_bias for m in model.moe_layers()])
+    assert biases.abs().max() > 0  # the aux-loss-free update ran
+    result = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert {"fp32", "int8", "int4"} <= set(result) and result["heldout_problems"] == 8
+    assert result["load_max_mean"]["all_worst_layer_max"] >= 1.0
+    loaded, meta = load_lm(tmp_path / "run")
+    assert meta["lm"]["digits"] == 2
+    tok = torch.randint(0, 256, (2, 7))
+    with torch.no_grad():
+        assert torch.equal(loaded(tok).logits, model.eval()(tok).logits)
+
+
+def test_router_bias_stays_zero_without_balancing(tmp_path):
+    model = sft_lm(lm_cfg(tmp_path, "lm.router_bias_rate=0", "lm.steps=3", "lm.eval_every=100"),
+                   tmp_path / "run", progress=False)
+    assert all(m.router.e_score_correction_bias.abs().max() == 0 for m in model.moe_layers())
+
+
+def test_qat_run_fake_quant_equals_its_int4_export(tmp_path):
+    """What QAT trains against is what the export computes: same logits, same greedy answers."""
+    model = sft_lm(lm_cfg(tmp_path, "lm.qat=int4", "lm.qat_group_size=8", "lm.steps=4", "lm.eval_every=100"),
+                   tmp_path / "run", progress=False)
+    fresh, _ = load_lm(tmp_path / "run")
+    fake = apply_qat(fresh, 4, 8)
+    real = quantize_model(load_lm(tmp_path / "run")[0], 4, 8)
+    tok = torch.randint(0, 256, (2, 9))
+    with torch.no_grad():
+        assert torch.allclose(fake(tok).logits, real(tok).logits, atol=1e-4)
+    task = make_task("addition", digits=2)
+    probs = heldout(task, 8)
+    assert exact_match(fake, task, probs)["completions"] == exact_match(real, task, probs)["completions"]
+    assert isinstance(model, LM)

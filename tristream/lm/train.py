@@ -1,0 +1,221 @@
+"""SFT of a language policy on a verifiable task: ``tristream sft --preset lm_tiny --out DIR``.
+
+One step: ``batch_size`` fresh training problems -> BOS prompt answer EOS token rows, loss on the answer
+and EOS only; loss = CE(next token) + ``mtp_weight`` x CE(MTP, token t+2) (LM.loss); AdamW with linear
+warm-up then cosine or linear decay to ``lr x min_lr_ratio``; gradient clipping; then the aux-loss-free
+router bias update (LM.update_router_bias). With ``lm.qat=int4|int8`` the Linear layers train through
+fake-quantized weights from step ``qat_start`` on (tristream.lm.quant). Every ``eval_every`` steps the
+held-out exact match of greedy decoding is measured. The folder gets ``lm.safetensors`` + ``lm.json``
+(load with :func:`load_lm`), ``metrics.jsonl`` / TensorBoard (phases ``sft`` and ``eval``), and
+``eval.json`` (final accuracy: fp32, fake-quantized, exported INT8 / INT4).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from tristream.lm.config import LMConfig
+from tristream.lm.model import LM
+from tristream.lm.quant import apply_qat, quantize_model
+from tristream.lm.tasks import ArithmeticTask, Problem, make_task
+from tristream.lm.tokenizer import ByteTokenizer
+
+TOKENIZER = ByteTokenizer()
+EVAL_SEED = 1_000_003  # held-out problems come from their own split; a fixed seed keeps evals comparable
+
+
+def task_from(lm) -> ArithmeticTask:
+    """The task of a ``cfg.lm`` section."""
+    return make_task(lm.task, digits=lm.digits, reverse=lm.reverse, heldout_fraction=lm.heldout_fraction)
+
+
+def model_config(lm) -> LMConfig:
+    """LMConfig of a ``cfg.lm`` section: preset or config.json, the byte vocabulary, the run's bias rate."""
+    src = lm.config
+    base = LMConfig.from_json(src) if src.endswith(".json") or os.sep in src else LMConfig.preset(src)
+    changes: dict[str, Any] = {"vocab_size": TOKENIZER.vocab_size}
+    if lm.router_bias_rate is not None:
+        changes["router_bias_update_rate"] = lm.router_bias_rate
+    return dataclasses.replace(base, **changes)
+
+
+def encode(problems: list[Problem], tok: ByteTokenizer = TOKENIZER) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens [B, T], loss_mask [B, T]): rows ``BOS prompt answer EOS`` right-padded with PAD;
+    loss_mask[b, t] = 1 where token t is an answer or EOS token (a prediction target)."""
+    rows, masks = [], []
+    for p in problems:
+        prompt = tok.encode(p.prompt, bos=True)
+        answer = tok.encode(p.answer, eos=True)
+        rows.append(prompt + answer)
+        masks.append([0] * len(prompt) + [1] * len(answer))
+    tokens = tok.batch(rows)
+    mask = torch.zeros_like(tokens, dtype=torch.float32)
+    for b, m in enumerate(masks):
+        mask[b, :len(m)] = torch.tensor(m, dtype=torch.float32)
+    return tokens, mask
+
+
+@torch.no_grad()
+def exact_match(model: LM, task: ArithmeticTask, problems: list[Problem], *, batch_size: int = 128,
+                draft_k: int = 0) -> dict[str, Any]:
+    """Greedy-decode every prompt (batched; prompts of one task share a length) and check the answers.
+    Returns {"exact_match", "n", "completions"}."""
+    from tristream.lm.generate import generate
+    was_training = model.training
+    model.eval()
+    completions: list[str] = []
+    for i in range(0, len(problems), batch_size):
+        chunk = problems[i:i + batch_size]
+        prompt = TOKENIZER.batch([TOKENIZER.encode(p.prompt, bos=True) for p in chunk])
+        out, _ = generate(model, prompt, task.answer_width + 1, temperature=0.0, draft_k=draft_k,
+                          eos_id=TOKENIZER.EOS)
+        completions += [TOKENIZER.decode(row[prompt.shape[1]:].tolist()) for row in out]
+    model.train(was_training)
+    rewards = [task.reward(p.prompt, c) for p, c in zip(problems, completions)]
+    return {"exact_match": sum(rewards) / len(rewards), "n": len(rewards), "completions": completions}
+
+
+def heldout(task: ArithmeticTask, n: int) -> list[Problem]:
+    return task.problems("heldout", n, seed=EVAL_SEED)
+
+
+def _lr_factor(step: int, lm) -> float:
+    if step < lm.warmup_steps:
+        return (step + 1) / lm.warmup_steps
+    frac = min(1.0, (step - lm.warmup_steps) / max(1, lm.steps - lm.warmup_steps))
+    decay = 0.5 * (1 + math.cos(math.pi * frac)) if lm.schedule == "cosine" else 1.0 - frac
+    return lm.min_lr_ratio + (1 - lm.min_lr_ratio) * decay
+
+
+def _qat_bits(lm) -> int | None:
+    return {"none": None, "int8": 8, "int4": 4}[lm.qat]
+
+
+def sft_lm(cfg, out_dir: str | Path, *, tracker=None, progress: bool = True) -> LM:
+    """Train ``cfg.lm.steps`` SFT steps of a fresh LM on ``cfg.lm.task``; save it to ``out_dir``; return it."""
+    lm, out = cfg.lm, Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    task, mcfg = task_from(lm), model_config(lm)
+    torch.manual_seed(cfg.run.seed)
+    model = LM(mcfg)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lm.lr, weight_decay=lm.weight_decay, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: _lr_factor(i, lm))
+    bits = _qat_bits(lm)
+    eval_set = heldout(task, lm.eval_problems)
+    print(f"[tristream] LM SFT: task {task.describe()}; model {lm.config} "
+          f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params), {lm.steps} steps x {lm.batch_size}, "
+          f"mtp_weight {lm.mtp_weight}, qat {lm.qat}, router bias rate {mcfg.router_bias_update_rate}")
+    bar = tqdm(range(lm.steps), desc="sft-lm", unit="step", disable=not progress)
+    t0, window, loads, last_eval = time.perf_counter(), [], [], None
+    for step in bar:
+        if bits and step == lm.qat_start:
+            apply_qat(model, bits, lm.qat_group_size)  # same Parameters: the optimizer state carries over
+        tokens, mask = encode(task.problems("train", lm.batch_size, seed=cfg.run.seed * 10_000_019 + step))
+        loss, stats = model.loss(tokens, mask, mtp_weight=lm.mtp_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), lm.max_grad_norm or float("inf"))
+        opt.step()
+        sched.step()
+        load = model.update_router_bias()  # {} for a dense model
+        loads.append(load)
+        window.append({**stats, "grad_norm": gn.item(), **load})
+        if (step + 1) % lm.log_every == 0 or step + 1 == lm.steps:
+            row = {k: sum(w[k] for w in window if k in w) / len(window) for k in window[-1]}
+            if load:
+                row["load_max_mean_worst_max"] = max(w["load_max_mean_worst"] for w in window)
+            row.update(lr=sched.get_last_lr()[0], tokens_per_s=(step + 1) * tokens.numel() / (time.perf_counter() - t0))
+            bar.set_postfix(loss=f"{row['loss']:.3f}", load=f"{row.get('load_max_mean', 0):.2f}",
+                            em="-" if last_eval is None else f"{last_eval:.2f}")
+            if tracker is not None:
+                tracker.log(step + 1, row, phase="sft")
+            if not progress:
+                print(f"step {step + 1}/{lm.steps} | loss {row['loss']:.4f} | load max/mean {row.get('load_max_mean', 0):.2f} "
+                      f"| tok/s {row['tokens_per_s']:.0f}", flush=True)
+            window = []
+        if (step + 1) % lm.eval_every == 0 or step + 1 == lm.steps:
+            last_eval = exact_match(model, task, eval_set)["exact_match"]
+            if tracker is not None:
+                tracker.log(step + 1, {"exact_match": last_eval}, phase="eval")
+            if not progress:
+                print(f"eval step {step + 1}: held-out exact match {last_eval:.3f}", flush=True)
+    model.eval()
+    info = {"train_seconds": time.perf_counter() - t0, "load_max_mean": _load_summary(loads)}
+    save_lm(model, out, cfg, extra=info)
+    results = evaluate_variants(model, task, eval_set, lm.qat_group_size, fake_bits=bits)
+    (out / "eval.json").write_text(json.dumps({"heldout_problems": len(eval_set), **results, **info}, indent=2))
+    print("[tristream] held-out exact match: " + ", ".join(f"{k} {v:.3f}" for k, v in results.items()))
+    return model
+
+
+def _load_summary(loads: list[dict[str, float]]) -> dict[str, float]:
+    """Expert load max/mean per optimizer step (tokens of the step's batch per expert), summarised over
+    training: mean over steps of the layer average, the worst layer's mean and maximum, for the whole run
+    and after the first 10% of steps (once the router bias had time to move)."""
+    loads = [x for x in loads if x]
+    if not loads:
+        return {}
+    out = {}
+    for name, part in (("all", loads), ("after_10pct", loads[len(loads) // 10:])):
+        avg = [x["load_max_mean"] for x in part]
+        worst = [x["load_max_mean_worst"] for x in part]
+        out.update({f"{name}_mean": sum(avg) / len(avg), f"{name}_worst_layer_mean": sum(worst) / len(worst),
+                    f"{name}_worst_layer_max": max(worst)})
+    out["final_worst_layer"] = loads[-1]["load_max_mean_worst"]
+    return out
+
+
+def evaluate_variants(model: LM, task: ArithmeticTask, problems: list[Problem], group_size: int,
+                      fake_bits: int | None = None) -> dict[str, float]:
+    """Held-out exact match of the fp32 weights, the fake-quantized model (when trained with QAT) and
+    the real INT8 / INT4 exports of the same weights (round-to-nearest, ``group_size``)."""
+    from tristream.lm.quant import remove_qat
+    fp = _copy(model)
+    remove_qat(fp)
+    res = {"fp32": exact_match(fp, task, problems)["exact_match"]}
+    if fake_bits:
+        fq = apply_qat(_copy(fp), fake_bits, group_size)
+        res[f"fake_int{fake_bits}"] = exact_match(fq, task, problems)["exact_match"]
+    for b in (8, 4):
+        res[f"int{b}"] = exact_match(quantize_model(_copy(fp), b, group_size), task, problems)["exact_match"]
+    return res
+
+
+def _copy(model: LM) -> LM:
+    import copy
+    return copy.deepcopy(model).eval()
+
+
+def save_lm(model: LM, out_dir: str | Path, cfg=None, extra: dict | None = None) -> Path:
+    """``lm.safetensors`` (fp32 master weights, plain-Linear names even after QAT) + ``lm.json``."""
+    from safetensors.torch import save_file
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "lm.safetensors"))
+    meta = {"kind": "lm", "lm_config": model.cfg.to_dict(), "tokenizer": "byte",
+            "lm": dataclasses.asdict(cfg.lm) if cfg is not None else {}, "extra": extra or {}}
+    (out / "lm.json").write_text(json.dumps(meta, indent=2))
+    return out
+
+
+def load_lm(path: str | Path) -> tuple[LM, dict[str, Any]]:
+    """(model in eval mode, metadata) from a folder written by :func:`save_lm`."""
+    from safetensors.torch import load_file
+    path = Path(path)
+    if not (path / "lm.json").exists():
+        raise FileNotFoundError(f"{path / 'lm.json'} not found: is {path} an LM checkpoint (tristream sft "
+                                "with policy.name=lm)?")
+    meta = json.loads((path / "lm.json").read_text())
+    model = LM(LMConfig.from_json(meta["lm_config"]))
+    model.load_state_dict(load_file(str(path / "lm.safetensors")), strict=True)
+    return model.eval(), meta
