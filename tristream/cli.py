@@ -108,6 +108,18 @@ def cmd_eval(args) -> int:
     from tristream.workflow.evaluate import evaluate, format_table
     cfg = _load(args)
     path = Path(args.checkpoint)
+    if (path / "lm.json").exists():  # a language policy: held-out exact match, fp32 and quantized
+        from tristream.lm.train import evaluate_checkpoint
+        group = cfg.lm.qat_group_size if any(o.startswith("lm.qat_group_size=") for o in args.overrides) else None
+        result = evaluate_checkpoint(path, problems=args.episodes, group_size=group)
+        print(f"held-out exact match ({result['heldout_problems']} problems, quantization group size "
+              f"{result['group_size']}): " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()
+                                                      if isinstance(v, float)))
+        out = Path(args.out) if args.out else path / "eval"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{args.label}.json").write_text(json.dumps(result, indent=2))
+        print(f"[tristream] wrote {out / f'{args.label}.json'}")
+        return 0
     if (path / "checkpoints" / "latest").exists():  # a run directory: its newest checkpoint
         from tristream.checkpoint import latest_checkpoint
         path = latest_checkpoint(path)
@@ -205,9 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "language policies (policy.name=lm, e.g. --preset lm_tiny: SFT on the lm.task arithmetic task)")
     s.add_argument("--out", required=True, help="output folder for the policy")
     s.set_defaults(func=cmd_sft)
-    e = common(sub.add_parser("eval", epilog=epilog, help="success per task on held-out seeds, 95%% CIs, GIFs"))
-    e.add_argument("checkpoint", help="a policy folder, a checkpoint folder or a run directory")
-    e.add_argument("--episodes", type=int, default=None, help="episodes (default: eval.episodes)")
+    e = common(sub.add_parser("eval", epilog=epilog, help="success per task on held-out seeds, 95%% CIs, GIFs; for a "
+                              "language policy, held-out exact match of fp32, fake-quantized and INT8/INT4 weights"))
+    e.add_argument("checkpoint", help="a policy folder, a checkpoint folder, a run directory, or an LM folder "
+                                      "(lm.json; quantization group size: its own or lm.qat_group_size=N)")
+    e.add_argument("--episodes", type=int, default=None, help="episodes (default: eval.episodes); LM: held-out "
+                                                              "problems (default: its lm.eval_problems)")
     e.add_argument("--out", default=None, help="output folder (default: <checkpoint>/eval)")
     e.add_argument("--label", default="eval", help="name of this evaluation in tables and file names")
     e.set_defaults(func=cmd_eval)

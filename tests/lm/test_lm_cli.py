@@ -27,6 +27,10 @@ def test_sft_lm_then_bench_decode(tmp_path, capsys):
     assert result["variants"]["fp32 spec k=3"]["acceptance_length"] >= 1.0
     assert result["variants"]["fp32 plain"]["agreement_vs_fp32"] == 1.0
     assert result["workload"]["prompts"] == 4
+    assert main(["eval", str(out), "--episodes", "6", "lm.qat_group_size=16", "--label", "g16"]) == 0
+    ev = json.loads((out / "eval" / "g16.json").read_text())
+    assert ev["heldout_problems"] == 6 and ev["group_size"] == 16
+    assert {"fp32", "fake_int8", "int8", "fake_int4", "int4"} <= set(ev)
 
 
 def test_cli_errors_for_lm_commands(tmp_path, capsys):

@@ -107,3 +107,9 @@ def test_quantize_model_in_place_and_load_rejects_plain_files(tmp_path):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))
     with pytest.raises(ValueError, match="not a tristream quantized export"):
         load_quantized(Tiny(), tmp_path / "plain.safetensors")
+
+
+def test_int4_fast_dequant_equals_unpack_path():
+    lin = nn.Linear(20, 6)
+    q = QuantizedLinear.from_linear(lin, 4, 4)
+    assert torch.equal(q.dequantized_weight(), dequantize_groups(unpack_int4(q.qweight), q.scales, 20))

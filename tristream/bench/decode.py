@@ -26,12 +26,7 @@ import torch
 
 from tristream.lm.generate import generate
 from tristream.lm.quant import quantize_model
-from tristream.lm.train import TOKENIZER, heldout, load_lm, task_from
-
-
-def _task(meta: dict):
-    from tristream.config.schema import LMTrainConfig
-    return task_from(LMTrainConfig(**meta["lm"]))
+from tristream.lm.train import TOKENIZER, heldout, load_lm, task_of
 
 
 def _prompts(problems, batch_size: int) -> list[torch.Tensor]:
@@ -74,7 +69,7 @@ def bench_decode(checkpoint: str | Path, out_dir: str | Path, *, problems: int =
     if threads:
         torch.set_num_threads(threads)
     model, meta = load_lm(checkpoint)
-    task = _task(meta)
+    task = task_of(meta)
     group = group_size or meta["lm"].get("qat_group_size", 32)
     probs = heldout(task, problems)
     prompts = _prompts(probs, batch_size)

@@ -102,6 +102,10 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     return torch.stack((lo, hi), dim=-1).reshape(packed.shape[0], -1)
 
 
+# byte -> its two codes as floats (low nibble first): one gather decodes a packed row
+_INT4_LUT = torch.stack((torch.arange(256) % 16, torch.arange(256) // 16), dim=-1).float() - 8.0  # [256, 2]
+
+
 class FakeQuantLinear(nn.Linear):
     """An nn.Linear that trains through fake-quantized weights (QAT). Same parameters as nn.Linear."""
 
@@ -149,7 +153,12 @@ class QuantizedLinear(nn.Module):
         return self.qweight if self.bits == 8 else unpack_int4(self.qweight)
 
     def dequantized_weight(self) -> torch.Tensor:
-        return dequantize_groups(self.codes(), self.scales, self.in_features)
+        if self.bits == 8:
+            return dequantize_groups(self.qweight, self.scales, self.in_features)
+        # INT4: one table lookup per byte instead of unpack + convert (fewer ops per decode step)
+        codes = _INT4_LUT.to(self.scales.device)[self.qweight.long()]  # [out, in_p / 2, 2]
+        w = codes.reshape(self.out_features, self.scales.shape[1], -1) * self.scales[..., None]
+        return w.reshape(self.out_features, -1)[:, :self.in_features]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x [..., in] -> [..., out]
         return F.linear(x, self.dequantized_weight().to(x.dtype), self.bias)

@@ -7,7 +7,8 @@ router bias update (LM.update_router_bias). With ``lm.qat=int4|int8`` the Linear
 fake-quantized weights from step ``qat_start`` on (tristream.lm.quant). Every ``eval_every`` steps the
 held-out exact match of greedy decoding is measured. The folder gets ``lm.safetensors`` + ``lm.json``
 (load with :func:`load_lm`), ``metrics.jsonl`` / TensorBoard (phases ``sft`` and ``eval``), and
-``eval.json`` (final accuracy: fp32, fake-quantized, exported INT8 / INT4).
+``eval.json`` (final accuracy: fp32, fake-quantized and exported INT8 / INT4; again later with
+``tristream eval DIR``)
 """
 from __future__ import annotations
 
@@ -151,7 +152,7 @@ def sft_lm(cfg, out_dir: str | Path, *, tracker=None, progress: bool = True) -> 
     model.eval()
     info = {"train_seconds": time.perf_counter() - t0, "load_max_mean": _load_summary(loads)}
     save_lm(model, out, cfg, extra=info)
-    results = evaluate_variants(model, task, eval_set, lm.qat_group_size, fake_bits=bits)
+    results = evaluate_variants(model, task, eval_set, lm.qat_group_size)
     (out / "eval.json").write_text(json.dumps({"heldout_problems": len(eval_set), **results, **info}, indent=2))
     print("[tristream] held-out exact match: " + ", ".join(f"{k} {v:.3f}" for k, v in results.items()))
     return model
@@ -174,20 +175,32 @@ def _load_summary(loads: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def evaluate_variants(model: LM, task: ArithmeticTask, problems: list[Problem], group_size: int,
-                      fake_bits: int | None = None) -> dict[str, float]:
-    """Held-out exact match of the fp32 weights, the fake-quantized model (when trained with QAT) and
-    the real INT8 / INT4 exports of the same weights (round-to-nearest, ``group_size``)."""
+def evaluate_variants(model: LM, task: ArithmeticTask, problems: list[Problem], group_size: int) -> dict[str, float]:
+    """Held-out exact match of the fp32 weights (fake quantization off), the fake-quantized model
+    (what QAT trains) and the real INT8 / INT4 exports of the same weights (round-to-nearest, ``group_size``)."""
     from tristream.lm.quant import remove_qat
-    fp = _copy(model)
-    remove_qat(fp)
+    fp = remove_qat(_copy(model))
     res = {"fp32": exact_match(fp, task, problems)["exact_match"]}
-    if fake_bits:
-        fq = apply_qat(_copy(fp), fake_bits, group_size)
-        res[f"fake_int{fake_bits}"] = exact_match(fq, task, problems)["exact_match"]
     for b in (8, 4):
+        res[f"fake_int{b}"] = exact_match(apply_qat(_copy(fp), b, group_size), task, problems)["exact_match"]
         res[f"int{b}"] = exact_match(quantize_model(_copy(fp), b, group_size), task, problems)["exact_match"]
     return res
+
+
+def task_of(meta: dict[str, Any]) -> ArithmeticTask:
+    """The task a checkpoint was trained on (its ``lm.json``)."""
+    from tristream.config.schema import LMTrainConfig
+    return task_from(LMTrainConfig(**meta["lm"]))
+
+
+def evaluate_checkpoint(path: str | Path, *, problems: int | None = None, group_size: int | None = None
+                        ) -> dict[str, Any]:
+    """:func:`evaluate_variants` of a saved LM on its task's held-out problems (``tristream eval DIR``);
+    defaults: the checkpoint's eval_problems and qat_group_size."""
+    model, meta = load_lm(path)
+    n, g = problems or meta["lm"]["eval_problems"], group_size or meta["lm"]["qat_group_size"]
+    return {"heldout_problems": n, "group_size": g, "qat": meta["lm"]["qat"],
+            **evaluate_variants(model, task_of(meta), heldout(task_of(meta), n), g)}
 
 
 def _copy(model: LM) -> LM:
