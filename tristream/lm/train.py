@@ -127,13 +127,18 @@ def sft_lm(cfg, out_dir: str | Path, *, tracker=None, progress: bool = True) -> 
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), lm.max_grad_norm or float("inf"))
         opt.step()
         sched.step()
+        counts = [m.last_load.float() for m in model.moe_layers()]  # tokens per expert, this step [E]
+        win_counts = counts if not window else [a + c for a, c in zip(win_counts, counts)]
         load = model.update_router_bias()  # {} for a dense model
-        loads.append(load)
         window.append({**stats, "grad_norm": gn.item(), **load})
         if (step + 1) % lm.log_every == 0 or step + 1 == lm.steps:
             row = {k: sum(w[k] for w in window if k in w) / len(window) for k in window[-1]}
-            if load:
+            if load:  # per step (one batch) and over the whole logging window (summed counts)
                 row["load_max_mean_worst_max"] = max(w["load_max_mean_worst"] for w in window)
+                ratios = [(c.max() / c.mean()).item() for c in win_counts]
+                row["load_window_max_mean"] = sum(ratios) / len(ratios)
+                row["load_window_max_mean_worst"] = max(ratios)
+                loads.append(row)
             row.update(lr=sched.get_last_lr()[0], tokens_per_s=(step + 1) * tokens.numel() / (time.perf_counter() - t0))
             bar.set_postfix(loss=f"{row['loss']:.3f}", load=f"{row.get('load_max_mean', 0):.2f}",
                             em="-" if last_eval is None else f"{last_eval:.2f}")
@@ -158,20 +163,21 @@ def sft_lm(cfg, out_dir: str | Path, *, tracker=None, progress: bool = True) -> 
     return model
 
 
-def _load_summary(loads: list[dict[str, float]]) -> dict[str, float]:
-    """Expert load max/mean per optimizer step (tokens of the step's batch per expert), summarised over
-    training: mean over steps of the layer average, the worst layer's mean and maximum, for the whole run
-    and after the first 10% of steps (once the router bias had time to move)."""
-    loads = [x for x in loads if x]
-    if not loads:
+def _load_summary(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Expert load max/mean (tokens per expert, max over experts / mean) summarised over training from the
+    logged rows: ``step_*`` per optimizer step (one batch), ``window_*`` over each logging window (counts
+    summed over ``log_every`` steps); ``mean`` averages the MoE layers, ``worst`` takes the worst layer;
+    for the whole run and after its first 10% (once the router bias had time to move)."""
+    if not rows:
         return {}
     out = {}
-    for name, part in (("all", loads), ("after_10pct", loads[len(loads) // 10:])):
-        avg = [x["load_max_mean"] for x in part]
-        worst = [x["load_max_mean_worst"] for x in part]
-        out.update({f"{name}_mean": sum(avg) / len(avg), f"{name}_worst_layer_mean": sum(worst) / len(worst),
-                    f"{name}_worst_layer_max": max(worst)})
-    out["final_worst_layer"] = loads[-1]["load_max_mean_worst"]
+    for name, part in (("all", rows), ("after_10pct", rows[len(rows) // 10:])):
+        for key, col in (("step_mean", "load_max_mean"), ("step_worst", "load_max_mean_worst"),
+                         ("window_mean", "load_window_max_mean"), ("window_worst", "load_window_max_mean_worst")):
+            vals = [r[col] for r in part]
+            out[f"{name}_{key}_avg"] = sum(vals) / len(vals)
+            out[f"{name}_{key}_max"] = max(vals)
+    out["all_step_worst_max"] = max(r["load_max_mean_worst_max"] for r in rows)
     return out
 
 
