@@ -6,7 +6,7 @@ import torch
 
 from tristream.lm.cache import MLACache
 from tristream.lm.config import LMConfig
-from tristream.lm.mla import MLA, positions_cos_sin
+from tristream.lm.mla import MLA, RopeTable
 from tristream.lm.model import LM
 from tristream.lm.rope import apply_rope, rope_cos_sin
 
@@ -79,7 +79,10 @@ def test_mla_module_shapes_and_causality():
     torch.manual_seed(0)
     attn = MLA(cfg, layer_idx=0).double()
     x = torch.randn(2, 9, cfg.hidden_size, dtype=torch.float64)
-    cos, sin = positions_cos_sin(cfg, 0, 9, x.device, x.dtype)
+    cos, sin = RopeTable(cfg)(0, 9, x.device, x.dtype)
+    c2, s2 = RopeTable(cfg)(3, 6, x.device, x.dtype)  # slices of one table
+    torch.testing.assert_close(c2, cos[3:])
+    torch.testing.assert_close(s2, sin[3:])
     y = attn(x, cos, sin)
     assert y.shape == x.shape
     x2 = x.clone()

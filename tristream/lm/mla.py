@@ -78,7 +78,18 @@ class MLA(nn.Module):
         return self.o_proj(out.transpose(1, 2).reshape(B, T, H * V))
 
 
-def positions_cos_sin(cfg: LMConfig, start: int, T: int, device, dtype):
-    """RoPE tables for positions [start, start + T): cos, sin each [T, qk_rope_head_dim]."""
-    pos = torch.arange(start, start + T, device=device)
-    return rope_cos_sin(pos, cfg.qk_rope_head_dim, cfg.rope_theta, dtype)
+class RopeTable:
+    """cos/sin for positions [0, n), grown by doubling and sliced per forward (decoding asks for one
+    position at a time; recomputing the table each step would cost a dozen small ops per forward)."""
+
+    def __init__(self, cfg: LMConfig):
+        self.dim, self.theta = cfg.qk_rope_head_dim, cfg.rope_theta
+        self.cos = self.sin = None
+
+    def __call__(self, start: int, T: int, device, dtype):
+        """cos, sin for positions [start, start + T): each [T, qk_rope_head_dim]."""
+        end = start + T
+        if self.cos is None or self.cos.shape[0] < end or self.cos.dtype != dtype or self.cos.device != device:
+            n = max(end, 2 * self.cos.shape[0] if self.cos is not None else 256)
+            self.cos, self.sin = rope_cos_sin(torch.arange(n, device=device), self.dim, self.theta, dtype)
+        return self.cos[start:end], self.sin[start:end]

@@ -15,7 +15,7 @@ from torch import nn
 from tristream.lm.cache import MLACache
 from tristream.lm.config import LMConfig
 from tristream.lm.layers import DecoderLayer
-from tristream.lm.mla import positions_cos_sin
+from tristream.lm.mla import RopeTable
 from tristream.lm.moe import MoE
 from tristream.lm.mtp import MTPBlock
 
@@ -36,6 +36,7 @@ class LM(nn.Module):
         self.norm = nn.RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.mtp = MTPBlock(cfg) if cfg.num_nextn_predict_layers > 0 else None
+        self.rope = RopeTable(cfg)
         self.apply(self._init_weights)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
@@ -54,7 +55,7 @@ class LM(nn.Module):
         B, T = tokens.shape
         start = cache.length if cache is not None else 0
         x = self.embed_tokens(tokens)
-        cos, sin = positions_cos_sin(self.cfg, start, T, x.device, x.dtype)
+        cos, sin = self.rope(start, T, x.device, x.dtype)
         for layer in self.layers:
             x = layer(x, cos, sin, cache)
         if cache is not None:
@@ -71,7 +72,7 @@ class LM(nn.Module):
             raise ValueError("this LMConfig has num_nextn_predict_layers=0: no MTP block")
         start = cache.length if cache is not None else 0
         emb = self.embed_tokens(next_tokens)
-        cos, sin = positions_cos_sin(self.cfg, start, next_tokens.shape[1], emb.device, emb.dtype)
+        cos, sin = self.rope(start, next_tokens.shape[1], emb.device, emb.dtype)
         v = self.mtp(hidden, emb, cos, sin, cache)
         return LMOutput(logits=self.lm_head(v), hidden=v)
 
