@@ -89,6 +89,8 @@ def test_eos_and_lengths(trained):
     first = int((a[0, 6:] == eos).nonzero()[0])
     assert (a[0, 6 + first:] == eos).all()
     assert a.shape[1] <= plain.shape[1]
+    assert not a.is_inference()  # usable as input of a training forward (e.g. RL log-probs)
+    trained.loss(a, torch.ones_like(a))
     out, s = generate(trained, prompt, 0, draft_k=2)
     assert torch.equal(out, prompt) and s["new_tokens"] == 0
     assert generate(trained, prompt, 1, draft_k=3)[0].shape == (2, 7)

@@ -53,7 +53,6 @@ def _all_ended(new: torch.Tensor, eos_id: int | None) -> bool:
     return eos_id is not None and bool((new == eos_id).any(1).all())
 
 
-@torch.inference_mode()
 def generate(model: LM, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
              draft_k: int = 0, eos_id: int | None = None, generator: torch.Generator | None = None):
     """Continue ``prompt`` [B, T0] (long, one length for all rows) by up to ``max_new_tokens`` tokens.
@@ -70,13 +69,15 @@ def generate(model: LM, prompt: torch.Tensor, max_new_tokens: int, temperature: 
     was_training = model.training
     model.eval()
     try:
-        if draft_k == 0:
-            new, stats = _plain(model, prompt, max_new_tokens, temperature, eos_id, generator)
-        else:
-            new, stats = _speculative(model, prompt, max_new_tokens, temperature, draft_k, eos_id, generator)
+        with torch.inference_mode():
+            if draft_k == 0:
+                new, stats = _plain(model, prompt, max_new_tokens, temperature, eos_id, generator)
+            else:
+                new, stats = _speculative(model, prompt, max_new_tokens, temperature, draft_k, eos_id, generator)
+            tokens = _finish(prompt, new, max_new_tokens, eos_id)
     finally:
         model.train(was_training)
-    tokens = _finish(prompt, new, max_new_tokens, eos_id)
+    tokens = tokens.clone()  # a normal tensor: inference-mode tensors cannot enter a later autograd forward
     stats["new_tokens"] = tokens.shape[1] - prompt.shape[1]
     return tokens, stats
 

@@ -91,5 +91,6 @@ class RopeTable:
         end = start + T
         if self.cos is None or self.cos.shape[0] < end or self.cos.dtype != dtype or self.cos.device != device:
             n = max(end, 2 * self.cos.shape[0] if self.cos is not None else 256)
-            self.cos, self.sin = rope_cos_sin(torch.arange(n, device=device), self.dim, self.theta, dtype)
+            with torch.inference_mode(False):  # a normal tensor, usable by later training forwards
+                self.cos, self.sin = rope_cos_sin(torch.arange(n, device=device), self.dim, self.theta, dtype)
         return self.cos[start:end], self.sin[start:end]
