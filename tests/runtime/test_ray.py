@@ -1,5 +1,6 @@
 """The Ray backend on one local Ray instance shared by the module: the CLI in every mode, equivalence with
 the serial backend, a killed or failing env actor, impossible placements, and the placement check."""
+import json
 import os
 
 import pytest
@@ -148,3 +149,14 @@ def test_ray_config_errors_name_the_key(tiny, override, message):
     with pytest.raises(ValueError, match="ray") as err:
         tiny(override)
     assert message in str(err.value)
+
+
+def test_bench_throughput_compares_ray_and_local_interleaved(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "throughput", "--preset", "tiny", "env.name=toy", "--out", str(out), "--repeats", "1",
+                 "--measure-steps", "1", "--modes", "sync@local,sync@ray", "runtime.groups_per_worker=2"]) == 0
+    result = json.loads((out / "throughput.json").read_text())
+    ray_run = result["modes"]["sync@ray"]
+    assert ray_run["median"] > 0 and result["ratio_ray_vs_local"]["sync"] > 0
+    assert {"env_worker0", "env_worker1", "inference", "learner"} <= set(ray_run["busy_fraction"])  # roles' telemetry
+    assert "sync: ray / local = " in capsys.readouterr().out

@@ -64,33 +64,77 @@ def _stop(proc: subprocess.Popen) -> None:
         pass
 
 
-@pytest.fixture
-def two_nodes(tmp_path):
-    """A head (1 CPU, resource head=1) and a second node (1 CPU, sim=2); yields the head's address."""
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    """A head (1 CPU, resource head=1) and a second node (1 CPU, sim=2); yields the head's address and the
+    second node's ``ray start`` process (the last test stops it)."""
+    logs = tmp_path_factory.mktemp("nodes")
     port, client = _free_ports(2)
     temp = Path(f"/tmp/tristream-ray-{os.getpid()}-{port}")  # short: Ray's socket paths have a length limit
     procs = [_start_node(["--head", f"--port={port}", f"--ray-client-server-port={client}", "--num-cpus=1",
                           '--resources={"head": 1}', "--include-dashboard=false", f"--temp-dir={temp}"],
-                         tmp_path / "head.log")]
+                         logs / "head.log")]
     try:
         procs.append(_start_node([f"--address=127.0.0.1:{port}", "--num-cpus=1", '--resources={"sim": 2}'],
-                                 tmp_path / "node.log"))
-        yield f"127.0.0.1:{port}"
+                                 logs / "node.log"))
+        yield f"127.0.0.1:{port}", procs[1]
     finally:
         for p in reversed(procs):
             _stop(p)
         subprocess.run(["rm", "-rf", str(temp)], check=False)
 
 
-def test_env_workers_run_on_the_sim_node_and_training_completes(two_nodes, tmp_path):
-    cmd = [sys.executable, "-m", "tristream.cli", "train", "--preset", "tiny", "env.name=toy", "--no-progress",
-           f"run.dir={tmp_path}", "run.name=multi", "runtime.backend=ray", f"ray.address={two_nodes}",
-           "ray.env_worker.resources.sim=1", "ray.inference.resources.head=1", "train.steps=2",
-           "collect.episodes=2", "sft.steps=2", "eval.episodes=2", "eval.videos=0"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=ENV)
+@pytest.fixture(scope="module")
+def init_policy(tmp_path_factory):
+    """A fresh policy to start RL from (train.init), so the runs skip collecting demos and SFT."""
+    from tests.conftest import tiny_config
+    from tristream.envs import make_env
+    from tristream.policies.io import save_policy
+    from tristream.runtime.roles import build_policy
+    out = tmp_path_factory.mktemp("init")
+    cfg = tiny_config(out)
+    save_policy(build_policy(cfg, make_env("toy", image_size=cfg.env.image_size).spec), out / "policy")
+    return out / "policy"
+
+
+def _train_cmd(address: str, init: Path, run_dir: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "tristream.cli", "train", "--preset", "tiny", "env.name=toy", "--no-progress",
+            f"run.dir={run_dir}", "run.name=multi", f"train.init={init}", "runtime.backend=ray",
+            f"ray.address={address}", "ray.env_worker.resources.sim=1", "ray.inference.resources.head=1",
+            "eval.episodes=2", "eval.videos=0", *overrides]
+
+
+def test_env_workers_run_on_the_sim_node_and_training_completes(two_nodes, init_policy, tmp_path):
+    out = subprocess.run(_train_cmd(two_nodes[0], init_policy, tmp_path, "train.steps=2"), capture_output=True, text=True,
+                         timeout=240, env=ENV)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     nodes = dict(re.findall(r"^\s+(env_worker\d|inference): .* -> node \S+ \((\w+)\)", out.stdout, re.M))
     assert set(nodes) == {"env_worker0", "env_worker1", "inference"}, out.stdout
     assert nodes["env_worker0"] == nodes["env_worker1"] != nodes["inference"]  # sim node vs head
     assert (tmp_path / "multi" / "checkpoints" / "latest").exists()
     assert "RL: 2 global steps" in out.stdout
+
+
+def test_a_lost_node_is_an_error_naming_the_role_and_node(two_nodes, init_policy, tmp_path):
+    """Kill the sim node mid-run (SIGKILL to its whole process group: a crash, not a drain): its env workers
+    die, and with no node left offering 'sim' the restart fails with an error naming the role and its node,
+    instead of waiting for ever."""
+    log = tmp_path / "train.log"
+    train = subprocess.Popen(_train_cmd(two_nodes[0], init_policy, tmp_path, "train.steps=200", "ray.start_timeout_s=20"),
+                             stdout=log.open("w"), stderr=subprocess.STDOUT, env=ENV)
+    try:
+        deadline = time.monotonic() + 180
+        while "step 1/200" not in log.read_text() and train.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "step 1/200" in log.read_text(), log.read_text()[-3000:]
+        os.killpg(two_nodes[1].pid, signal.SIGKILL)
+        two_nodes[1].wait()
+        assert train.wait(timeout=120) != 0
+    finally:
+        if train.poll() is None:
+            train.kill()
+    text = log.read_text()
+    assert re.search(r"env_worker\d \(node \S+ \(\w+\), pid \d+\) failed and the roles cannot be started again", text), text[-3000:]
+    why = text.split("cannot be started again")[-1]
+    # the restart either sees the node gone already, or places actors on it before Ray declares it dead
+    assert "no alive node offers 'sim'" in why or "its node has died" in why, why[:3000]

@@ -54,6 +54,15 @@ def env_only_ceiling(cfg, steps_per_worker: int = 4000) -> float:
     return sum(r["env_steps_per_s"] for r in results)
 
 
+def _backend(cfg, mode: str) -> str:
+    return mode.split("@")[1] if "@" in mode else cfg.runtime.backend
+
+
+def _connect_ray(cfg) -> bool:
+    from tristream.runtime.backends.ray import connect
+    return connect(cfg.ray)
+
+
 def measure(cfg, env_spec, init_state: dict, warmup: int, steps: int) -> dict[str, Any]:
     """One run of one mode: start the roles, warm up, measure ``steps`` global steps."""
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=warmup + steps))
@@ -133,13 +142,21 @@ def bench_throughput(cfg, env_spec, out_dir: str | Path, *, modes=MODES, repeats
     ceiling = env_only_ceiling(cfg)
     print(f"env-only ceiling: {ceiling:.0f} env steps/s ({plan.env_workers} processes, zero-cost policy)")
     runs: dict[str, list[dict]] = {m: [] for m in modes}
-    for rep in range(repeats):
-        for mode in modes:
-            mcfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, mode=mode))
-            r = measure(mcfg, env_spec, init_state, warmup, steps)
-            runs[mode].append(r)
-            print(f"  repeat {rep + 1}/{repeats} {mode:<13} {r['env_steps_per_s']:7.0f} env steps/s  "
-                  f"cpu {r['cpu_util']:.0%}  lag max {r['policy_lag_max']:.0f}", flush=True)
+    # A mode may name its backend, mode@backend (sync@local,sync@ray): backends compared interleaved.
+    # Ray starts once for the whole benchmark, not once per run.
+    ray_started = any(_backend(cfg, m) == "ray" for m in modes) and _connect_ray(cfg)
+    try:
+        for rep in range(repeats):
+            for mode in modes:
+                runtime = dataclasses.replace(cfg.runtime, mode=mode.split("@")[0], backend=_backend(cfg, mode))
+                r = measure(dataclasses.replace(cfg, runtime=runtime), env_spec, init_state, warmup, steps)
+                runs[mode].append(r)
+                print(f"  repeat {rep + 1}/{repeats} {mode:<13} {r['env_steps_per_s']:7.0f} env steps/s  "
+                      f"cpu {r['cpu_util']:.0%}  lag max {r['policy_lag_max']:.0f}", flush=True)
+    finally:
+        if ray_started:
+            import ray
+            ray.shutdown()
     result = {"workload": workload, "env_only_steps_per_s": ceiling, "modes": {}, "ratio_vs_sync": {}}
     for mode, rs in runs.items():
         sps = [r["env_steps_per_s"] for r in rs]
@@ -151,9 +168,12 @@ def bench_throughput(cfg, env_spec, out_dir: str | Path, *, modes=MODES, repeats
         }
         trace = chrome_trace(last["telemetry"], out / f"trace_{mode}.json", t_start=last["window"][0])
         result["modes"][mode]["trace"] = str(trace)
-    base = result["modes"].get("sync", {}).get("median")
+    base = next((result["modes"][m]["median"] for m in modes if m.split("@")[0] == "sync"), None)
     for mode in modes:
         result["ratio_vs_sync"][mode] = result["modes"][mode]["median"] / base if base else None
+        local = result["modes"].get(mode.split("@")[0] + "@local", {}).get("median")
+        if mode.endswith("@ray") and local:
+            result.setdefault("ratio_ray_vs_local", {})[mode.split("@")[0]] = result["modes"][mode]["median"] / local
     png = timeline({m: (runs[m][-1]["telemetry"], runs[m][-1]["window"]) for m in modes}, out / "timeline.png")
     (out / "throughput.json").write_text(json.dumps(result, indent=2, default=float))
     print(format_result(result))
@@ -170,5 +190,7 @@ def format_result(result: dict[str, Any]) -> str:
         lines.append(f"{mode:<14}{r['median']:9.0f}{r['min']:8.0f}{r['max']:8.0f}"
                      f"{(ratio or 0):8.2f}{r['cpu_util_median']:6.0%}{r['inference_batch_mean']:7.1f}"
                      f"{r['policy_lag_max']:5.0f}  {busy}")
+    for mode, ratio in result.get("ratio_ray_vs_local", {}).items():
+        lines.append(f"{mode}: ray / local = {ratio:.2f}")
     lines.append(f"env-only ceiling: {result['env_only_steps_per_s']:.0f} env steps/s")
     return "\n".join(lines)

@@ -126,7 +126,7 @@ class RayBackend(Backend):
         try:
             placement.check_fits(self.requests, ray.nodes())
             self._start_all()
-        except (placement.PlacementError, RuntimeError) as e:
+        except (ValueError, RuntimeError) as e:
             raise RuntimeError(f"{role} ({where}) failed and the roles cannot be started again: {e}") from e
         worker = int(role.removeprefix("env_worker")) if role.startswith("env_worker") else None
         return RoleRestarted(role, worker, reason)

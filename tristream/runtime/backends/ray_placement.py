@@ -13,7 +13,7 @@ from typing import Any
 from tristream.runtime.roles import shard_plan
 
 
-class PlacementError(RuntimeError):
+class PlacementError(ValueError):
     """The cluster cannot hold the configured roles; the message names the role and what is missing."""
 
 
