@@ -49,8 +49,14 @@ def _finish(prompt: torch.Tensor, new: torch.Tensor, max_new_tokens: int, eos_id
     return torch.cat([prompt, new], dim=1)
 
 
-def _all_ended(new: torch.Tensor, eos_id: int | None) -> bool:
-    return eos_id is not None and bool((new == eos_id).any(1).all())
+def _ended(ended: torch.Tensor, new: torch.Tensor, eos_id: int | None) -> bool:
+    """Marks (in place) the rows of ``ended`` [B] whose new tokens [B] or [B, n] contain eos; True when
+    every row has ended."""
+    if eos_id is None:
+        return False
+    hit = new == eos_id
+    ended |= hit if hit.dim() == 1 else hit.any(1)
+    return bool(ended.all())
 
 
 def generate(model: LM, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
@@ -67,7 +73,8 @@ def generate(model: LM, prompt: torch.Tensor, max_new_tokens: int, temperature: 
     if draft_k > 0 and model.mtp is None:
         raise ValueError("generate: draft_k > 0 needs an MTP block (num_nextn_predict_layers=1)")
     was_training = model.training
-    model.eval()
+    if was_training:  # eval() walks every module: only when needed (it costs ~5% of a short decode)
+        model.eval()
     try:
         with torch.inference_mode():
             if draft_k == 0:
@@ -76,7 +83,8 @@ def generate(model: LM, prompt: torch.Tensor, max_new_tokens: int, temperature: 
                 new, stats = _speculative(model, prompt, max_new_tokens, temperature, draft_k, eos_id, generator)
             tokens = _finish(prompt, new, max_new_tokens, eos_id)
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     tokens = tokens.clone()  # a normal tensor: inference-mode tensors cannot enter a later autograd forward
     stats["new_tokens"] = tokens.shape[1] - prompt.shape[1]
     return tokens, stats
@@ -87,12 +95,13 @@ def _plain(model, prompt, max_new_tokens, temperature, eos_id, generator):
     cache = model.new_cache(B, capacity=T0 + max_new_tokens)
     out: list[torch.Tensor] = []
     forwards = 0
+    ended = torch.zeros(B, dtype=torch.bool)
     if max_new_tokens > 0:
         logits = model(prompt, cache).logits[:, -1]
         forwards = 1
         while True:
             out.append(_pick(logits, temperature, generator))
-            if len(out) == max_new_tokens or _all_ended(torch.stack(out, 1), eos_id):
+            if len(out) == max_new_tokens or _ended(ended, out[-1], eos_id):
                 break
             logits = model(out[-1][:, None], cache).logits[:, -1]
             forwards += 1
@@ -113,10 +122,12 @@ def _speculative(model, prompt, max_new_tokens, temperature, draft_k, eos_id, ge
     stats["main_forwards"] += 1
     x = _pick(out.logits[:, -1], temperature, generator)  # [B] the next token, already decided
     new = x[:, None]
+    ended = torch.zeros(B, dtype=torch.bool)
     # MTP inputs not yet in its cache: main hidden h_j and token x_{j+1} for positions j = mtp_cache.length..
     pend_h, pend_tok = out.hidden, torch.cat([prompt[:, 1:], x[:, None]], dim=1)
 
-    while new.shape[1] < max_new_tokens and not _all_ended(new, eos_id):
+    emitted = new  # the tokens of the last step, checked for eos
+    while new.shape[1] < max_new_tokens and not _ended(ended, emitted, eos_id):
         k = min(draft_k, max_new_tokens - new.shape[1] - 1)
         drafts, q_probs = [], []
         if k > 0:
