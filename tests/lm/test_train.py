@@ -56,7 +56,8 @@ def test_lr_schedule_warms_up_then_decays_to_the_floor(tmp_path):
 def test_model_config_uses_byte_vocab_and_run_bias_rate(tmp_path):
     cfg = model_config(lm_cfg(tmp_path, "lm.router_bias_rate=0.05").lm)
     assert cfg.vocab_size == TOK.vocab_size and cfg.router_bias_update_rate == 0.05
-    assert model_config(lm_cfg(tmp_path).lm).router_bias_update_rate == LMConfig.preset("tiny").router_bias_update_rate
+    default = LMConfig.preset("tiny").router_bias_update_rate
+    assert model_config(lm_cfg(tmp_path, "lm.router_bias_rate=null").lm).router_bias_update_rate == default
 
 
 def test_sft_trains_logs_saves_and_reloads(tmp_path):
@@ -101,3 +102,13 @@ def test_qat_run_fake_quant_equals_its_int4_export(tmp_path):
     probs = heldout(task, 8)
     assert exact_match(fake, task, probs)["completions"] == exact_match(real, task, probs)["completions"]
     assert isinstance(model, LM)
+
+
+def test_init_continues_from_a_saved_lm(tmp_path):
+    first = sft_lm(lm_cfg(tmp_path, "lm.steps=2", "lm.eval_every=100"), tmp_path / "a", progress=False)
+    cont = lm_cfg(tmp_path, f"lm.init={tmp_path / 'a'}", "lm.steps=0", "lm.eval_every=100", "lm.router_bias_rate=0")
+    second = sft_lm(cont, tmp_path / "b", progress=False)
+    assert second.cfg.router_bias_update_rate == 0
+    tok = torch.randint(0, 256, (1, 5))
+    with torch.no_grad():
+        assert torch.equal(first.eval()(tok).logits, second.eval()(tok).logits)

@@ -206,6 +206,8 @@ class LMTrainConfig:
     """Language policies (policy.name=lm): the model, the task, and SFT (docs/lm.md)."""
     config: str = f("tiny", "LM architecture: a preset of tristream.lm.config (tiny, ...) or a path to a "
                             "DeepSeek-V3 / JoyAI-Flash style config.json")
+    init: str = f("", "start from this LM folder (tristream sft output; its architecture wins over lm.config), "
+                      "e.g. a QAT stage after SFT; empty: a fresh model")
     task: Literal["addition", "multiplication"] = f("addition", "verifiable arithmetic task (tristream.lm.tasks)")
     digits: int = f(4, "task: digits per operand (zero-padded)", min=1, max=30)
     reverse: bool = f(True, "task: write answers least significant digit first (learnable by a tiny model)")

@@ -106,14 +106,19 @@ def sft_lm(cfg, out_dir: str | Path, *, tracker=None, progress: bool = True) -> 
     out.mkdir(parents=True, exist_ok=True)
     task, mcfg = task_from(lm), model_config(lm)
     torch.manual_seed(cfg.run.seed)
-    model = LM(mcfg)
+    if lm.init:  # continue from a saved LM (e.g. a QAT stage after SFT): its architecture, this run's bias rate
+        model = load_lm(lm.init)[0]
+        mcfg = model.cfg = dataclasses.replace(model.cfg, router_bias_update_rate=mcfg.router_bias_update_rate)
+    else:
+        model = LM(mcfg)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lm.lr, weight_decay=lm.weight_decay, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: _lr_factor(i, lm))
     bits = _qat_bits(lm)
     eval_set = heldout(task, lm.eval_problems)
     print(f"[tristream] LM SFT: task {task.describe()}; model {lm.config} "
-          f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params), {lm.steps} steps x {lm.batch_size}, "
+          f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params{', from ' + lm.init if lm.init else ''}), "
+          f"{lm.steps} steps x {lm.batch_size}, "
           f"mtp_weight {lm.mtp_weight}, qat {lm.qat}, router bias rate {mcfg.router_bias_update_rate}")
     bar = tqdm(range(lm.steps), desc="sft-lm", unit="step", disable=not progress)
     t0, window, loads, last_eval = time.perf_counter(), [], [], None
