@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from tristream.envs.base import Env, EnvSpec, Obs
+from tristream.envs.libero import registry_entries as _libero_entries
 from tristream.envs.metaworld import registry_entries as _metaworld_entries
 from tristream.envs.toy import ToyEnv
 from tristream.registry import ENVS, register_env
@@ -41,6 +42,7 @@ def _register_builtin() -> None:
     for fam in TABLETOP_FAMILIES:
         entries[f"tabletop/{fam}"] = _tabletop_factory(fam)
     entries.update(_metaworld_entries())  # optional extra, imported inside the factories
+    entries.update(_libero_entries())
     for name, factory in entries.items():
         if name not in ENVS.names():
             register_env(name, factory)
