@@ -6,6 +6,7 @@ MTP block (mtp.py) predicts token t+2 from ``hidden`` and is trained with a weig
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -37,7 +38,8 @@ class LM(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.mtp = MTPBlock(cfg) if cfg.num_nextn_predict_layers > 0 else None
         self.rope = RopeTable(cfg)
-        self.apply(self._init_weights)
+        if self.embed_tokens.weight.device.type != "meta":  # meta builds (parameter counts) skip init
+            self.apply(self._init_weights)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
 
@@ -140,6 +142,20 @@ def _masked_ce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor):
     return (ce * m).sum() / denom, acc.item()
 
 
+@contextlib.contextmanager
+def _skip_init():
+    """Turn nn.init's fills into no-ops: initialising ~30k meta-device Linears costs tens of seconds."""
+    names = ("kaiming_uniform_", "uniform_", "normal_")
+    saved = {n: getattr(nn.init, n) for n in names}
+    for n in names:
+        setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(nn.init, n, f)
+
+
 def count_parameters(cfg_or_model: LMConfig | LM) -> dict[str, int]:
     """Parameter counts; a config is built on the meta device (no memory). Counted:
 
@@ -155,7 +171,7 @@ def count_parameters(cfg_or_model: LMConfig | LM) -> dict[str, int]:
     if isinstance(cfg_or_model, LM):
         model = cfg_or_model
     else:
-        with torch.device("meta"):
+        with torch.device("meta"), _skip_init():
             model = LM(cfg_or_model)
     cfg = model.cfg
     n = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731
