@@ -34,6 +34,14 @@ def test_serial_backend_runs_a_gymnasium_env(tmp_path):
     assert (tmp_path / "r" / "checkpoints" / "latest").exists()
 
 
+def test_ray_backend_runs_a_gymnasium_env(tmp_path):
+    """Ray actors build the adapter from the config like any env (a local instance, started and stopped)."""
+    pytest.importorskip("ray")
+    assert main(["train", *FAST, *DICT, "runtime.backend=ray", "runtime.mode=async", "ray.num_cpus=2",
+                 f"run.dir={tmp_path}", "run.name=r"]) == 0
+    assert (tmp_path / "r" / "checkpoints" / "latest").exists()
+
+
 def test_eval_command_on_a_gymnasium_run(tmp_path):
     assert main(["train", *FAST, *PIXELS, f"run.dir={tmp_path}", "run.name=r"]) == 0
     assert main(["eval", *FAST, *PIXELS, str(tmp_path / "r"), "--episodes", "2", "--out", str(tmp_path / "ev")]) == 0
