@@ -24,9 +24,9 @@ def _fib_data(g, B, T):
 
 
 def _small_cfg(**kw):
-    base = dict(vocab_size=V, hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
-                num_hidden_layers=2, kv_lora_rank=32, q_lora_rank=48, qk_nope_head_dim=16, qk_rope_head_dim=8,
-                v_head_dim=16, num_attention_heads=2)
+    base = {"vocab_size": V, "hidden_size": 64, "intermediate_size": 128, "moe_intermediate_size": 32,
+            "num_hidden_layers": 2, "kv_lora_rank": 32, "q_lora_rank": 48, "qk_nope_head_dim": 16,
+            "qk_rope_head_dim": 8, "v_head_dim": 16, "num_attention_heads": 2}
     return dataclasses.replace(LMConfig.preset("tiny"), **{**base, **kw})
 
 
@@ -83,7 +83,7 @@ def test_eos_and_lengths(trained):
     prompt = _fib_data(torch.Generator().manual_seed(3), 2, 6)
     plain, _ = generate(trained, prompt, 16)
     eos = int(plain[0, 8])  # a token the first row emits
-    a, sa = generate(trained, prompt, 16, eos_id=eos)
+    a, _ = generate(trained, prompt, 16, eos_id=eos)
     b, _ = generate(trained, prompt, 16, eos_id=eos, draft_k=3)
     assert torch.equal(a, b)
     first = int((a[0, 6:] == eos).nonzero()[0])
@@ -170,7 +170,8 @@ def test_sampled_speculative_matches_main_distribution(temperature, batch1_runs)
         q2 = torch.softmax(model.mtp_forward(out.hidden[:, -1:], torch.tensor([[x1]])).logits[0, -1] / temperature, -1)
         p2 = torch.softmax(model(torch.cat([prompt, torch.tensor([[x1]])], 1)).logits[0, -1] / temperature, -1)
     assert 0.5 * (p2 - q2).abs().sum() > 0.2
-    code = lambda t: t[:, 0] * 16 + t[:, 1] * 4 + t[:, 2]  # noqa: E731
+    def code(t):  # 3 tokens -> one of 64 outcomes
+        return t[:, 0] * 16 + t[:, 1] * 4 + t[:, 2]
     assert torch.equal(code(seqs), torch.arange(64))
     g = torch.Generator().manual_seed(0)
     runs = {

@@ -95,7 +95,7 @@ def _plain(model, prompt, max_new_tokens, temperature, eos_id, generator):
     cache = model.new_cache(B, capacity=T0 + max_new_tokens)
     out: list[torch.Tensor] = []
     forwards = 0
-    ended = torch.zeros(B, dtype=torch.bool)
+    ended = torch.zeros(B, dtype=torch.bool, device=prompt.device)
     if max_new_tokens > 0:
         logits = model(prompt, cache).logits[:, -1]
         forwards = 1
@@ -122,7 +122,7 @@ def _speculative(model, prompt, max_new_tokens, temperature, draft_k, eos_id, ge
     stats["main_forwards"] += 1
     x = _pick(out.logits[:, -1], temperature, generator)  # [B] the next token, already decided
     new = x[:, None]
-    ended = torch.zeros(B, dtype=torch.bool)
+    ended = torch.zeros(B, dtype=torch.bool, device=prompt.device)
     # MTP inputs not yet in its cache: main hidden h_j and token x_{j+1} for positions j = mtp_cache.length..
     pend_h, pend_tok = out.hidden, torch.cat([prompt[:, 1:], x[:, None]], dim=1)
 
@@ -210,10 +210,10 @@ def accept_sampled(p: torch.Tensor, q: torch.Tensor, d: torch.Tensor, generator=
     B, k = d.shape
     p_d = p[:, :k].gather(-1, d[..., None])[..., 0]
     q_d = q.gather(-1, d[..., None])[..., 0]
-    u = torch.rand(B, k, generator=generator, dtype=p.dtype)
+    u = torch.rand(B, k, generator=generator, dtype=p.dtype, device=p.device)
     m_row = (u * q_d < p_d).long().cumprod(1).sum(1)  # u < p/q without dividing by q
     q_pad = torch.cat([q, q.new_zeros(B, 1, q.shape[-1])], dim=1)  # q = 0 after the last draft: residual = p
-    rows = torch.arange(B)
+    rows = torch.arange(B, device=p.device)
     residual = (p[rows, m_row] - q_pad[rows, m_row]).clamp(min=0)
     mass = residual.sum(-1, keepdim=True)
     residual = torch.where(mass > 0, residual / mass.clamp(min=1e-30), p[rows, m_row])

@@ -45,16 +45,14 @@ class LM(nn.Module):
 
     def _init_weights(self, m: nn.Module) -> None:
         std = self.cfg.initializer_range
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, std=std)
-        elif hasattr(m, "e_score_correction_bias"):  # Router
+        if isinstance(m, (nn.Linear, nn.Embedding)) or hasattr(m, "e_score_correction_bias"):  # (Router)
             nn.init.normal_(m.weight, std=std)
 
     # --- forward passes -------------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor, cache: MLACache | None = None) -> LMOutput:
         """tokens [B, T] long. With ``cache``, they sit at positions [cache.length, cache.length + T) and
         the cache is extended by T."""
-        B, T = tokens.shape
+        T = tokens.shape[1]
         start = cache.length if cache is not None else 0
         x = self.embed_tokens(tokens)
         cos, sin = self.rope(start, T, x.device, x.dtype)
@@ -174,7 +172,10 @@ def count_parameters(cfg_or_model: LMConfig | LM) -> dict[str, int]:
         with torch.device("meta"), _skip_init():
             model = LM(cfg_or_model)
     cfg = model.cfg
-    n = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731
+
+    def n(mod: nn.Module) -> int:
+        return sum(p.numel() for p in mod.parameters())
+
     total = n(model)
     mtp = n(model.mtp) if model.mtp is not None else 0
     embedding = n(model.embed_tokens) + (0 if cfg.tie_word_embeddings else n(model.lm_head))
