@@ -56,7 +56,7 @@ def _random_model():
 def test_greedy_speculative_equals_plain_batch1(trained):
     g = torch.Generator().manual_seed(5)
     accepted = rejected = 0
-    for model, ks, n_prompts in ((trained, (1, 2, 3, 4), 2), (_random_model(), (1, 3), 1)):
+    for model, ks, n_prompts in ((trained, (1, 2, 3, 4), 2), (_random_model(), (1, 2, 3, 4), 1)):
         for k in ks:
             for _ in range(n_prompts):
                 prompt = _fib_data(g, 1, 6)
