@@ -3,6 +3,8 @@ import dataclasses
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tristream.lm.cache import MLACache
 from tristream.lm.config import LMConfig
@@ -93,3 +95,26 @@ def test_mla_module_shapes_and_causality():
     cache.advance(4)
     y2 = attn(x[:, 4:], cos[4:], sin[4:], cache)
     torch.testing.assert_close(torch.cat([y1, y2], 1), y)
+
+
+@settings(max_examples=15, deadline=None)
+@given(chunks=st.lists(st.integers(1, 5), min_size=1, max_size=5), rollback=st.integers(0, 4))
+def test_any_chunking_and_rollback_matches_full(chunks, rollback):
+    """Property: feeding a sequence through the cache in any chunks, with a rejected continuation rolled
+    back in the middle, gives the logits of one full forward."""
+    cfg = _cfg(hidden_size=32, num_attention_heads=2, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=8,
+               qk_rope_head_dim=8, v_head_dim=8, intermediate_size=64, moe_intermediate_size=16, num_hidden_layers=2)
+    torch.manual_seed(0)
+    model = LM(cfg).double().eval()
+    tokens = torch.randint(0, 64, (1, sum(chunks)))
+    with torch.no_grad():
+        full = model(tokens).logits
+        cache = model.new_cache(1, capacity=2)
+        parts, start = [], 0
+        for i, n in enumerate(chunks):
+            if i == 1 and rollback:
+                model(torch.randint(0, 64, (1, rollback)), cache=cache)
+                cache.truncate(start)
+            parts.append(model(tokens[:, start:start + n], cache=cache).logits)
+            start += n
+    torch.testing.assert_close(torch.cat(parts, 1), full)
