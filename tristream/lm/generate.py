@@ -33,7 +33,8 @@ def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator |
 
 
 def _probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    return torch.softmax(logits.float() / temperature, dim=-1)
+    """softmax(logits / temperature) in fp32 (or wider): [..., V]."""
+    return torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature, dim=-1)
 
 
 def _finish(prompt: torch.Tensor, new: torch.Tensor, max_new_tokens: int, eos_id: int | None) -> torch.Tensor:
