@@ -187,14 +187,23 @@ def _load_summary(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def evaluate_variants(model: LM, task: ArithmeticTask, problems: list[Problem], group_size: int) -> dict[str, float]:
-    """Held-out exact match of the fp32 weights (fake quantization off), the fake-quantized model
-    (what QAT trains) and the real INT8 / INT4 exports of the same weights (round-to-nearest, ``group_size``)."""
+    """Held-out exact match (greedy decoding) of the fp32 weights (fake quantization off), the
+    fake-quantized model (what QAT trains) and the real INT8 / INT4 exports of the same weights
+    (round-to-nearest, ``group_size``); plus ``<variant>_token_acc`` / ``<variant>_ce``, the teacher-forced
+    accuracy and cross-entropy on the answer and EOS tokens (finer-grained than exact match)."""
     from tristream.lm.quant import remove_qat
     fp = remove_qat(_copy(model))
-    res = {"fp32": exact_match(fp, task, problems)["exact_match"]}
+    variants = {"fp32": fp}
     for b in (8, 4):
-        res[f"fake_int{b}"] = exact_match(apply_qat(_copy(fp), b, group_size), task, problems)["exact_match"]
-        res[f"int{b}"] = exact_match(quantize_model(_copy(fp), b, group_size), task, problems)["exact_match"]
+        variants[f"fake_int{b}"] = apply_qat(_copy(fp), b, group_size)
+        variants[f"int{b}"] = quantize_model(_copy(fp), b, group_size)
+    tokens, mask = encode(problems)
+    res: dict[str, float] = {}
+    for name, m in variants.items():
+        res[name] = exact_match(m, task, problems)["exact_match"]
+        with torch.no_grad():
+            stats = m.loss(tokens, mask, mtp_weight=0.0)[1]
+        res[f"{name}_token_acc"], res[f"{name}_ce"] = stats["acc"], stats["ce"]
     return res
 
 
