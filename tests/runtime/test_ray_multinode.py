@@ -22,7 +22,8 @@ pytest.importorskip("ray")
 RAY = str(Path(sys.executable).with_name("ray"))
 # The test cluster listens on loopback only. Ray 2.60 turns token auth on whenever ~/.ray/auth_token exists,
 # a file any other Ray instance on the machine may create or replace meanwhile: switch it off explicitly.
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+# Workers at nice 0, as docs/cluster.md recommends.
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_worker_niceness": "0", "PYTHONUNBUFFERED": "1"}
 
 
 def _free_ports(n: int) -> list[int]:

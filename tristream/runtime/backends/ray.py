@@ -35,7 +35,10 @@ def connect(ray_cfg) -> bool:
     if ray_cfg.address:
         ray.init(address=ray_cfg.address, logging_level="WARNING")
         return False
-    ray.init(num_cpus=ray_cfg.num_cpus or None, include_dashboard=False, logging_level="WARNING")
+    # Ray starts workers at nice 15 by default: next to any other busy process the roles would get a
+    # fraction of a core (measured: env steps 2x slower on a loaded 2-core machine). Roles are the work.
+    ray.init(num_cpus=ray_cfg.num_cpus or None, include_dashboard=False, logging_level="WARNING",
+             _system_config={"worker_niceness": 0})
     return True
 
 
@@ -59,6 +62,8 @@ class RayBackend(Backend):
         self.restarts: dict[str, int] = {}
         self.actors: dict = {}
         self.nodes: dict[str, dict] = {}
+        self._takes: dict = {}  # the pending take() of each actor -> its role
+        self._runs: list = []  # each actor's run() (ends at Stop)
         try:
             placement.check_fits(self.requests, ray.nodes())
             self._start_all()
@@ -66,6 +71,10 @@ class RayBackend(Backend):
             self.close()
             raise
         print(placement.describe(self.requests, {r: self._where(r) for r in self.nodes}), flush=True)
+        niced = sorted(r for r, n in self.nodes.items() if n.get("nice", 0) > 0)
+        if niced:
+            print(f"[tristream] warning: {', '.join(niced)} run at nice {self.nodes[niced[0]]['nice']} (Ray's "
+                  f"default for workers) and could not be reset: start the nodes with RAY_worker_niceness=0", flush=True)
 
     # --- lifecycle ------------------------------------------------------------------------------
     def _start_all(self) -> None:

@@ -37,6 +37,22 @@ def quiet_readonly_arrays() -> None:
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 
+def normal_priority() -> bool:
+    """Undo Ray's default worker niceness (15) for every thread of this process; False where not permitted
+    (then start the nodes with RAY_worker_niceness=0, docs/cluster.md). Linux keeps a nice value per thread."""
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]
+    try:
+        for tid in tids:
+            if os.getpriority(os.PRIO_PROCESS, tid) > 0:
+                os.setpriority(os.PRIO_PROCESS, tid, 0)
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
 class QueueChannel:
     """A thread-safe FIFO inside one actor, with the channel interface (``get`` raises ``Empty``)."""
 
@@ -88,6 +104,7 @@ class RoleActor:
         os.environ.setdefault("MUJOCO_GL", "egl")  # before any simulator import in this fresh process
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         quiet_readonly_arrays()
+        self.normal_priority = normal_priority()
         try:  # the driver owns shutdown: Ctrl-C there ends in a checkpoint and a clean stop
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         except ValueError:  # not the main thread
@@ -100,6 +117,7 @@ class RoleActor:
 
     def connect(self, inference, env_workers: dict[int, Any]) -> dict[str, Any]:
         import ray
+        normal_priority()  # threads the role starts here (renderer, torch) inherit this thread's priority
         if self.kind == "inference":
             import torch
             torch.set_num_threads(self.cfg.runtime.inference_threads)
@@ -110,10 +128,12 @@ class RoleActor:
             self.role = roles.build_env_worker(self.cfg, self.worker_id, self.inbox, ActorChannel(inference),
                                                self.outbox)
         ctx = ray.get_runtime_context()
-        return {"node_ip": ray.util.get_node_ip_address(), "node_id": ctx.get_node_id(), "pid": os.getpid()}
+        return {"node_ip": ray.util.get_node_ip_address(), "node_id": ctx.get_node_id(), "pid": os.getpid(),
+                "nice": os.getpriority(os.PRIO_PROCESS, 0)}
 
     def run(self) -> None:
         """The role's loop until ``Stop``; a failure goes to the learner as ``RoleError``, as locally."""
+        normal_priority()  # this thread-pool thread may predate __init__'s reset
         try:
             if self.kind == "inference":
                 from tristream.runtime.inference import run_inference_worker
