@@ -47,7 +47,7 @@ def _generated(row: torch.Tensor) -> list[int]:
 def decode_pass(model, prompts: list[torch.Tensor], max_new: int, draft_k: int) -> dict[str, Any]:
     """Decode every prompt batch once; returns tokens, seconds and acceptance counts."""
     outputs: list[list[int]] = []
-    rounds = emitted = accepted = drafted = 0
+    rounds = emitted = accepted = drafted = main_fw = mtp_fw = 0
     t0 = time.perf_counter()
     for prompt in prompts:
         out, stats = generate(model, prompt, max_new, temperature=0.0, draft_k=draft_k, eos_id=TOKENIZER.EOS)
@@ -55,10 +55,13 @@ def decode_pass(model, prompts: list[torch.Tensor], max_new: int, draft_k: int) 
         rounds += stats.get("rounds", 0)
         emitted += sum(stats.get("accept_lengths", []))
         accepted += int(stats.get("accepted", 0))
+        main_fw += stats["main_forwards"]
+        mtp_fw += stats["mtp_forwards"]
         drafted += int(stats.get("drafted", 0))
     seconds = time.perf_counter() - t0
     return {"outputs": outputs, "seconds": seconds, "tokens": sum(len(o) for o in outputs),
-            "rounds": rounds, "emitted_in_rounds": emitted, "accepted": accepted, "drafted": drafted}
+            "rounds": rounds, "emitted_in_rounds": emitted, "accepted": accepted, "drafted": drafted,
+            "main_forwards": main_fw, "mtp_forwards": mtp_fw}
 
 
 def bench_decode(checkpoint: str | Path, out_dir: str | Path, *, problems: int = 64, batch_size: int = 1,
@@ -109,7 +112,8 @@ def bench_decode(checkpoint: str | Path, out_dir: str | Path, *, problems: int =
         table[name(w, k)] = {
             "weights": w, "draft_k": k, "tokens_per_s": tps, "median": statistics.median(tps),
             "min": min(tps), "max": max(tps), "ratio_vs_fp32_plain": statistics.median(tps) / base,
-            "tokens": first["tokens"],
+            "tokens": first["tokens"], "main_forwards_per_token": first["main_forwards"] / first["tokens"],
+            "mtp_forwards_per_token": first["mtp_forwards"] / first["tokens"],
             "acceptance_length": first["emitted_in_rounds"] / first["rounds"] if k and first["rounds"] else None,
             "acceptance_rate": first["accepted"] / first["drafted"] if k and first["drafted"] else None,
             "same_as_plain": all(r["outputs"] == plain for r in rs),
@@ -125,11 +129,13 @@ def bench_decode(checkpoint: str | Path, out_dir: str | Path, *, problems: int =
 
 def format_table(table: dict[str, dict]) -> str:
     lines = ["| variant | tokens/s median (min-max) | x fp32 plain | acceptance length | acceptance rate "
-             "| same tokens as plain | agreement vs fp32 | exact match |", "|---|---|---|---|---|---|---|---|"]
+             "| main / MTP forwards per token | same tokens as plain | agreement vs fp32 | exact match |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in table.items():
         acc_len = "-" if r["acceptance_length"] is None else f"{r['acceptance_length']:.2f}"
         acc_rate = "-" if r["acceptance_rate"] is None else f"{r['acceptance_rate']:.1%}"
         lines.append(f"| {name} | {r['median']:.0f} ({r['min']:.0f}-{r['max']:.0f}) | {r['ratio_vs_fp32_plain']:.2f} "
-                     f"| {acc_len} | {acc_rate} | {'yes' if r['same_as_plain'] else 'NO'} "
+                     f"| {acc_len} | {acc_rate} | {r['main_forwards_per_token']:.2f} / {r['mtp_forwards_per_token']:.2f} "
+                     f"| {'yes' if r['same_as_plain'] else 'NO'} "
                      f"| {r['agreement_vs_fp32']:.1%} | {r['exact_match']:.1%} |")
     return "\n".join(lines)
