@@ -106,8 +106,8 @@ def _train_cmd(address: str, init: Path, run_dir: Path, *overrides: str) -> list
 
 
 def test_env_workers_run_on_the_sim_node_and_training_completes(two_nodes, init_policy, tmp_path):
-    out = subprocess.run(_train_cmd(two_nodes[0], init_policy, tmp_path, "train.steps=2"), capture_output=True, text=True,
-                         timeout=240, env=ENV)
+    out = subprocess.run(_train_cmd(two_nodes[0], init_policy, tmp_path, "train.steps=2"), capture_output=True,
+                         text=True, timeout=240, env=ENV)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     nodes = dict(re.findall(r"^\s+(env_worker\d|inference): .* -> node \S+ \((\w+)\)", out.stdout, re.M))
     assert set(nodes) == {"env_worker0", "env_worker1", "inference"}, out.stdout
@@ -121,8 +121,8 @@ def test_a_lost_node_is_an_error_naming_the_role_and_node(two_nodes, init_policy
     die, and with no node left offering 'sim' the restart fails with an error naming the role and its node,
     instead of waiting for ever."""
     log = tmp_path / "train.log"
-    train = subprocess.Popen(_train_cmd(two_nodes[0], init_policy, tmp_path, "train.steps=200", "ray.start_timeout_s=20"),
-                             stdout=log.open("w"), stderr=subprocess.STDOUT, env=ENV)
+    cmd = _train_cmd(two_nodes[0], init_policy, tmp_path, "train.steps=200", "ray.start_timeout_s=20")
+    train = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=ENV)
     try:
         deadline = time.monotonic() + 180
         while "step 1/200" not in log.read_text() and train.poll() is None and time.monotonic() < deadline:
@@ -135,7 +135,8 @@ def test_a_lost_node_is_an_error_naming_the_role_and_node(two_nodes, init_policy
         if train.poll() is None:
             train.kill()
     text = log.read_text()
-    assert re.search(r"env_worker\d \(node \S+ \(\w+\), pid \d+\) failed and the roles cannot be started again", text), text[-3000:]
+    named = r"env_worker\d \(node \S+ \(\w+\), pid \d+\) failed and the roles cannot be started again"
+    assert re.search(named, text), text[-3000:]
     why = text.split("cannot be started again")[-1]
     # the restart either sees the node gone already, or places actors on it before Ray declares it dead
     assert "no alive node offers 'sim'" in why or "its node has died" in why, why[:3000]

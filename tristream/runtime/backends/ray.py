@@ -74,7 +74,8 @@ class RayBackend(Backend):
         niced = sorted(r for r, n in self.nodes.items() if n.get("nice", 0) > 0)
         if niced:
             print(f"[tristream] warning: {', '.join(niced)} run at nice {self.nodes[niced[0]]['nice']} (Ray's "
-                  f"default for workers) and could not be reset: start the nodes with RAY_worker_niceness=0", flush=True)
+                  f"default for workers) and could not be reset: start the nodes with RAY_worker_niceness=0",
+                  flush=True)
 
     # --- lifecycle ------------------------------------------------------------------------------
     def _start_all(self) -> None:
@@ -82,7 +83,8 @@ class RayBackend(Backend):
         plan = roles.shard_plan(self.cfg)
         outbox = max(64, 4 * plan.num_envs)  # as the local backend's learner inbox
         for r in self.requests:
-            kind, wid = ("inference", None) if r.role == "inference" else ("env", int(r.role.removeprefix("env_worker")))
+            wid = None if r.role == "inference" else int(r.role.removeprefix("env_worker"))
+            kind = "inference" if wid is None else "env"
             self.actors[r.role] = self._actor_class.options(max_concurrency=4, **r.options()).remote(
                 kind, wid, self.cfg, self.env_spec, outbox)
         envs = {w: self.actors[f"env_worker{w}"] for w in range(plan.env_workers)}
@@ -105,9 +107,9 @@ class RayBackend(Backend):
                 waiting = [r for r in self.requests if r.role in pending.values()]
                 raise placement.PlacementError(
                     f"not started within ray.start_timeout_s={self.cfg.ray.start_timeout_s:g} s: "
-                    + ", ".join(f"{r.role} (needs {placement._fmt(r.resources)}"
+                    + ", ".join(f"{r.role} (needs {placement.fmt_resources(r.resources)}"
                                 + (f", labels {r.labels}" if r.labels else "") + ")" for r in waiting)
-                    + f"; resources free in the cluster now: {placement._fmt(_free())}")
+                    + f"; resources free in the cluster now: {placement.fmt_resources(_free())}")
             for ref in ready:
                 role = pending.pop(ref)
                 try:
@@ -130,7 +132,8 @@ class RayBackend(Backend):
             raise RuntimeError(f"{role} ({where}) failed {self.restarts[role]} times (runtime.max_restarts="
                                f"{self.cfg.runtime.max_restarts}); last failure: {reason}")
         print(f"[tristream] {role} ({where}) failed ({reason.strip().splitlines()[-1]}); restarting the role "
-              f"actors (restart {self.restarts[role]} of at most {self.cfg.runtime.max_restarts} for {role})", flush=True)
+              f"actors (restart {self.restarts[role]} of at most {self.cfg.runtime.max_restarts} for {role})",
+              flush=True)
         self._kill_all()
         try:
             placement.check_fits(self.requests, ray.nodes())

@@ -46,7 +46,7 @@ def requests(cfg) -> list[ActorRequest]:
     return out + [ActorRequest("inference", "ray.inference", res(cfg.ray.inference), dict(cfg.ray.inference.labels))]
 
 
-def _fmt(resources: dict[str, float]) -> str:
+def fmt_resources(resources: dict[str, float]) -> str:
     return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(resources.items())) + "}" if resources else "{}"
 
 
@@ -83,7 +83,7 @@ def check_fits(reqs: list[ActorRequest], nodes: list[dict]) -> dict[str, str]:
 
 def _why(r: ActorRequest, reqs: list[ActorRequest], alive: list[dict], left: dict) -> str:
     same = [q for q in reqs if q.section == r.section]
-    lines = [f"cannot place {r.role}: it needs {_fmt(r.resources)}"
+    lines = [f"cannot place {r.role}: it needs {fmt_resources(r.resources)}"
              + (f" on a node labelled {r.labels}" if r.labels else "") + f" ({r.section}.*)"]
     for k, v in r.resources.items():
         total = sum(_schedulable(n).get(k, 0.0) for n in alive)
@@ -96,8 +96,9 @@ def _why(r: ActorRequest, reqs: list[ActorRequest], alive: list[dict], left: dic
     if r.labels and not any(all(n.get("Labels", {}).get(k) == v for k, v in r.labels.items()) for n in alive):
         lines.append(f"  no alive node carries the labels {r.labels}")
     for n in alive:
-        lines.append(f"  node {_node_name(n)}: has {_fmt(_schedulable(n))}, left after the roles placed so far "
-                     f"{_fmt({k: v for k, v in left[n['NodeID']].items() if v > 1e-9})}")
+        free = {k: v for k, v in left[n["NodeID"]].items() if v > 1e-9}
+        lines.append(f"  node {_node_name(n)}: has {fmt_resources(_schedulable(n))}, left after the roles placed "
+                     f"so far {fmt_resources(free)}")
     if not alive:
         lines.append("  the cluster has no alive node")
     return "\n".join(lines)
@@ -107,5 +108,5 @@ def describe(reqs: list[ActorRequest], where: dict[str, str], title: str = "ray 
     lines = [f"{title}: {len(reqs)} actors"]
     for r in reqs:
         label = f", labels {r.labels}" if r.labels else ""
-        lines.append(f"  {r.role}: {_fmt(r.resources)}{label} -> {where.get(r.role, '?')}")
+        lines.append(f"  {r.role}: {fmt_resources(r.resources)}{label} -> {where.get(r.role, '?')}")
     return "\n".join(lines)
