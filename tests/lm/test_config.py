@@ -83,3 +83,21 @@ def test_released_parameter_counts_on_meta_device():
 def test_tiny_presets_are_small():
     for name in ("tiny", "tiny_dense"):
         assert count_parameters(LMConfig.preset(name))["total"] < 3e6
+
+
+@pytest.mark.parametrize("field,value", [
+    ("intermediate_size", 0), ("moe_intermediate_size", 0), ("qk_nope_head_dim", 0), ("v_head_dim", -1),
+    ("rope_theta", 0.0), ("rms_norm_eps", 0.0), ("max_position_embeddings", 0)])
+def test_sizes_must_be_positive(field, value):
+    d = json.loads(_path("tiny").read_text())
+    with pytest.raises(ValueError, match=f"LMConfig.{field}={value}"):
+        LMConfig.from_json({**d, field: value})
+
+
+def test_top_k_fits_in_the_kept_groups():
+    """8 experts in 4 groups of 2, 1 group kept: only 2 experts are eligible, so top-3 would pick a
+    masked (-inf) expert from an excluded group."""
+    d = json.loads(_path("tiny").read_text())
+    with pytest.raises(ValueError, match=r"num_experts_per_tok=3.*topk_group \* n_routed_experts / n_group"):
+        LMConfig.from_json({**d, "n_group": 4, "topk_group": 1, "num_experts_per_tok": 3})
+    assert LMConfig.from_json({**d, "n_group": 4, "topk_group": 2, "num_experts_per_tok": 4}).topk_group == 2

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tristream.lm.config import LMConfig
-from tristream.lm.model import LM, count_parameters
+from tristream.lm.model import LM, _SkipInit, count_parameters
 
 
 def _model(name="tiny", **kw):
@@ -94,8 +94,10 @@ def test_mtp_cache_matches_full():
 def test_update_router_bias_uses_training_loads():
     model = _model().train()
     model(torch.randint(0, 48, (2, 8)))
+    ratios = [(m.router.load.max() / m.router.load.float().mean()).item() for m in model.moe_layers()]
     stats = model.update_router_bias()
-    assert stats["load_max_mean"] >= 1.0
+    assert stats["load_max_mean"] == pytest.approx(sum(ratios) / len(ratios))
+    assert stats["load_max_mean_worst"] == pytest.approx(max(ratios))
     assert all(m.router.e_score_correction_bias.abs().sum() > 0 for m in model.moe_layers())
     assert model.update_router_bias() == {}  # counts were reset
     assert _model("tiny_dense").update_router_bias() == {}
@@ -121,3 +123,47 @@ def test_short_training_fits_a_pattern():
         opt.step()
         first = first or stats
     assert stats["ce"] < 0.3 * first["ce"] and stats["mtp_ce"] < 0.3 * first["mtp_ce"]
+
+
+def test_last_only_logits_and_position_limit():
+    model = _model().eval()
+    tokens = torch.randint(0, 48, (2, 7))
+    with torch.no_grad():
+        full = model(tokens)
+        last = model(tokens, last_only=True)
+        torch.testing.assert_close(last.logits, full.logits[:, -1:])
+        torch.testing.assert_close(last.hidden, full.hidden)
+        mtp_full = model.mtp_forward(full.hidden, tokens)
+        torch.testing.assert_close(model.mtp_forward(full.hidden, tokens, last_only=True).logits,
+                                   mtp_full.logits[:, -1:])
+        with pytest.raises(ValueError, match="max_position_embeddings=512"):
+            model(torch.zeros(1, 513, dtype=torch.long))
+        cache = model.new_cache(1)
+        cache.advance(510)
+        with pytest.raises(ValueError, match=r"positions \[510, 513\)"):
+            model(torch.zeros(1, 3, dtype=torch.long), cache)
+
+
+def test_meta_build_skips_init_in_its_own_thread_only():
+    """count_parameters skips nn.init inside a thread-local torch-function mode: a module built by
+    another thread at the same time is still initialised."""
+    import threading
+
+    built = {}
+    started, release = threading.Event(), threading.Event()
+
+    def other_thread():
+        started.wait()
+        torch.manual_seed(0)
+        built["linear"] = nn.Linear(64, 64)
+        release.set()
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    with torch.device("meta"), _SkipInit():
+        started.set()
+        release.wait(10)
+        assert nn.init.normal_(torch.ones(3, device="cpu")).eq(1).all()  # skipped here
+    t.join()
+    w = built["linear"].weight
+    assert w.std() > 0.05 and w.abs().max() <= 1 / 8  # kaiming-uniform bound 1/sqrt(64)

@@ -74,13 +74,37 @@ def test_load_counted_only_in_training_and_reset_by_update():
     moe(x)
     moe(x)
     assert moe.router.load.sum() == 2 * 10 * 2
-    before = moe.router.load.clone()
+    before = moe.router.load.float()
     ratio = moe.router.update_bias(0.1)
     assert ratio == pytest.approx(before.max().item() / before.mean().item())
     assert moe.router.load.sum() == 0
     # sign update: over-loaded experts go down, under-loaded up
     b = moe.router.e_score_correction_bias
     assert torch.equal(b, 0.1 * torch.sign(before.mean() - before))
+
+
+def test_bias_stays_fp32_and_load_exact_in_a_bf16_model():
+    """model.to(bfloat16) must not round the balancing state: bf16 spacing near 0.5 is 2e-3, so a 1e-3
+    bias step would be lost, and bf16 counts are exact only up to 256."""
+    torch.manual_seed(0)
+    model = LM(_cfg()).to(torch.bfloat16).train()
+    routers = [m.router for m in model.moe_layers()]
+    for r in routers:
+        assert r.e_score_correction_bias.dtype == torch.float32 and r.load.dtype == torch.int64
+        r.e_score_correction_bias.fill_(0.5)
+    model(torch.randint(0, 48, (4, 100)))  # 400 tokens x top-2 per layer: counts beyond 256
+    loads = [r.load.clone() for r in routers]
+    assert all(int(load.sum()) == 800 for load in loads)
+    model.update_router_bias(1e-3)
+    for r, load in zip(routers, loads):
+        expected = 0.5 + 1e-3 * torch.sign(load.float().mean() - load.float())
+        assert torch.equal(r.e_score_correction_bias, expected)  # exact fp32 arithmetic
+        assert len(r.e_score_correction_bias.unique()) > 1
+    kept = routers[0].e_score_correction_bias.clone()
+    model.float().bfloat16()  # dtype round trips leave the bias untouched
+    assert torch.equal(routers[0].e_score_correction_bias, kept)
+    sd = model.state_dict()
+    assert sd["layers.1.mlp.router.e_score_correction_bias"].dtype == torch.float32
 
 
 def _skewed_run(rate: float, steps: int = 60) -> list[float]:

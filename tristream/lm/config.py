@@ -64,6 +64,14 @@ class LMConfig:
     def __post_init__(self) -> None:
         checks = [
             ("hidden_size", self.hidden_size > 0, "must be > 0"),
+            ("intermediate_size", self.intermediate_size > 0, "must be > 0"),
+            ("moe_intermediate_size", self.n_routed_experts == 0 or self.moe_intermediate_size > 0,
+             "must be > 0"),
+            ("qk_nope_head_dim", self.qk_nope_head_dim > 0, "must be > 0"),
+            ("v_head_dim", self.v_head_dim > 0, "must be > 0"),
+            ("rope_theta", self.rope_theta > 0, "must be > 0"),
+            ("rms_norm_eps", self.rms_norm_eps > 0, "must be > 0"),
+            ("max_position_embeddings", self.max_position_embeddings > 0, "must be > 0"),
             ("num_hidden_layers", self.num_hidden_layers > 0, "must be > 0"),
             ("num_attention_heads", self.num_attention_heads > 0, "must be > 0"),
             ("vocab_size", self.vocab_size > 1, "must be > 1"),
@@ -83,6 +91,11 @@ class LMConfig:
             ("n_group", self.n_routed_experts == 0 or (self.n_group >= 1
              and self.n_routed_experts % self.n_group == 0), "must divide n_routed_experts"),
             ("topk_group", 1 <= self.topk_group <= self.n_group, f"must be in [1, n_group={self.n_group}]"),
+            # top-k may only pick among the experts of the kept groups (the others are masked to -inf)
+            ("num_experts_per_tok", self.n_routed_experts == 0 or self.n_group < 1
+             or self.num_experts_per_tok * self.n_group <= self.topk_group * self.n_routed_experts,
+             f"must be <= topk_group * n_routed_experts / n_group = {self.topk_group} * "
+             f"{self.n_routed_experts} / {self.n_group} (the experts of the kept groups)"),
             ("rope_scaling", self.rope_scaling is None, "only null (plain RoPE) is implemented"),
             ("router_bias_update_rate", self.router_bias_update_rate >= 0, "must be >= 0"),
         ]

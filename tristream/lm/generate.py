@@ -73,6 +73,9 @@ def generate(model: LM, prompt: torch.Tensor, max_new_tokens: int, temperature: 
         raise ValueError(f"generate: draft_k={draft_k} must be >= 0")
     if draft_k > 0 and model.mtp is None:
         raise ValueError("generate: draft_k > 0 needs an MTP block (num_nextn_predict_layers=1)")
+    if prompt.shape[1] + max_new_tokens > model.cfg.max_position_embeddings:
+        raise ValueError(f"generate: prompt length {prompt.shape[1]} + max_new_tokens {max_new_tokens} exceeds "
+                         f"LMConfig.max_position_embeddings={model.cfg.max_position_embeddings}")
     was_training = model.training
     if was_training:  # eval() walks every module: only when needed (it costs ~5% of a short decode)
         model.eval()
@@ -98,7 +101,7 @@ def _plain(model, prompt, max_new_tokens, temperature, eos_id, generator):
     forwards = 0
     ended = torch.zeros(B, dtype=torch.bool, device=prompt.device)
     if max_new_tokens > 0:
-        logits = model(prompt, cache).logits[:, -1]
+        logits = model(prompt, cache, last_only=True).logits[:, -1]
         forwards = 1
         while True:
             out.append(_pick(logits, temperature, generator))
@@ -119,7 +122,7 @@ def _speculative(model, prompt, max_new_tokens, temperature, draft_k, eos_id, ge
              "accepted": 0}
     if max_new_tokens <= 0:
         return prompt.new_zeros(B, 0), _summarise(stats)
-    out = model(prompt, cache)
+    out = model(prompt, cache, last_only=True)
     stats["main_forwards"] += 1
     x = _pick(out.logits[:, -1], temperature, generator)  # [B] the next token, already decided
     new = x[:, None]
@@ -132,7 +135,7 @@ def _speculative(model, prompt, max_new_tokens, temperature, draft_k, eos_id, ge
         k = min(draft_k, max_new_tokens - new.shape[1] - 1)
         drafts, q_probs = [], []
         if k > 0:
-            o = model.mtp_forward(pend_h, pend_tok, mtp_cache)
+            o = model.mtp_forward(pend_h, pend_tok, mtp_cache, last_only=True)
             committed = mtp_cache.length  # entries from true main hiddens: kept
             stats["mtp_forwards"] += 1
             for i in range(k):

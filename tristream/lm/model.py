@@ -6,12 +6,12 @@ MTP block (mtp.py) predicts token t+2 from ``hidden`` and is trained with a weig
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from tristream.lm.cache import MLACache
 from tristream.lm.config import LMConfig
@@ -23,7 +23,7 @@ from tristream.lm.mtp import MTPBlock
 
 @dataclass
 class LMOutput:
-    logits: torch.Tensor  # [B, T, V]
+    logits: torch.Tensor  # [B, T, V] ([B, 1, V] for last_only forwards)
     hidden: torch.Tensor  # [B, T, D] final-normed hidden states (the LM head's input, and the MTP's h_t)
 
 
@@ -49,11 +49,13 @@ class LM(nn.Module):
             nn.init.normal_(m.weight, std=std)
 
     # --- forward passes -------------------------------------------------------------------------------
-    def forward(self, tokens: torch.Tensor, cache: MLACache | None = None) -> LMOutput:
+    def forward(self, tokens: torch.Tensor, cache: MLACache | None = None, last_only: bool = False) -> LMOutput:
         """tokens [B, T] long. With ``cache``, they sit at positions [cache.length, cache.length + T) and
-        the cache is extended by T."""
+        the cache is extended by T. ``last_only``: logits of the last position only ([B, 1, V]; decoding
+        needs no more, and lm_head is the largest matmul at vocab 129k); hidden is always [B, T, D]."""
         T = tokens.shape[1]
         start = cache.length if cache is not None else 0
+        self._check_positions(start, T)
         x = self.embed_tokens(tokens)
         cos, sin = self.rope(start, T, x.device, x.dtype)
         for layer in self.layers:
@@ -61,20 +63,26 @@ class LM(nn.Module):
         if cache is not None:
             cache.advance(T)
         hidden = self.norm(x)
-        return LMOutput(logits=self.lm_head(hidden), hidden=hidden)
+        return LMOutput(logits=self.lm_head(hidden[:, -1:] if last_only else hidden), hidden=hidden)
 
     def mtp_forward(self, hidden: torch.Tensor, next_tokens: torch.Tensor,
-                    cache: MLACache | None = None) -> LMOutput:
+                    cache: MLACache | None = None, last_only: bool = False) -> LMOutput:
         """MTP block: hidden [B, T, D] (h_t), next_tokens [B, T] (x_{t+1}) -> logits for x_{t+2} [B, T, V]
-        and the block's normed output [B, T, D]. With ``cache`` (from :meth:`new_cache` with mtp=True),
-        positions start at cache.length."""
+        (or [B, 1, V] with ``last_only``) and the block's normed output [B, T, D]. With ``cache`` (from
+        :meth:`new_cache` with mtp=True), positions start at cache.length."""
         if self.mtp is None:
             raise ValueError("this LMConfig has num_nextn_predict_layers=0: no MTP block")
         start = cache.length if cache is not None else 0
+        self._check_positions(start, next_tokens.shape[1])
         emb = self.embed_tokens(next_tokens)
         cos, sin = self.rope(start, next_tokens.shape[1], emb.device, emb.dtype)
         v = self.mtp(hidden, emb, cos, sin, cache)
-        return LMOutput(logits=self.lm_head(v), hidden=v)
+        return LMOutput(logits=self.lm_head(v[:, -1:] if last_only else v), hidden=v)
+
+    def _check_positions(self, start: int, T: int) -> None:
+        if start + T > self.cfg.max_position_embeddings:
+            raise ValueError(f"LM: positions [{start}, {start + T}) exceed LMConfig.max_position_embeddings="
+                             f"{self.cfg.max_position_embeddings} (the longest sequence this config is for)")
 
     def new_cache(self, batch_size: int, capacity: int = 256, mtp: bool = False) -> MLACache:
         """An empty compressed KV cache for the main stack (or, with mtp=True, for the MTP block)."""
@@ -140,18 +148,20 @@ def _masked_ce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor):
     return (ce * m).sum() / denom, acc.item()
 
 
-@contextlib.contextmanager
-def _skip_init():
-    """Turn nn.init's fills into no-ops: initialising ~30k meta-device Linears costs tens of seconds."""
-    names = ("kaiming_uniform_", "uniform_", "normal_")
-    saved = {n: getattr(nn.init, n) for n in names}
-    for n in names:
-        setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
-    try:
-        yield
-    finally:
-        for n, f in saved.items():
-            setattr(nn.init, n, f)
+class _SkipInit(TorchFunctionMode):
+    """Turns nn.init's fills into no-ops: initialising ~30k meta-device Linears costs seconds for nothing.
+
+    A TorchFunctionMode is thread-local, so (unlike patching ``torch.nn.init``) modules that another
+    thread builds meanwhile are initialised normally.
+    """
+
+    _SKIPPED = frozenset({nn.init.kaiming_uniform_, nn.init.uniform_, nn.init.normal_})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self._SKIPPED:
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
 
 
 def count_parameters(cfg_or_model: LMConfig | LM) -> dict[str, int]:
@@ -169,7 +179,7 @@ def count_parameters(cfg_or_model: LMConfig | LM) -> dict[str, int]:
     if isinstance(cfg_or_model, LM):
         model = cfg_or_model
     else:
-        with torch.device("meta"), _skip_init():
+        with torch.device("meta"), _SkipInit():
             model = LM(cfg_or_model)
     cfg = model.cfg
 

@@ -7,7 +7,8 @@ Routing (DeepSeek-V3 ``noaux_tc``), for each token x:
     y = shared(x) + routed_scaling_factor * sum_{i in top-k} g_i * expert_i(x)
 Balancing: during training forwards every layer counts how many tokens each expert received; after each
 optimizer step ``update_bias`` moves b_e by ``rate * sign(mean_load - load_e)`` (under-loaded experts
-become more likely to be picked) and resets the counts. No auxiliary loss touches the gradients.
+become more likely to be picked) and resets the counts. There is no auxiliary loss term; the bias only
+changes which experts a token reaches (and hence which experts receive its gradient).
 """
 from __future__ import annotations
 
@@ -44,9 +45,21 @@ class Router(nn.Module):
         self.top_k, self.n_group, self.topk_group = cfg.num_experts_per_tok, cfg.n_group, cfg.topk_group
         self.norm_topk_prob, self.scaling = cfg.norm_topk_prob, cfg.routed_scaling_factor
         self.weight = nn.Parameter(torch.randn(E, cfg.hidden_size) * cfg.initializer_range)
-        self.register_buffer("e_score_correction_bias", torch.zeros(E))
-        # tokens per expert counted in training forwards since the last update_bias (not saved)
-        self.register_buffer("load", torch.zeros(E), persistent=False)
+        # fp32 whatever the module dtype (see _apply): bf16 would round 0.5 +- 1e-3 steps away
+        self.register_buffer("e_score_correction_bias", torch.zeros(E, dtype=torch.float32))
+        # tokens per expert counted in training forwards since the last update_bias (not saved); an integer
+        # counter, so dtype casts of the module leave it alone (bf16 counts are exact only up to 256)
+        self.register_buffer("load", torch.zeros(E, dtype=torch.long), persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        """Module.to / .bfloat16() / .cuda() ...: the bias follows the device but stays fp32."""
+        bias = self.e_score_correction_bias
+        super()._apply(fn, recurse)
+        moved = self.e_score_correction_bias
+        if moved.dtype != torch.float32:  # re-take the fp32 values (not the rounded ones) on the new device
+            src = moved if bias.is_meta else bias
+            self.e_score_correction_bias = src.to(device=moved.device, dtype=torch.float32)
+        return self
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [N, D] -> (expert ids [N, k] long, routing weights [N, k] in the router's dtype (>= fp32))."""
@@ -65,7 +78,7 @@ class Router(nn.Module):
         if self.norm_topk_prob:
             weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
         if self.training:
-            self.load += torch.bincount(idx.flatten(), minlength=self.load.numel()).to(self.load.dtype)
+            self.load += torch.bincount(idx.flatten(), minlength=self.load.numel())
         return idx, weights * self.scaling
 
     @torch.no_grad()
