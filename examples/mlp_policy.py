@@ -45,7 +45,8 @@ class MLPPolicy(Policy):
         dist = self._dist(h)
         flat = dist.mean if deterministic else dist.sample()
         logp = dist.log_prob(flat).sum(-1, keepdim=True)
-        actions = flat.clamp(-1.0, 1.0).view(len(h), self.chunk_len, self.env_spec.action_dim)
+        # the unclipped sample, whose log-prob this is (the env clips): clipping here would bias PPO's ratios
+        actions = flat.view(len(h), self.chunk_len, self.env_spec.action_dim)
         return ActOutput(actions=actions, logp=logp, value=self.value_head(h).squeeze(-1))
 
     def evaluate(self, obs: dict[str, Any], actions: torch.Tensor) -> EvalOutput:

@@ -16,6 +16,7 @@ Train it with tristream (see docs/extending.md):
 from __future__ import annotations
 
 import os
+import string
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # before importing mujoco: headless rendering through EGL
 
@@ -36,8 +37,8 @@ XML = """
       <geom type="cylinder" size="0.05 0.001" rgba="0.9 0.1 0.1 1" contype="0" conaffinity="0"/>
     </body>
     <body name="puck" pos="0 0 0.02">
-      <joint name="x" type="slide" axis="1 0 0" damping="5"/>
-      <joint name="y" type="slide" axis="0 1 0" damping="5"/>
+      <joint name="x" type="slide" axis="1 0 0" damping="5" limited="true" range="-0.4 0.4"/>
+      <joint name="y" type="slide" axis="0 1 0" damping="5" limited="true" range="-0.4 0.4"/>
       <geom type="cylinder" size="0.035 0.02" rgba="0.1 0.2 0.9 1" mass="0.2"/>
     </body>
   </worldbody>
@@ -67,7 +68,7 @@ class PixelReachEnv(gym.Env):
             self.observation_space = spaces.Dict({
                 "pixels": spaces.Box(0, 255, (3, size, size), np.uint8),
                 "puck": spaces.Box(-0.5, 0.5, (2,), np.float32),
-                "instruction": spaces.Text(max_length=64),
+                "instruction": spaces.Text(max_length=64, charset=string.ascii_letters + " "),
             })
 
     def _image(self) -> np.ndarray:

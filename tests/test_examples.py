@@ -7,7 +7,7 @@ import pytest
 from tristream.cli import main
 
 FAST = ["--preset", "tiny", "--no-progress", "env.max_episode_steps=8", "eval.episodes=2", "train.steps=2"]
-PIXELS = ["env.name=gym", "env.gym.id=examples.pixel_reach:PixelReachEnv"]
+PIXELS = ["env.name=gym", "env.gym.id=examples.pixel_reach:PixelReachEnv", "env.kwargs.size=32"]
 DICT = [*PIXELS, "env.kwargs.obs_mode=dict"]
 PENDULUM = ["env.name=gym", "env.gym.id=Pendulum-v1"]
 MLP = [*PENDULUM, "policy.name=examples.mlp_policy:make_mlp_policy"]
@@ -42,8 +42,19 @@ def test_ray_backend_runs_a_gymnasium_env(tmp_path):
     assert (tmp_path / "r" / "checkpoints" / "latest").exists()
 
 
+def test_resume_continues_a_gymnasium_recipe_run(tmp_path):
+    """No demos, no SFT: --resume must still take the recipe path (init vs rl evaluation, summary)."""
+    assert main(["train", *FAST, *MLP, "runtime.backend=serial", f"run.dir={tmp_path}", "run.name=r"]) == 0
+    (tmp_path / "r" / "summary.json").unlink()
+    assert main(["train", "--resume", str(tmp_path / "r"), "--no-progress", "train.steps=3"]) == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert set(summary["eval"]) == {"init", "rl"}
+    steps = [json.loads(line).get("step") for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert 3 in steps
+
+
 def test_eval_command_on_a_gymnasium_run(tmp_path):
-    assert main(["train", *FAST, *PIXELS, f"run.dir={tmp_path}", "run.name=r"]) == 0
+    assert main(["train", *FAST, *PIXELS, "train.steps=1", f"run.dir={tmp_path}", "run.name=r"]) == 0
     assert main(["eval", *FAST, *PIXELS, str(tmp_path / "r"), "--episodes", "2", "--out", str(tmp_path / "ev")]) == 0
     result = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert result["episodes"] == 2 and "PixelReachEnv" in result["tasks"]

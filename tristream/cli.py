@@ -58,7 +58,7 @@ def cmd_train(args) -> int:
         run_dir = _new_run_dir(cfg)
     print(f"[tristream] run directory: {run_dir}")
     spec = _env_spec(cfg)
-    if cfg.train.init or (args.resume and not (run_dir / "demos.hdf5").exists()):
+    if cfg.train.init:  # RL from a given policy; a resumed recipe run (no train.init) continues its stages
         from tristream.workflow.evaluate import evaluate, format_table
         from tristream.workflow.rl import rl_train
         save_config(cfg, run_dir / "config.yaml")

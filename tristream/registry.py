@@ -71,7 +71,7 @@ def _import_module(module_name: str):
         cwd = os.getcwd()
         if cwd in sys.path or not module_name.startswith(e.name or "\0"):
             raise
-        sys.path.insert(0, cwd)
+        sys.path.append(cwd)  # last: never shadows an installed package
         return importlib.import_module(module_name)
 
 

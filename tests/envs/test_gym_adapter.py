@@ -45,7 +45,7 @@ def adapter(env, **kw):
 
 # ---------------------------------------------------------------- observation layouts
 @pytest.mark.parametrize("shape,layout", [((64, 48, 3), "hwc"), ((3, 64, 48), "chw"), ((32, 32), "hw"),
-                                          ((32, 32, 1), "hwc"), ((4, 16, 16), "chw"), ((32, 32, 4), "hwc"),
+                                          ((32, 32, 1), "hwc"), ((4, 16, 16), None), ((32, 32, 4), "hwc"),
                                           ((3,), None), ((2, 3, 4), None), ((4, 4, 3), None)])
 def test_image_layout_by_shape(shape, layout):
     assert image_layout(shape) == layout
@@ -87,6 +87,26 @@ def test_unsupported_observation_spaces_name_env_space_and_what_fits(space, need
     assert "'my_env'" in msg and needle in msg and "Supported:" in msg
 
 
+@pytest.mark.parametrize("space,needle", [
+    (spaces.Box(0.0, 1.0, (64, 64, 3), np.float32), "looks like an image of dtype float32"),
+    (spaces.Box(0, 255, (9, 84, 84), np.uint8), "a frame stack?"),
+    (spaces.Box(0, 255, (4, 84, 84), np.uint8), "a frame stack?"),
+    (spaces.Box(-1.0, 1.0, (5000,), np.float32), "a state vector of 5000 values"),
+])
+def test_pixel_like_observations_are_not_silently_used_as_state(space, needle):
+    with pytest.raises(GymSpaceError, match=needle.replace("?", r"\?")):
+        infer_layout("e", space)
+    # in a Dict, naming the key as state is the way to say "yes, really"
+    lay = infer_layout("e", spaces.Dict({"x": space}), state_keys=["x"])
+    assert lay.images == () and lay.state_dim == int(np.prod(space.shape))
+
+
+def test_state_keys_take_a_key_out_of_image_detection():
+    space = spaces.Dict({"grid": spaces.Box(0, 255, (16, 16), np.uint8), "cam": spaces.Box(0, 255, (16, 16, 3), np.uint8)})
+    lay = infer_layout("e", space, state_keys=["grid"])
+    assert [i.key for i in lay.images] == ["cam"] and lay.state_keys == (("grid", 256),)
+
+
 def test_named_image_key_with_wrong_dtype_or_missing_key():
     space = spaces.Dict({"depth": spaces.Box(0, 1, (32, 32, 1), np.float32), "s": spaces.Box(0, 1, (2,))})
     with pytest.raises(GymSpaceError, match="'depth' is an image of dtype float32; images must be uint8"):
@@ -100,6 +120,7 @@ def test_named_image_key_with_wrong_dtype_or_missing_key():
     (spaces.MultiDiscrete([2, 3]), "MultiDiscrete"),
     (spaces.Box(-np.inf, np.inf, (2,), np.float32), "infinite bounds"),
     (spaces.Box(-1, 1, (2, 2), np.float32), "not supported"),
+    (spaces.Box(-3, 3, (2,), np.int64), "integer dtype"),
 ])
 def test_unsupported_action_spaces(action_space, needle):
     with pytest.raises(GymSpaceError) as e:
@@ -110,6 +131,26 @@ def test_unsupported_action_spaces(action_space, needle):
 def test_render_always_needs_rgb_array_render_mode():
     with pytest.raises(GymSpaceError, match="render_mode='rgb_array'"):
         adapter(Scripted(), render="always")
+
+
+@pytest.mark.parametrize("frame,needle", [(None, "render\\(\\) returned NoneType"),
+                                          (np.zeros((20, 30, 3), np.float32), "float32"),
+                                          ([np.zeros((20, 30, 3), np.uint8)], "returned list")])
+def test_render_output_is_checked(frame, needle):
+    env = Scripted(render_mode="rgb_array")
+    env.render = lambda: frame
+    with pytest.raises(GymSpaceError, match=needle):
+        adapter(env).reset(seed=0)
+
+
+def test_flip_vertical():
+    img = np.zeros((16, 16, 3), np.uint8)
+    img[0] = 255  # top row white
+    env = Scripted(obs_space=spaces.Box(0, 255, (16, 16, 3), np.uint8))
+    env.observation_space.sample = lambda: img
+    assert adapter(env).reset(seed=0)["images"][0, 0].min() == 255
+    flipped = adapter(env, flip_vertical=True).reset(seed=0)["images"][0]
+    assert flipped[0].max() == 0 and flipped[-1].min() == 255
 
 
 # ---------------------------------------------------------------- stepping
@@ -147,6 +188,25 @@ def test_success_from_info(key):
     assert a.step(np.zeros(2))[4]["success"] is True
 
 
+def test_success_is_sticky_within_an_episode_and_is_success_wins():
+    env = Scripted()
+    infos = iter([{"is_success": True, "success": False}, {"is_success": False}, {}])
+    env.step = lambda action: (env.observation_space.sample(), 0.0, False, False, next(infos))
+    a = adapter(env)
+    a.reset(seed=0)
+    assert [a.step(np.zeros(2))[4]["success"] for _ in range(3)] == [True, True, True]
+    a.reset(seed=1)
+    env.step = lambda action: (env.observation_space.sample(), 0.0, False, False, {"success": False})
+    assert a.step(np.zeros(2))[4]["success"] is False  # reset clears it
+
+
+def test_termination_on_the_last_allowed_step_is_not_truncation():
+    a = adapter(Scripted(end_at=("terminate", 3)), max_episode_steps=3)
+    a.reset(seed=0)
+    ends = [a.step(np.zeros(2))[2:4] for _ in range(3)]
+    assert ends[-1] == (True, False)
+
+
 def test_instruction_from_config_info_text_key_or_env_name():
     assert adapter(Scripted()).reset(seed=0)["instruction"] == "scripted"
     assert adapter(Scripted(info_instruction="open the door")).reset(seed=0)["instruction"] == "open the door"
@@ -178,6 +238,7 @@ def test_pendulum_by_gymnasium_id_is_seeded():
     assert (env.spec.action_dim, env.spec.state_dim, env.spec.num_cameras) == (1, 3, 0)
     first = env.reset(seed=3)["state"]
     np.testing.assert_array_equal(first, env.reset(seed=3)["state"])
+    assert not np.array_equal(first, env.reset(seed=4)["state"])
     ends = [env.step(np.ones(1))[3] for _ in range(5)]
     assert ends[-1] and not any(ends[:-1])
 
@@ -187,6 +248,23 @@ def test_pixel_env_by_import_path_with_kwargs():
     obs = env.reset(seed=0)
     assert env.spec.camera_names == ("pixels",) and obs["images"].shape == (1, 32, 32, 3)
     assert obs["state"].shape == (2,) and obs["instruction"].startswith("push the blue puck")
+    env.close()
+
+
+@pytest.mark.parametrize("obs_mode", ["pixels", "dict"])
+def test_example_env_passes_gymnasiums_checker(obs_mode):
+    from gymnasium.utils.env_checker import check_env
+
+    from examples.pixel_reach import PixelReachEnv
+    env = PixelReachEnv(obs_mode=obs_mode, size=32)
+    check_env(env, skip_render_check=True)
+    env.close()
+
+
+def test_a_gymnasium_class_named_as_env_name_goes_through_the_adapter(tiny):
+    from tristream.runtime.roles import make_env
+    env = make_env(tiny("env.name=examples.pixel_reach:PixelReachEnv", "env.kwargs.size=32").env)
+    assert isinstance(env, GymAdapter) and env.spec.camera_names == ("pixels",)
     env.close()
 
 

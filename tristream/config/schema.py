@@ -36,6 +36,8 @@ class GymConfig:
         "auto", "use the env's render() as the camera when it has no image observation: always, never, or "
                 "auto (when built with render_mode=rgb_array)")
     reward_scale: float = f(1.0, "multiply the env's reward by this", min=0.0)
+    flip_vertical: bool = f(False, "flip camera images upside down (renderers whose row 0 is the bottom, e.g. "
+                                   "robosuite)")
 
 
 @dataclass

@@ -56,5 +56,9 @@ class LatencyEnv(Env):
     def task(self) -> str:
         return self.env.task
 
+    def render_frame(self):
+        """The wrapped env's picture for eval videos (envs without cameras), or None."""
+        return getattr(self.env, "render_frame", lambda: None)()
+
     def close(self) -> None:
         self.env.close()

@@ -27,6 +27,10 @@ def env_kwargs(env_cfg) -> dict[str, Any]:
 def make_env(env_cfg, latency_seed: int = 0, deferred_latency: bool = False):
     import tristream.envs  # noqa: F401  (registers the built-in envs)
     from tristream.registry import ENVS
+    from tristream.envs.gym_adapter import is_gym_class
+    if env_cfg.name != "gym" and ":" in env_cfg.name and is_gym_class(ENVS.resolve(env_cfg.name)):
+        # env.name=pkg.mod:SomeGymEnv: a gymnasium class named directly goes through the adapter too
+        env_cfg = dataclasses.replace(env_cfg, name="gym", gym=dataclasses.replace(env_cfg.gym, id=env_cfg.name))
     env = ENVS.make(env_cfg.name, **env_kwargs(env_cfg))
     if env_cfg.step_latency_ms > 0 or env_cfg.reset_latency_ms > 0:
         from tristream.envs.latency import LatencyEnv
