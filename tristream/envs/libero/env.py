@@ -157,7 +157,7 @@ class LiberoEnv(Env):
         self._task_id = self.task_ids[seed % n]
         self._env = env = self._get_env(self._task_id)
         states = self.init_states(self._task_id)
-        env.seed(seed)
+        env.seed(seed % 2**32)  # LIBERO seeds numpy's global generator (placement noise before the init state)
         env.reset()
         raw = env.set_init_state(states[(seed // n) % len(states)])
         for _ in range(self.settle_steps):
