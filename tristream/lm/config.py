@@ -94,8 +94,8 @@ class LMConfig:
             # top-k may only pick among the experts of the kept groups (the others are masked to -inf)
             ("num_experts_per_tok", self.n_routed_experts == 0 or self.n_group < 1
              or self.num_experts_per_tok * self.n_group <= self.topk_group * self.n_routed_experts,
-             f"must be <= topk_group * n_routed_experts / n_group = {self.topk_group} * "
-             f"{self.n_routed_experts} / {self.n_group} (the experts of the kept groups)"),
+             (f"must be <= topk_group * n_routed_experts / n_group = {self.topk_group} * "
+              f"{self.n_routed_experts} / {self.n_group} (the experts of the kept groups)")),
             ("rope_scaling", self.rope_scaling is None, "only null (plain RoPE) is implemented"),
             ("router_bias_update_rate", self.router_bias_update_rate >= 0, "must be >= 0"),
         ]
