@@ -1,7 +1,7 @@
 """LMConfig: the language model's architecture, read from a DeepSeek-V3 / JoyAI-LLM-Flash ``config.json``.
 
 Field names are those of the Hugging Face config (``DeepseekV3ForCausalLM``), so the released
-``config.json`` loads unchanged. Fields tristream adds (``router_bias_update_rate``, ``initializer_range``)
+``config.json`` parses unchanged (its weights would not load as they are: see docs/lm.md, Configurations). Fields tristream adds (``router_bias_update_rate``, ``initializer_range``)
 have defaults. Hugging Face bookkeeping fields that do not change the architecture (``architectures``,
 ``torch_dtype``, token ids, ...) are accepted and ignored; any other unknown field is an error.
 """
