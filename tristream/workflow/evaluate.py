@@ -30,11 +30,11 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 @torch.no_grad()
 def evaluate(policy, cfg, *, episodes: int | None = None, out_dir: str | Path | None = None, label: str = "eval",
-             num_envs: int = 16) -> dict[str, Any]:
+             num_envs: int | None = None) -> dict[str, Any]:
     e = cfg.eval
     episodes = episodes or e.episodes
     seeds = [e.seed_offset + i for i in range(episodes)]
-    envs = [make_env(cfg.env) for _ in range(min(num_envs, episodes))]
+    envs = [make_env(cfg.env) for _ in range(min(num_envs or e.num_envs, episodes))]
     policy.eval()
     results: list[dict[str, Any]] = []
     frames: dict[int, list[np.ndarray]] = defaultdict(list)
