@@ -62,3 +62,11 @@ class Env:
 
     def close(self) -> None:
         pass
+
+
+def noisy_action(action: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """An expert's action with Gaussian noise of std ``noise`` (0: none), clipped to [-1, 1], float32."""
+    a = np.asarray(action, dtype=np.float64)
+    if noise > 0:
+        a = a + rng.normal(0.0, noise, size=a.shape)
+    return np.clip(a, -1.0, 1.0).astype(np.float32)

@@ -17,7 +17,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tristream.envs.base import Env, EnvSpec, Obs  # noqa: E402
+from tristream.envs.base import Env, EnvSpec, Obs, noisy_action  # noqa: E402
 from tristream.envs.extras import require  # noqa: E402
 from tristream.envs.metaworld import tasks as task_lib  # noqa: E402
 from tristream.envs.tabletop.env import _ensure_headless_gl  # noqa: E402
@@ -186,10 +186,8 @@ class MetaWorldEnv(Env):
             raise RuntimeError("call reset(seed) before expert_action()")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Constant(s) may be too high": the env clips anyway
-            a = np.asarray(self._sim.expert.get_action(self._raw), np.float64)
-        if noise > 0:
-            a = a + self._noise_rng.normal(0.0, noise, size=a.shape)
-        return np.clip(a, -1.0, 1.0).astype(np.float32)
+            a = self._sim.expert.get_action(self._raw)
+        return noisy_action(a, noise, self._noise_rng)
 
     def render(self) -> np.ndarray:
         """All cameras, uint8 [n_cams, H, W, 3] (a copy)."""

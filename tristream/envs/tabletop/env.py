@@ -15,7 +15,7 @@ from typing import Any  # noqa: E402
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tristream.envs.base import Env, EnvSpec, Obs  # noqa: E402
+from tristream.envs.base import Env, EnvSpec, Obs, noisy_action  # noqa: E402
 from tristream.envs.tabletop import expert as _expert  # noqa: E402
 from tristream.envs.tabletop import scene  # noqa: E402
 from tristream.envs.tabletop import tasks as task_lib  # noqa: E402
@@ -232,10 +232,7 @@ class TabletopEnv(Env):
         return self._obs(), float(reward), terminated, truncated, info
 
     def expert_action(self, noise: float = 0.0) -> np.ndarray:
-        a = _expert.expert_action(self)
-        if noise > 0:
-            a = a + self._noise_rng.normal(0.0, noise, size=a.shape)
-        return np.clip(a, -1.0, 1.0).astype(np.float32)
+        return noisy_action(_expert.expert_action(self), noise, self._noise_rng)
 
     def render(self) -> np.ndarray:
         """All cameras, uint8 [n_cams, H, W, 3] (a copy)."""
