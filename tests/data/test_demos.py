@@ -84,12 +84,14 @@ def test_chunk_samples_padding_and_mask(tmp_path):
 LIBERO_NAME = "pick_up_the_black_bowl_between_the_plate_and_the_ramekin_and_place_it_on_the_plate_demo.hdf5"
 
 
-def write_libero(path, problem_info=True, T=5):
+def write_libero(path, problem_info=True, T=5, images=None, env_args=None):
+    """A LIBERO-schema file; ``images`` (uint8 [T, 16, 16, 3]) replaces both cameras' random frames."""
     rng = np.random.default_rng(2)
     with h5py.File(path, "w") as f:
         data = f.create_group("data")
         data.attrs["total"] = T
-        data.attrs["env_args"] = json.dumps({"env_name": "Libero_Tabletop_Manipulation", "type": 1, "env_kwargs": {}})
+        data.attrs["env_args"] = json.dumps(
+            env_args if env_args is not None else {"env_name": "Libero_Tabletop_Manipulation", "type": 1, "env_kwargs": {}})
         if problem_info:
             data.attrs["problem_info"] = json.dumps(
                 {"problem_name": "libero_tabletop_manipulation", "domain_name": "robosuite",
@@ -101,8 +103,8 @@ def write_libero(path, problem_info=True, T=5):
         g.create_dataset("rewards", data=np.zeros(T, np.uint8))
         g.create_dataset("dones", data=np.eye(T, dtype=np.uint8)[-1])
         obs = g.create_group("obs")
-        obs.create_dataset("agentview_rgb", data=rng.integers(0, 256, (T, 16, 16, 3), dtype=np.uint8))
-        obs.create_dataset("eye_in_hand_rgb", data=rng.integers(0, 256, (T, 16, 16, 3), dtype=np.uint8))
+        for key in ("agentview_rgb", "eye_in_hand_rgb"):
+            obs.create_dataset(key, data=rng.integers(0, 256, (T, 16, 16, 3), dtype=np.uint8) if images is None else images)
         obs.create_dataset("joint_states", data=rng.standard_normal((T, 7)))
         obs.create_dataset("gripper_states", data=rng.standard_normal((T, 2)))
         obs.create_dataset("ee_pos", data=rng.standard_normal((T, 3)))
@@ -119,7 +121,8 @@ def test_libero_layout_and_fallbacks(tmp_path):
     assert ep["images"].shape == (5, 2, 16, 16, 3)
     with h5py.File(p, "r") as f:
         js, gs = f["data/demo_0/obs/joint_states"][()], f["data/demo_0/obs/gripper_states"][()]
-        np.testing.assert_array_equal(ep["images"][:, 1], f["data/demo_0/obs/eye_in_hand_rgb"][()])
+        # LIBERO stores bottom-up frames: they come out right way up
+        np.testing.assert_array_equal(ep["images"][:, 1], f["data/demo_0/obs/eye_in_hand_rgb"][()][:, ::-1])
     np.testing.assert_allclose(ep["state"], np.concatenate([js, gs], 1).astype(np.float32))
     assert ep["state"].dtype == np.float32 and ep["actions"].dtype == np.float32
     # a custom state / camera mapping
@@ -205,3 +208,67 @@ def test_writer_rejects_bad_shapes(tmp_path):
         bad = dict(ep, states=ep["states"][:2])
         with pytest.raises(ValueError, match="states has 2 steps"):
             w.add_episode(**bad, instruction="x", task="t")
+
+
+def top_bright(T=5, H=16, W=16):
+    """Frames whose top rows are white and bottom rows black: [T, H, W, 3] uint8."""
+    img = np.zeros((T, H, W, 3), np.uint8)
+    img[:, : H // 2] = 255
+    return img
+
+
+def is_upright(images):  # images [..., H, W, 3]: is the bright half on top?
+    H = images.shape[-3]
+    return images[..., : H // 2, :, :].min() == 255 and images[..., H // 2 :, :, :].max() == 0
+
+
+def test_flip_vertical_auto_per_file(tmp_path):
+    """LIBERO/robomimic files (bottom-up) are flipped, tristream's own (upright) are not: per file."""
+    frames = top_bright()
+    libero = write_libero(tmp_path / "libero.hdf5", images=frames[:, ::-1])  # stored the way robosuite renders
+    robomimic = write_libero(tmp_path / "robomimic.hdf5", problem_info=False, images=frames[:, ::-1],
+                             env_args={"env_name": "PickPlaceCan", "type": 1, "env_kwargs": {}})
+    other = write_libero(tmp_path / "other.hdf5", problem_info=False, images=frames,
+                         env_args={"env_name": "some_gym_env", "type": 2, "env_kwargs": {}})
+    ours = tmp_path / "ours.hdf5"
+    with DemoWriter(ours, env_args={"env_name": "Libero_Tabletop_Manipulation", "type": 1}) as w:
+        w.add_episode(images=np.stack([frames, frames], 1), states=np.zeros((5, 9)), actions=np.zeros((5, 7)),
+                      instruction="x")
+    with h5py.File(ours, "r") as f:
+        assert f["data"].attrs["writer"] == "tristream"
+    # a tristream file is upright even when it names a LIBERO env and has problem_info
+    with h5py.File(ours, "a") as f:
+        f["data"].attrs["problem_info"] = json.dumps({"language_instruction": "x"})
+    ds = DemoDataset([libero, ours, robomimic, other])
+    assert ds.flipped == {str(libero): True, str(ours): False, str(robomimic): True, str(other): False}
+    assert [ep["flipped"] for ep in ds.episodes] == [True, False, True, False]
+    for ep in ds.episodes:
+        assert is_upright(ep["images"]), ep["file"]
+        assert ep["images"].flags["C_CONTIGUOUS"]
+    text = repr(ds)
+    assert "flip_vertical=auto" in text and "libero.hdf5, robomimic.hdf5" in text and "ours.hdf5" not in text
+
+
+def test_flip_vertical_explicit_overrides_auto(tmp_path):
+    frames = top_bright()
+    libero = write_libero(tmp_path / "libero.hdf5", images=frames)  # stored upright despite being LIBERO
+    ds = DemoDataset(libero, flip_vertical=False)
+    assert ds.flipped == {str(libero): False} and is_upright(ds.episodes[0]["images"])
+    assert not is_upright(DemoDataset(libero).episodes[0]["images"])  # what auto would have done
+    ours = write_file(tmp_path / "ours.hdf5", [dict(make_episode(np.random.default_rng(0), 5, H=16, W=16),
+                                                     images=np.stack([frames, frames], 1))])
+    ds = DemoDataset(ours, flip_vertical=True)
+    assert ds.flipped == {str(ours): True} and ds.episodes[0]["flipped"]
+    np.testing.assert_array_equal(ds.episodes[0]["images"][:, 0], frames[:, ::-1])
+    assert DemoDataset(ours, flip_vertical="auto").flipped == {str(ours): False}
+    with pytest.raises(ValueError, match=r"flip_vertical must be True, False or None/'auto'.*'yes'"):
+        DemoDataset(ours, flip_vertical="yes")
+
+
+def test_flip_vertical_config_key():
+    from tristream.config import Config, ConfigError, load_config
+    assert load_config(Config).sft.flip_vertical == "auto"
+    assert load_config(Config, overrides=["sft.flip_vertical=true"]).sft.flip_vertical is True
+    assert load_config(Config, overrides=["sft.flip_vertical=false"]).sft.flip_vertical is False
+    with pytest.raises(ConfigError, match=r"sft\.flip_vertical: invalid choice 'sideways'.*'auto', True, False"):
+        load_config(Config, overrides=["sft.flip_vertical=sideways"])

@@ -87,6 +87,7 @@ def test_official_layout_matches_the_env_spaces(tmp_path):
                      camera_names=("agentview", "wrist"))
     assert ds.action_dim == ACTION_DIM == 7 and ds.state_dim == STATE_DIM == 9
     assert ds.instructions == ["put the bowl on the plate"] and ds.num_episodes == 2
+    assert all(ep["flipped"] for ep in ds.episodes)  # released files hold robosuite's bottom-up frames
 
 
 # ----------------------------------------------------------------------------- with LIBERO
@@ -114,6 +115,10 @@ def test_sft_trains_on_official_layout(tmp_path, capsys):
             "sft.steps=3", "--no-progress", "--data", str(data), "--out", str(tmp_path / "sft")]
     assert main(args) == 0
     assert (tmp_path / "sft" / "policy.safetensors").exists()
+    # LIBERO's bottom-up frames were turned right way up (sft.flip_vertical=auto), and that is recorded
+    meta = json.loads((tmp_path / "sft" / "policy.json").read_text())
+    assert meta["extra"]["demo_flipped"] == {str(data): True}
+    assert "flipped: demo.hdf5" in capsys.readouterr().out
 
 
 @needs_libero

@@ -80,6 +80,9 @@ class SFTConfig:
     lr: float = f(1e-3, "Adam learning rate", min=0.0)
     weight_decay: float = f(0.0, "AdamW weight decay", min=0.0)
     log_every: int = f(50, "steps between console lines", min=1)
+    flip_vertical: Literal["auto", True, False] = f(
+        "auto", "turn demo images upside down on load: auto (per file: LIBERO/robomimic robosuite files, "
+                "stored bottom-up, are flipped; tristream's own files are not), true (every file) or false (none)")
 
 
 @dataclass

@@ -4,6 +4,7 @@ Layout::
 
     data/                       attrs: total (int, number of samples), env_args (JSON str)
                                        [LIBERO: problem_info (JSON str) with "language_instruction"]
+                                       [tristream: writer = "tristream"]
     data/demo_0/                attrs: num_samples, instruction (tristream), task (tristream, optional)
         actions   float32 [T, A]
         rewards   float32 [T]
@@ -11,6 +12,10 @@ Layout::
         obs/agentview_rgb   uint8 [T, H, W, 3]
         obs/eye_in_hand_rgb uint8 [T, H, W, 3]
         obs/state           float32 [T, S]   (LIBERO: joint_states, gripper_states, ee_pos, ...)
+
+Image orientation: tristream's writer stores frames right way up (row 0 is the top), as tristream's envs
+return them. LIBERO's and robomimic's released files store robosuite's raw OpenGL frames (row 0 is the
+bottom); ``DemoDataset`` flips those on load (``flip_vertical``, see ``detect_bottom_up``).
 
 Images are stored with lzf compression: on 100 noisy 128x128 frames it wrote ~4x faster than gzip
 level 1 (0.03 s vs 0.11 s) and read ~5x faster (0.004 s vs 0.022 s); gzip saved only ~12% there.
@@ -38,6 +43,8 @@ __all__ = [
     "LIBERO_CAMERA_KEYS",
     "LIBERO_STATE_KEYS",
     "TRISTREAM_STATE_KEY",
+    "WRITER_NAME",
+    "detect_bottom_up",
     "instruction_from_filename",
 ]
 
@@ -47,6 +54,10 @@ LIBERO_CAMERA_KEYS: dict[str, str] = {"agentview": "agentview_rgb", "wrist": "ey
 LIBERO_STATE_KEYS: tuple[str, ...] = ("joint_states", "gripper_states")
 #: the single proprio dataset tristream's writer produces.
 TRISTREAM_STATE_KEY = "state"
+#: ``data.attrs["writer"]`` of files written by :class:`DemoWriter` (their images are right way up).
+WRITER_NAME = "tristream"
+#: robomimic's ``env_args["type"]`` for robosuite envs (robomimic.envs.env_base.EnvType.ROBOSUITE_TYPE).
+_ROBOMIMIC_ROBOSUITE_TYPE = 1
 
 _IMAGE_COMPRESSION = "lzf"
 
@@ -87,6 +98,22 @@ def _attr_str(v: Any) -> str:
     return str(v)
 
 
+def detect_bottom_up(data_attrs: Mapping[str, Any], env_args: Mapping[str, Any]) -> bool:
+    """True when a file's images are robosuite's raw bottom-up frames (LIBERO / robomimic releases).
+
+    ``data_attrs`` are the attributes of the file's ``data`` group, ``env_args`` its parsed
+    ``env_args``.  tristream's own files (``writer == "tristream"``) are right way up whatever their
+    env; otherwise LIBERO's ``problem_info``, a LIBERO env name, or robomimic's robosuite env type mark
+    a robosuite file.  Anything else is taken as right way up.
+    """
+    if "writer" in data_attrs and _attr_str(data_attrs["writer"]) == WRITER_NAME:
+        return False
+    if "problem_info" in data_attrs:
+        return True
+    env_name = str(env_args.get("env_name", ""))
+    return "libero" in env_name.lower() or env_args.get("type") == _ROBOMIMIC_ROBOSUITE_TYPE
+
+
 # --------------------------------------------------------------------------- writer
 
 
@@ -114,6 +141,7 @@ class DemoWriter:
         self._data = self._file.create_group("data")
         self._data.attrs["env_args"] = json.dumps(self.env_args)
         self._data.attrs["total"] = 0
+        self._data.attrs["writer"] = WRITER_NAME  # marks the images as right way up (see detect_bottom_up)
 
     def __enter__(self) -> "DemoWriter":
         return self
@@ -220,9 +248,14 @@ class DemoDataset:
     names, then ``<name>_rgb``).  ``state_keys`` lists the ``obs/`` datasets concatenated into the
     state vector (default: ``state`` when present, else LIBERO's ``joint_states, gripper_states``).
 
+    ``flip_vertical`` turns images upside down on load: ``True`` / ``False`` for every file, or
+    ``None`` / ``"auto"`` (default) to decide per file with :func:`detect_bottom_up`, so that LIBERO's
+    and robomimic's bottom-up frames come out right way up like tristream's envs show them.  The
+    decision per file is in ``flipped`` (path -> bool) and in each episode's ``flipped``.
+
     Each entry of ``episodes`` is a dict with ``images`` uint8 [T, C, H, W, 3], ``state`` float32
     [T, S], ``actions`` float32 [T, A], ``rewards`` [T], ``dones`` [T], ``instruction``, ``task``,
-    ``file`` and ``demo``.
+    ``file``, ``demo`` and ``flipped`` (bool).
     """
 
     def __init__(
@@ -231,7 +264,12 @@ class DemoDataset:
         camera_names: Sequence[str] = ("agentview", "wrist"),
         camera_keys: Mapping[str, str] | None = None,
         state_keys: Sequence[str] | None = None,
+        flip_vertical: bool | str | None = None,
     ):
+        if flip_vertical == "auto":
+            flip_vertical = None
+        if flip_vertical is not None and not isinstance(flip_vertical, (bool, np.bool_)):
+            raise ValueError(f"flip_vertical must be True, False or None/'auto' (per file), got {flip_vertical!r}")
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         self.paths = [Path(p) for p in paths]
@@ -240,7 +278,9 @@ class DemoDataset:
         self.camera_names = tuple(camera_names)
         self.camera_keys = dict(camera_keys) if camera_keys else None
         self.state_keys = tuple(state_keys) if state_keys is not None else None
+        self.flip_vertical = None if flip_vertical is None else bool(flip_vertical)
         self.env_args: dict[str, dict] = {}
+        self.flipped: dict[str, bool] = {}
         self.episodes: list[dict[str, Any]] = []
         for p in self.paths:
             self._load_file(p)
@@ -287,6 +327,11 @@ class DemoDataset:
             self.env_args[str(path)] = json.loads(_attr_str(data.attrs["env_args"])) if "env_args" in data.attrs else {}
         except json.JSONDecodeError:
             self.env_args[str(path)] = {"raw": _attr_str(data.attrs["env_args"])}
+        env_args = self.env_args[str(path)]
+        flip = self.flip_vertical
+        if flip is None:
+            flip = detect_bottom_up(data.attrs, env_args if isinstance(env_args, dict) else {})
+        self.flipped[str(path)] = flip
         file_instruction = None
         if "problem_info" in data.attrs:
             try:
@@ -301,9 +346,10 @@ class DemoDataset:
         fallback_instruction = file_instruction or instruction_from_filename(path)
         demos = sorted((k for k in data.keys() if isinstance(data[k], h5py.Group)), key=_natural_key)
         for name in demos:
-            self.episodes.append(self._load_demo(path, name, data[name], fallback_instruction))
+            self.episodes.append(self._load_demo(path, name, data[name], fallback_instruction, flip))
 
-    def _load_demo(self, path: Path, name: str, g: h5py.Group, fallback_instruction: str) -> dict[str, Any]:
+    def _load_demo(self, path: Path, name: str, g: h5py.Group, fallback_instruction: str,
+                   flip: bool = False) -> dict[str, Any]:
         where = f"{path}: demo '{name}'"
         if "actions" not in g:
             raise DatasetError(f"{where} is missing 'actions'; keys present: {sorted(g.keys())}")
@@ -329,7 +375,8 @@ class DemoDataset:
             img = obs[key][()]
             if img.ndim != 4 or img.shape[-1] != 3:
                 raise DatasetError(f"{where}: 'obs/{key}' should be [T, H, W, 3], got shape {img.shape}")
-            cams.append(np.asarray(img, dtype=np.uint8))
+            # a reversed-H view; np.stack below makes the one contiguous copy
+            cams.append(np.asarray(img[:, ::-1] if flip else img, dtype=np.uint8))
         shapes = {c.shape for c in cams}
         if len(shapes) > 1:
             raise DatasetError(f"{where}: cameras have different shapes {sorted(shapes)}")
@@ -368,12 +415,19 @@ class DemoDataset:
             "task": task,
             "file": str(path),
             "demo": name,
+            "flipped": flip,
         }
 
     # -- access
 
     def __len__(self) -> int:
         return len(self.episodes)
+
+    def __repr__(self) -> str:
+        flipped = [Path(p).name for p, f in self.flipped.items() if f]
+        mode = "auto" if self.flip_vertical is None else self.flip_vertical
+        return (f"DemoDataset({self.num_episodes} episodes, {self.num_samples} samples, {len(self.flipped)} "
+                f"file(s); flip_vertical={mode}, flipped: {', '.join(flipped) if flipped else 'none'})")
 
     @property
     def num_episodes(self) -> int:

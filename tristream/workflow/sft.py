@@ -18,7 +18,9 @@ def sft(cfg, dataset: str | Path | list, out_dir: str | Path, env_spec, *, track
         policy=None):
     """Train ``cfg.sft.steps`` BC steps on ``dataset`` and save the policy to ``out_dir``; returns it."""
     s = cfg.sft
-    ds = DemoDataset(dataset, camera_names=env_spec.camera_names)
+    ds = DemoDataset(dataset, camera_names=env_spec.camera_names, flip_vertical=s.flip_vertical)
+    if any(ds.flipped.values()):
+        print(f"[tristream] {ds!r}")  # say when bottom-up LIBERO/robomimic frames were turned right way up
     data = ds.chunk_samples(cfg.policy.chunk_len)
     n = len(data["actions"])
     torch.manual_seed(cfg.run.seed)
@@ -53,5 +55,5 @@ def sft(cfg, dataset: str | Path | list, out_dir: str | Path, env_spec, *, track
                             phase="sft")
     policy.eval()
     save_policy(policy, out_dir, extra={"dataset": [str(p) for p in np.atleast_1d(np.array(dataset, dtype=object))],
-                                        "sft_steps": s.steps, "demo_samples": n})
+                                        "sft_steps": s.steps, "demo_samples": n, "demo_flipped": ds.flipped})
     return policy
