@@ -47,3 +47,23 @@ def test_bad_input_names_the_problem():
         ArithmeticTask("+", 4).answer("12+34=")
     with pytest.raises(ValueError, match="split"):
         ArithmeticTask("+", 4).problems("test", 1, 0)
+
+
+def test_zero_digit_sampling():
+    t = ArithmeticTask("+", digits=4, heldout_fraction=0.2)
+    # p = 0 is the uniform sampler, stream for stream (held-out evaluation sets never change)
+    assert t.problems("heldout", 50, seed=3, zero_digit_prob=0.0) == t.problems("heldout", 50, seed=3)
+    probs = t.problems("train", 2000, seed=0, zero_digit_prob=0.5)
+    assert all(t.split_of(p.prompt) == "train" for p in probs)  # still train-only
+    assert t.problems("train", 20, seed=0, zero_digit_prob=0.5) == probs[:20]  # seeded
+    digits = [c for p in probs for c in p.prompt if c.isdigit()]
+    zeros = digits.count("0") / len(digits)
+    assert abs(zeros - (0.5 + 0.5 / 10)) < 0.02  # P(0) = p + (1 - p) / 10
+    nonzero = [c for c in digits if c != "0"]
+    assert set(nonzero) == set("123456789")  # the other digits stay uniform
+    counts = [nonzero.count(c) for c in "123456789"]
+    assert max(counts) / min(counts) < 1.25
+    uniform = [c for p in t.problems("train", 2000, seed=0) for c in p.prompt if c.isdigit()]
+    assert abs(uniform.count("0") / len(uniform) - 0.1) < 0.02
+    with pytest.raises(ValueError, match="zero_digit_prob"):
+        t.problems("train", 1, 0, zero_digit_prob=1.0)

@@ -112,3 +112,21 @@ def test_init_continues_from_a_saved_lm(tmp_path):
     tok = torch.randint(0, 256, (1, 5))
     with torch.no_grad():
         assert torch.equal(first.eval()(tok).logits, second.eval()(tok).logits)
+
+
+def test_training_batches_use_zero_digit_sampling_and_evaluation_does_not(tmp_path, monkeypatch):
+    from tristream.lm.tasks import ArithmeticTask
+    calls = []
+    original = ArithmeticTask.problems
+
+    def recording(self, split, n, seed, zero_digit_prob=0.0):
+        calls.append((split, zero_digit_prob))
+        return original(self, split, n, seed, zero_digit_prob)
+
+    monkeypatch.setattr(ArithmeticTask, "problems", recording)
+    sft_lm(lm_cfg(tmp_path, "lm.steps=2", "lm.eval_every=100", "lm.zero_digit_prob=0.4"), tmp_path / "z",
+           progress=False)
+    assert ("train", 0.4) in calls and calls.count(("train", 0.4)) == 2
+    assert {p for s, p in calls if s == "heldout"} == {0.0}
+    with pytest.raises(ValueError, match="lm.zero_digit_prob"):
+        lm_cfg(tmp_path, "lm.zero_digit_prob=1.5")

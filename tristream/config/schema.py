@@ -220,9 +220,13 @@ class LMTrainConfig:
     reverse: bool = f(True, "task: write answers least significant digit first (learnable by a tiny model)")
     heldout_fraction: float = f(0.1, "task: fraction of all problems held out from training (by prompt hash)",
                                 min=0.01, max=0.9)
-    steps: int = f(1500, "SFT optimizer steps", min=0)
+    zero_digit_prob: float = f(0.3, "task, training problems only: each operand digit is 0 with this "
+                                    "probability (else uniform), which lets a tiny model past the plateau of "
+                                    "uniform problems (docs/lm.md); held-out problems stay uniform",
+                               min=0.0, max=0.9)
+    steps: int = f(1000, "SFT optimizer steps", min=0)
     batch_size: int = f(64, "problems per step", min=1)
-    lr: float = f(3e-3, "AdamW peak learning rate", min=0.0)
+    lr: float = f(1e-3, "AdamW peak learning rate", min=0.0)
     min_lr_ratio: float = f(0.1, "the schedule decays to lr x this", min=0.0, max=1.0)
     schedule: Literal["cosine", "linear"] = f("cosine", "decay after warm-up")
     warmup_steps: int = f(50, "linear warm-up steps", min=0)

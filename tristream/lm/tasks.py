@@ -77,15 +77,32 @@ class ArithmeticTask:
         h = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big") / 2.0 ** 64
         return "heldout" if h < self.heldout_fraction else "train"
 
-    def problems(self, split: str, n: int, seed: int) -> list[Problem]:
-        """``n`` problems of ``split`` (rejection sampling on the prompt hash), reproducible from ``seed``."""
+    def problems(self, split: str, n: int, seed: int, zero_digit_prob: float = 0.0) -> list[Problem]:
+        """``n`` problems of ``split`` (rejection sampling on the prompt hash), reproducible from ``seed``.
+
+        Operands are uniform over [0, 10^digits) unless ``zero_digit_prob`` > 0: then every operand digit
+        is 0 with that probability and uniform otherwise. Uniform problems give the first answer digit,
+        (a_0 + b_0) mod 10, no correlation with either operand digit alone, so nothing rewards attending to
+        one of them before the other is attended to as well: a tiny model sits on a plateau for thousands
+        of steps (docs/lm.md). With zero digits, ``a_j = 0`` makes answer digit j a copy of ``b_j``, a
+        first-order signal for each lookup. Meant for training; evaluate on uniform problems.
+        """
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if not 0.0 <= zero_digit_prob < 1.0:
+            raise ValueError(f"zero_digit_prob must be in [0, 1), got {zero_digit_prob}")
         rng = random.Random(f"{self.op}{self.digits}:{split}:{seed}")
         hi = 10 ** self.digits - 1
+
+        def operand() -> int:
+            if zero_digit_prob == 0.0:
+                return rng.randint(0, hi)
+            return sum((0 if rng.random() < zero_digit_prob else rng.randint(0, 9)) * 10 ** i
+                       for i in range(self.digits))
+
         out: list[Problem] = []
         while len(out) < n:
-            p = self.format(rng.randint(0, hi), rng.randint(0, hi))
+            p = self.format(operand(), operand())
             if self.split_of(p.prompt) == split:
                 out.append(p)
         return out

@@ -116,7 +116,8 @@ def sft_lm(cfg, out_dir: str | Path, *, tracker=None, progress: bool = True) -> 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: _lr_factor(i, lm))
     bits = _qat_bits(lm)
     eval_set = heldout(task, lm.eval_problems)
-    print(f"[tristream] LM SFT: task {task.describe()}; model {lm.config} "
+    print(f"[tristream] LM SFT: task {task.describe()}, training operand digits 0 with p={lm.zero_digit_prob}; "
+          f"model {lm.config} "
           f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params{', from ' + lm.init if lm.init else ''}), "
           f"{lm.steps} steps x {lm.batch_size}, "
           f"mtp_weight {lm.mtp_weight}, qat {lm.qat}, router bias rate {mcfg.router_bias_update_rate}")
@@ -125,7 +126,8 @@ def sft_lm(cfg, out_dir: str | Path, *, tracker=None, progress: bool = True) -> 
     for step in bar:
         if bits and step == lm.qat_start:
             apply_qat(model, bits, lm.qat_group_size)  # same Parameters: the optimizer state carries over
-        tokens, mask = encode(task.problems("train", lm.batch_size, seed=cfg.run.seed * 10_000_019 + step))
+        tokens, mask = encode(task.problems("train", lm.batch_size, seed=cfg.run.seed * 10_000_019 + step,
+                                            zero_digit_prob=lm.zero_digit_prob))
         loss, stats = model.loss(tokens, mask, mtp_weight=lm.mtp_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
