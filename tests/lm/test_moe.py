@@ -140,3 +140,35 @@ def test_aux_loss_free_balancing_during_training():
     assert max(with_bias) < 1.5, with_bias
     assert max(without) > 1.5 and max(with_bias) < 0.8 * max(without), (without, with_bias)
     assert sum(with_bias) < 0.85 * sum(without), (without, with_bias)
+
+
+def test_all_experts_path_equals_chosen_experts_path():
+    """Small no-grad batches run every expert through stacked weights; same outputs as the routed loop."""
+    torch.manual_seed(0)
+    cfg = _cfg()
+    moe = MoE(cfg).double().eval()
+    torch.nn.init.normal_(moe.router.weight, std=0.3)
+    x = torch.randn(1, 5, cfg.hidden_size, dtype=torch.float64)
+    with torch.no_grad():
+        assert moe._use_all_experts(5) and not moe._use_all_experts(10_000)
+        fast = moe(x)
+        flat_x = x.reshape(-1, cfg.hidden_size)
+        idx, w = moe.router(flat_x)
+        ref = moe._chosen_experts(flat_x, idx.flatten(), w) + moe.shared_experts(flat_x)
+    torch.testing.assert_close(fast, ref.view_as(fast), rtol=0, atol=1e-12)
+    assert not moe._use_all_experts(5)  # grad enabled: always the routed loop (training)
+    # the stacked copy follows weight changes (optimizer steps are in-place updates)
+    with torch.no_grad():
+        moe.experts[3].up_proj.weight.mul_(2.0)
+        moe.experts[5].down_proj.weight.add_(0.1)
+        ref = moe._chosen_experts(flat_x, idx.flatten(), w) + moe.shared_experts(flat_x)
+        torch.testing.assert_close(moe(x), ref.view_as(fast), rtol=0, atol=1e-12)
+
+
+def test_quantized_experts_keep_their_own_forward():
+    from tristream.lm.quant import apply_qat, quantize_model
+    cfg = _cfg()
+    for convert in (lambda m: apply_qat(m, 4, 32), lambda m: quantize_model(m, 4, 32)):
+        model = convert(LM(dataclasses.replace(cfg, vocab_size=32)).eval())
+        with torch.no_grad():
+            assert not any(m._use_all_experts(1) for m in model.moe_layers())

@@ -9,6 +9,12 @@ Balancing: during training forwards every layer counts how many tokens each expe
 optimizer step ``update_bias`` moves b_e by ``rate * sign(mean_load - load_e)`` (under-loaded experts
 become more likely to be picked) and resets the counts. There is no auxiliary loss term; the bias only
 changes which experts a token reaches (and hence which experts receive its gradient).
+
+Two ways to run the routed experts, same function: training and large batches group the tokens per expert
+and call each chosen expert once (compute ~ k/E of all experts). Small inference batches (decoding, a
+speculative verify of k+1 tokens) run every expert on every token with three batched matmuls over stacked
+weights and zero the unchosen ones through the gate matrix: E/k times the FLOPs, but a fixed ~10 ops
+instead of ~8 per chosen expert, and at a few tokens the op count is what costs time on a CPU.
 """
 from __future__ import annotations
 
@@ -17,6 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from tristream.lm.config import LMConfig
+
+#: the all-experts path is used under no-grad when tokens x experts x 3 x D x F (its FLOPs) stays below
+#: this: a few tokens of a tiny model, never the released 256-expert configuration
+DENSE_EXPERT_FLOPS = 2e7
 
 
 class SwiGLU(nn.Module):
@@ -109,24 +119,60 @@ class MoE(nn.Module):
         self.shared_experts = (SwiGLU(cfg.hidden_size, cfg.moe_intermediate_size * cfg.n_shared_experts)
                                if cfg.n_shared_experts > 0 else None)
         self.last_load: torch.Tensor | None = None  # [E] tokens per expert of the last forward (stats)
+        self._stacked: tuple | None = None  # (key, w_gate [E,F,D], w_up [E,F,D], w_down [E,D,F]) for _all_experts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x = x.reshape(-1, shape[-1])  # [N, D]
         idx, weights = self.router(x)
         flat = idx.flatten()  # [N * k]
+        self.last_load = torch.bincount(flat, minlength=len(self.experts))
+        if self._use_all_experts(x.shape[0]):
+            out = self._all_experts(x, idx, weights)
+        else:
+            out = self._chosen_experts(x, flat, weights)
+        if self.shared_experts is not None:
+            out = out + self.shared_experts(x)
+        return out.view(shape)
+
+    def _chosen_experts(self, x: torch.Tensor, flat: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Each chosen expert once on its tokens: x [N, D], flat [N*k] expert ids, weights [N, k] -> [N, D]."""
         order = flat.argsort(stable=True)  # assignments grouped by expert
         token = order // self.top_k
         w = weights.flatten()[order].to(x.dtype)[:, None]
-        counts = torch.bincount(flat, minlength=len(self.experts))
-        self.last_load = counts
         out = torch.zeros_like(x)
         start = 0
-        for e, n in enumerate(counts.tolist()):
+        for e, n in enumerate(self.last_load.tolist()):
             if n:
                 tok = token[start:start + n]
                 out.index_add_(0, tok, self.experts[e](x[tok]) * w[start:start + n])
                 start += n
-        if self.shared_experts is not None:
-            out = out + self.shared_experts(x)
-        return out.view(shape)
+        return out
+
+    def _use_all_experts(self, n_tokens: int) -> bool:
+        if torch.is_grad_enabled():
+            return False
+        e0 = self.experts[0]
+        flops = n_tokens * len(self.experts) * 3 * e0.gate_proj.in_features * e0.gate_proj.out_features
+        # plain Linear experts only: QAT's fake-quantized and exported low-bit experts keep their own forward
+        return flops <= DENSE_EXPERT_FLOPS and all(type(m) is nn.Linear for m in
+                                                   (e0.gate_proj, e0.up_proj, e0.down_proj))
+
+    def _all_experts(self, x: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Every expert on every token, unchosen ones weighted 0: x [N, D], idx/weights [N, k] -> [N, D]."""
+        w_gate, w_up, w_down = self._stacked_weights()
+        h = F.silu(torch.matmul(x, w_gate.transpose(1, 2))) * torch.matmul(x, w_up.transpose(1, 2))  # [E, N, F]
+        y = torch.bmm(h, w_down.transpose(1, 2))  # [E, N, D]
+        gates = torch.zeros(x.shape[0], len(self.experts), dtype=x.dtype, device=x.device)
+        gates.scatter_(1, idx, weights.to(x.dtype))  # [N, E]
+        return (y * gates.T[:, :, None]).sum(0)
+
+    def _stacked_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Expert weights stacked per projection, rebuilt whenever a weight changed (an optimizer step or
+        load_state_dict bumps its version; .to() moves its storage)."""
+        params = [p for e in self.experts for p in (e.gate_proj.weight, e.up_proj.weight, e.down_proj.weight)]
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
+        if self._stacked is None or self._stacked[0] != key:
+            with torch.no_grad():
+                self._stacked = (key, *(torch.stack(params[i::3]) for i in range(3)))
+        return self._stacked[1:]
