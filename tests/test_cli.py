@@ -137,6 +137,15 @@ def test_bench_throughput_writes_its_files(tmp_path, capsys):
     assert (out / "timeline.png").stat().st_size > 1000
     printed = capsys.readouterr().out
     assert "workload:" in printed and "env-only ceiling" in printed and "x sync" in printed
+    assert result["env_only_steps_per_s"] > 0
+
+
+def test_bench_throughput_can_skip_the_ceiling(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "throughput", *TOY, "--out", str(out), "--repeats", "1", "--measure-steps", "1",
+                 "--modes", "sync", "--ceiling-steps", "0"]) == 0
+    assert json.loads((out / "throughput.json").read_text())["env_only_steps_per_s"] is None
+    assert "env-only ceiling" not in capsys.readouterr().out
 
 
 def test_bench_algos_runs_every_loss_in_both_regimes(tmp_path, capsys):

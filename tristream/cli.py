@@ -161,7 +161,7 @@ def cmd_bench(args) -> int:
     from tristream.bench.throughput import bench_throughput
     modes = tuple(m.strip() for m in args.modes.split(","))
     bench_throughput(cfg, _env_spec(cfg), args.out, modes=modes, repeats=args.repeats, warmup=args.warmup,
-                     steps=args.measure_steps)
+                     steps=args.measure_steps, ceiling_steps=args.ceiling_steps)
     return 0
 
 
@@ -237,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=3, help="throughput, decode: interleaved repeats of every mode / variant")
     b.add_argument("--warmup", type=int, default=1, help="throughput: unmeasured global steps per run")
     b.add_argument("--measure-steps", type=int, default=3, help="throughput: measured global steps per run")
+    b.add_argument("--ceiling-steps", type=int, default=4000, help="throughput: env steps per env worker of the "
+                                                                  "env-only ceiling (0: skip it; lower it for slow "
+                                                                  "simulators such as LIBERO)")
     b.add_argument("--out", default="runs/bench", help="throughput, algos, decode: output folder")
     b.add_argument("--losses", default="", help="algos: losses, comma-separated (default: all)")
     b.add_argument("--seeds", type=int, default=3, help="algos: seeds per loss and regime")
