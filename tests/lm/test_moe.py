@@ -154,14 +154,15 @@ def test_all_experts_path_equals_chosen_experts_path():
         fast = moe(x)
         flat_x = x.reshape(-1, cfg.hidden_size)
         idx, w = moe.router(flat_x)
-        ref = moe._chosen_experts(flat_x, idx.flatten(), w) + moe.shared_experts(flat_x)
+        counts = torch.bincount(idx.flatten(), minlength=cfg.n_routed_experts)
+        ref = moe._chosen_experts(flat_x, idx.flatten(), w, counts) + moe.shared_experts(flat_x)
     torch.testing.assert_close(fast, ref.view_as(fast), rtol=0, atol=1e-12)
     assert not moe._use_all_experts(5)  # grad enabled: always the routed loop (training)
     # the stacked copy follows weight changes (optimizer steps are in-place updates)
     with torch.no_grad():
         moe.experts[3].up_proj.weight.mul_(2.0)
         moe.experts[5].down_proj.weight.add_(0.1)
-        ref = moe._chosen_experts(flat_x, idx.flatten(), w) + moe.shared_experts(flat_x)
+        ref = moe._chosen_experts(flat_x, idx.flatten(), w, counts) + moe.shared_experts(flat_x)
         torch.testing.assert_close(moe(x), ref.view_as(fast), rtol=0, atol=1e-12)
 
 

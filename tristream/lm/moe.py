@@ -130,19 +130,21 @@ class MoE(nn.Module):
         if self._use_all_experts(x.shape[0]):
             out = self._all_experts(x, idx, weights)
         else:
-            out = self._chosen_experts(x, flat, weights)
+            out = self._chosen_experts(x, flat, weights, self.last_load)
         if self.shared_experts is not None:
             out = out + self.shared_experts(x)
         return out.view(shape)
 
-    def _chosen_experts(self, x: torch.Tensor, flat: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Each chosen expert once on its tokens: x [N, D], flat [N*k] expert ids, weights [N, k] -> [N, D]."""
+    def _chosen_experts(self, x: torch.Tensor, flat: torch.Tensor, weights: torch.Tensor,
+                        counts: torch.Tensor) -> torch.Tensor:
+        """Each chosen expert once on its tokens: x [N, D], flat [N*k] expert ids, weights [N, k], counts [E]
+        (assignments per expert) -> [N, D]."""
         order = flat.argsort(stable=True)  # assignments grouped by expert
         token = order // self.top_k
         w = weights.flatten()[order].to(x.dtype)[:, None]
         out = torch.zeros_like(x)
         start = 0
-        for e, n in enumerate(self.last_load.tolist()):
+        for e, n in enumerate(counts.tolist()):
             if n:
                 tok = token[start:start + n]
                 out.index_add_(0, tok, self.experts[e](x[tok]) * w[start:start + n])
