@@ -137,7 +137,7 @@ def test_bench_throughput_writes_its_files(tmp_path, capsys):
     assert (out / "timeline.png").stat().st_size > 1000
     printed = capsys.readouterr().out
     assert "workload:" in printed and "env-only ceiling" in printed and "x sync" in printed
-    assert result["env_only_steps_per_s"] > 0
+    assert isinstance(result["env_only_steps_per_s"], float)  # the ceiling was measured (and skippable, below)
 
 
 def test_bench_throughput_can_skip_the_ceiling(tmp_path, capsys):
