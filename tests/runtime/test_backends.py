@@ -43,3 +43,27 @@ def test_resume_without_checkpoint_names_the_problem(tiny, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no RL checkpoint"):
         _run(tiny(), tmp_path / "empty", resume=True)
+
+
+def test_rl_from_a_policy_of_another_architecture(tiny, tmp_path):
+    """train.init may hold a policy built unlike the config's ``policy`` section: inference processes
+    rebuild the learner's architecture (roles.policy_spec), not the config's, before weights arrive."""
+    from tristream.policies import make_policy, save_policy
+    cfg = tiny("runtime.backend=local", "train.steps=1")
+    spec = make_env(cfg.env.name, image_size=cfg.env.image_size).spec
+    init = make_policy("vla", spec, hidden_dim=cfg.policy.hidden_dim // 2, lang_encoder="attention")
+    save_policy(init, tmp_path / "init")
+    policy = rl_train(cfg, tmp_path / "run", spec, init=tmp_path / "init", progress=False)
+    assert policy.config.hidden_dim == cfg.policy.hidden_dim // 2 and policy.config.lang_encoder == "attention"
+    assert len(_train_rows(tmp_path / "run")) == 1
+
+
+def test_policy_kwargs_reach_the_factory(tiny, tmp_path):
+    from tristream.runtime.roles import build_policy, policy_spec
+    cfg = tiny("policy.kwargs.lang_encoder=attention", "policy.kwargs.word_dim=16")
+    spec = make_env(cfg.env.name, image_size=cfg.env.image_size).spec
+    p = build_policy(cfg, spec)
+    assert (p.config.lang_encoder, p.config.word_dim) == ("attention", 16)
+    assert build_policy(cfg, spec, policy_spec(p)).config == p.config
+    with pytest.raises(ValueError, match="unknown VLAConfig field"):
+        build_policy(tiny("policy.kwargs.no_such_field=1"), spec)

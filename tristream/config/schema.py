@@ -63,6 +63,8 @@ class PolicyConfig:
     chunk_len: int = f(4, "actions per chunk (K); one inference call per chunk", min=1)
     hidden_dim: int = f(256, "trunk width", min=8)
     init_log_std: float = f(-1.0, "initial log std of the Gaussian head")
+    kwargs: dict[str, Any] = f({}, "extra keyword arguments for the policy factory (policy.kwargs.KEY=VALUE; "
+                                   "for vla any VLAConfig field, e.g. policy.kwargs.lang_encoder=bow)")
 
 
 @dataclass

@@ -28,7 +28,7 @@ from tristream.metrics.trace import Tracer
 from tristream.runtime.backends import make_backend
 from tristream.runtime.learner import Learner
 from tristream.runtime.messages import RoleRestarted, RolloutDone, SegmentBatch, StartRollout, Weights
-from tristream.runtime.roles import shard_plan
+from tristream.runtime.roles import policy_spec, shard_plan
 from tristream.runtime.streaming import StreamingUpdate
 from tristream.types import Segment
 
@@ -96,7 +96,7 @@ def train_loop(cfg, policy, env_spec, *, learner: Learner, start_step: int,
     A ``backend`` passed in is used and left open (the benchmark reads its telemetry).
     """
     own = backend is None
-    backend = backend or make_backend(cfg, env_spec)
+    backend = backend or make_backend(cfg, env_spec, policy_spec(policy))
     tracer = Tracer("learner")
     try:
         run = _run_streaming if cfg.runtime.mode == "async" else _run_after_rollout

@@ -47,11 +47,20 @@ def build_env_worker(cfg, worker_id: int, inbox, inference_inbox, learner_inbox,
                      group_size=cfg.rollout.group_size, shared_memory=shared_memory)
 
 
-def build_policy(cfg, env_spec):
+def policy_spec(policy) -> dict[str, Any]:
+    """What rebuilds ``policy``'s architecture in another process: its registry name and constructor config."""
+    return {"name": policy.registry_name, "config": policy.config_dict()}
+
+
+def build_policy(cfg, env_spec, spec: dict[str, Any] | None = None):
+    """A fresh policy of ``spec``'s architecture (policy_spec of another policy, e.g. the learner's, which
+    may come from train.init) or, without one, of the config's ``policy`` section."""
     from tristream.policies import make_policy
+    if spec is not None:
+        return make_policy(spec["name"], env_spec, **spec["config"])
     p = cfg.policy
     return make_policy(p.name, env_spec, head=p.head, chunk_len=p.chunk_len, hidden_dim=p.hidden_dim,
-                       init_log_std=p.init_log_std)
+                       init_log_std=p.init_log_std, **p.kwargs)
 
 
 def batch_max(cfg) -> int:
@@ -61,8 +70,9 @@ def batch_max(cfg) -> int:
     return cfg.runtime.batch_max or max(1, cfg.rollout.num_envs // 2)
 
 
-def build_inference_worker(cfg, env_spec, inbox, env_inboxes, telemetry_inbox=None, *, deterministic: bool = False):
+def build_inference_worker(cfg, env_spec, inbox, env_inboxes, telemetry_inbox=None, *, deterministic: bool = False,
+                           policy_spec: dict[str, Any] | None = None):
     from tristream.runtime.inference import InferenceWorker
-    return InferenceWorker(build_policy(cfg, env_spec), inbox, env_inboxes, num_groups=shard_plan(cfg).num_groups,
+    return InferenceWorker(build_policy(cfg, env_spec, policy_spec), inbox, env_inboxes, num_groups=shard_plan(cfg).num_groups,
                            batch_max=batch_max(cfg), batch_timeout_ms=cfg.runtime.batch_timeout_ms,
                            seed=cfg.run.seed + 1, deterministic=deterministic, telemetry_inbox=telemetry_inbox)

@@ -6,6 +6,7 @@ from typing import Any
 
 HEADS = ("gaussian", "discrete")
 POOLS = ("spatial_softmax", "mean")
+LANG_ENCODERS = ("attention", "bow")
 
 
 @dataclass
@@ -25,6 +26,9 @@ class VLAConfig:
     oov_buckets: int = 64  # unknown words hash into this many extra ids
     word_dim: int = 32
     lang_dim: int = 64
+    # "bow": bag of words (blind to word order); "attention": order-aware (positions + one self-attention block;
+    # measured on the tabletop mix: no better SFT, see docs/policies.md)
+    lang_encoder: str = "bow"
 
     # --- proprioception ---
     proprio_dim: int = 64
@@ -51,6 +55,8 @@ class VLAConfig:
         self.conv_strides = tuple(int(s) for s in self.conv_strides)
         if self.head not in HEADS:
             raise ValueError(f"VLAConfig.head must be one of {HEADS}, got {self.head!r}")
+        if self.lang_encoder not in LANG_ENCODERS:
+            raise ValueError(f"VLAConfig.lang_encoder must be one of {LANG_ENCODERS}, got {self.lang_encoder!r}")
         if self.pool not in POOLS:
             raise ValueError(f"VLAConfig.pool must be one of {POOLS}, got {self.pool!r}")
         if len(self.conv_channels) != len(self.conv_strides) or not self.conv_channels:

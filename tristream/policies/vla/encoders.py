@@ -18,16 +18,50 @@ def mlp(sizes: list[int], act: type[nn.Module] = nn.GELU, last_act: bool = True)
 
 
 class InstructionEncoder(nn.Module):
-    """Token ids [B, L] -> word embeddings -> masked mean over real tokens -> MLP -> [B, lang_dim]."""
+    """Token ids [B, L] -> word embeddings -> (optional self-attention) -> masked mean -> MLP -> [B, lang_dim].
 
-    def __init__(self, vocab_size: int, word_dim: int, lang_dim: int):
+    kind "bow": a bag of words, blind to word order. "Put the red block on the blue plate" and "put the blue
+    block on the red plate" then encode the same, so the policy must work out from the image which named
+    colour is the block. kind "attention" adds position embeddings and one pre-norm self-attention block
+    before pooling, so each word's vector carries its role in the sentence.
+    """
+
+    def __init__(self, vocab_size: int, word_dim: int, lang_dim: int, kind: str = "bow", max_len: int = 16,
+                 heads: int = 4):
         super().__init__()
+        self.kind = kind
         self.embed = nn.Embedding(vocab_size, word_dim, padding_idx=PAD_ID)
+        if kind == "attention":
+            if word_dim % heads:
+                raise ValueError(f"word_dim {word_dim} must be divisible by the {heads} attention heads")
+            self.heads = heads
+            self.pos = nn.Parameter(torch.randn(max_len, word_dim) * 0.02)
+            self.norm1, self.norm2 = nn.LayerNorm(word_dim), nn.LayerNorm(word_dim)
+            self.qkv = nn.Linear(word_dim, 3 * word_dim)
+            self.proj = nn.Linear(word_dim, word_dim)
+            self.ff = mlp([word_dim, 2 * word_dim, word_dim], last_act=False)
+        elif kind != "bow":
+            raise ValueError(f"unknown instruction encoder {kind!r}; valid: 'attention', 'bow'")
         self.mlp = mlp([word_dim, lang_dim, lang_dim])
 
+    def _attend(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """One pre-norm transformer block over [B, L, D]; padding keys are masked out."""
+        b, n, d = x.shape
+        x = x + self.pos[:n]
+        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        # an all-padding row (empty instruction) would softmax over nothing: let it see its first slot
+        keys = keep | (~keep.any(1, keepdim=True) & (torch.arange(n, device=x.device) == 0))
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=keys[:, None, None, :])
+        x = x + self.proj(att.transpose(1, 2).reshape(b, n, d))
+        return x + self.ff(self.norm2(x))
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        mask = (ids != PAD_ID).unsqueeze(-1).float()  # [B, L, 1]
-        pooled = (self.embed(ids) * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # empty text -> zeros
+        keep = ids != PAD_ID  # [B, L]
+        x = self.embed(ids)
+        if self.kind == "attention":
+            x = self._attend(x, keep)
+        mask = keep.unsqueeze(-1).to(x.dtype)
+        pooled = (x * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # empty text -> zeros
         return self.mlp(pooled)
 
 

@@ -2,7 +2,8 @@
 
     images uint8 [B, n_cams, H, W, 3] --/255--> CNN shared over cameras, every layer FiLM'd by
                                                (instruction vector + camera embedding) --> spatial softmax
-    instruction list[str] --tokenizer--> word embeddings --masked mean--> MLP --> instruction vector
+    instruction list[str] --tokenizer--> word embeddings (--self-attention, lang_encoder=attention)
+                                         --masked mean--> MLP --> instruction vector
     state [B, S] --(optional running norm)--> MLP --> proprio vector
     [visual, instruction, proprio] --trunk MLP--> hidden --+--> action head (gaussian | discrete)
                                                           +--> value MLP --> [B]
@@ -37,7 +38,7 @@ class VLAPolicy(Policy):
         self.num_cameras = env_spec.num_cameras
 
         self.tokenizer = Tokenizer(cfg.max_len, cfg.oov_buckets)
-        self.lang = InstructionEncoder(self.tokenizer.vocab_size, cfg.word_dim, cfg.lang_dim)
+        self.lang = InstructionEncoder(self.tokenizer.vocab_size, cfg.word_dim, cfg.lang_dim, cfg.lang_encoder, cfg.max_len)
         if self.num_cameras == 0 and env_spec.state_dim == 0:
             raise ValueError("VLAPolicy needs at least one camera or a state vector; the env spec has neither")
         # a state-only env (no cameras) or a pixels-only env (no state) simply leaves that encoder out

@@ -19,7 +19,7 @@ from tristream.runtime.messages import RoleError, RoleRestarted, Stop
 from tristream.runtime.telemetry import TelemetrySink
 
 
-def _role_main(kind: str, cfg, args: tuple, learner_inbox) -> None:
+def _role_main(kind: str, cfg, args: tuple, learner_inbox, policy_spec=None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         if kind == "env":
@@ -29,15 +29,15 @@ def _role_main(kind: str, cfg, args: tuple, learner_inbox) -> None:
             import torch
             torch.set_num_threads(cfg.runtime.inference_threads)
             from tristream.runtime.inference import run_inference_worker
-            run_inference_worker(roles.build_inference_worker(cfg, *args))
+            run_inference_worker(roles.build_inference_worker(cfg, *args, policy_spec=policy_spec))
     except Exception:
         learner_inbox.put(RoleError("inference" if kind == "inference" else f"env_worker{args[0]}",
                                     traceback.format_exc(), os.getpid()))
 
 
 class LocalBackend(Backend):
-    def __init__(self, cfg, env_spec):
-        self.cfg, self.env_spec = cfg, env_spec
+    def __init__(self, cfg, env_spec, policy_spec=None):
+        self.cfg, self.env_spec, self.policy_spec = cfg, env_spec, policy_spec
         self.ctx = mp.get_context("spawn")
         os.environ.setdefault("OMP_NUM_THREADS", "1")  # env workers need no BLAS threads
         self.restarts: dict[str, int] = {}
@@ -59,7 +59,7 @@ class LocalBackend(Backend):
 
     def _spawn(self, kind: str, args: tuple, role: str) -> mp.Process:
         proc = self.ctx.Process(target=_role_main, name=f"tristream-{role}", daemon=True,
-                                args=(kind, self.cfg, args, self.learner_inbox))
+                                args=(kind, self.cfg, args, self.learner_inbox, self.policy_spec))
         proc.start()
         return proc
 

@@ -50,9 +50,9 @@ class LearnerInbox(collections.deque):
 
 
 class RayBackend(Backend):
-    def __init__(self, cfg, env_spec):
+    def __init__(self, cfg, env_spec, policy_spec=None):
         import ray
-        self.cfg, self.env_spec = cfg, env_spec
+        self.cfg, self.env_spec, self.policy_spec = cfg, env_spec, policy_spec
         self._started_ray = connect(cfg.ray)
         quiet_readonly_arrays()  # segments arrive as read-only views of the object store
         self._actor_class = ray.remote(RoleActor)
@@ -86,7 +86,7 @@ class RayBackend(Backend):
             wid = None if r.role == "inference" else int(r.role.removeprefix("env_worker"))
             kind = "inference" if wid is None else "env"
             self.actors[r.role] = self._actor_class.options(max_concurrency=4, **r.options()).remote(
-                kind, wid, self.cfg, self.env_spec, outbox)
+                kind, wid, self.cfg, self.env_spec, outbox, self.policy_spec)
         envs = {w: self.actors[f"env_worker{w}"] for w in range(plan.env_workers)}
         self.env_inboxes = {w: ActorChannel(h) for w, h in envs.items()}
         started = {a.connect.remote(self.actors["inference"], envs): role for role, a in self.actors.items()}

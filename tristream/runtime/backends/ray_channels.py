@@ -100,7 +100,7 @@ class RoleActor:
     (builds the role, returns where it runs), then ``run`` (the role's loop, one long call) while
     ``deliver`` and ``take`` serve in the actor's other threads."""
 
-    def __init__(self, kind: str, worker_id: int | None, cfg, env_spec, outbox_size: int):
+    def __init__(self, kind: str, worker_id: int | None, cfg, env_spec, outbox_size: int, policy_spec=None):
         os.environ.setdefault("MUJOCO_GL", "egl")  # before any simulator import in this fresh process
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         quiet_readonly_arrays()
@@ -110,6 +110,7 @@ class RoleActor:
         except ValueError:  # not the main thread
             pass
         self.kind, self.worker_id, self.cfg, self.env_spec = kind, worker_id, cfg, env_spec
+        self.policy_spec = policy_spec
         self.name = "inference" if kind == "inference" else f"env_worker{worker_id}"
         self.inbox = QueueChannel()  # peers fill it; a group has at most one request or reply in flight
         self.outbox = QueueChannel(outbox_size)
@@ -123,7 +124,7 @@ class RoleActor:
             torch.set_num_threads(self.cfg.runtime.inference_threads)
             self.role = roles.build_inference_worker(
                 self.cfg, self.env_spec, self.inbox, {w: ActorChannel(h) for w, h in env_workers.items()},
-                self.outbox)
+                self.outbox, policy_spec=self.policy_spec)
         else:
             self.role = roles.build_env_worker(self.cfg, self.worker_id, self.inbox, ActorChannel(inference),
                                                self.outbox)

@@ -10,7 +10,7 @@ from tristream.runtime.telemetry import TelemetrySink
 
 
 class SerialBackend(Backend):
-    def __init__(self, cfg, env_spec):
+    def __init__(self, cfg, env_spec, policy_spec=None):
         self.cfg = cfg
         plan = roles.shard_plan(cfg)
         self.learner_inbox = SerialChannel()
@@ -19,7 +19,7 @@ class SerialBackend(Backend):
         self.env_workers = [roles.build_env_worker(cfg, w, self.env_inboxes[w], self.inference_inbox,
                                                    self.learner_inbox) for w in range(plan.env_workers)]
         self.inference = roles.build_inference_worker(cfg, env_spec, self.inference_inbox, self.env_inboxes,
-                                                      self.learner_inbox)
+                                                      self.learner_inbox, policy_spec=policy_spec)
         self.telemetry = TelemetrySink()
 
     def send_inference(self, msg) -> None:
