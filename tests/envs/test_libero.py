@@ -127,7 +127,10 @@ def test_smoke_one_env_per_suite(suite):
     env = make_env(f"libero/{suite}", image_size=32, settle_steps=2)
     assert env.spec.max_episode_steps == SUITE_MAX_STEPS[suite] and env.spec.action_dim == 7
     seed = 1  # task 1 of the suite, init state 0
+    np.random.seed(123)
+    expected = np.random.get_state()[1].copy()
     obs = env.reset(seed)
+    np.testing.assert_array_equal(np.random.get_state()[1], expected)  # numpy's global stream left alone
     assert env.task == env.spec.tasks[1]
     assert obs["instruction"] == env.benchmark.get_task(1).language and len(obs["instruction"]) > 10
     assert obs["images"].shape == (2, 32, 32, 3) and obs["images"].dtype == np.uint8

@@ -155,10 +155,17 @@ class LiberoEnv(Env):
         seed = int(seed)
         n = len(self.task_ids)
         self._task_id = self.task_ids[seed % n]
-        self._env = env = self._get_env(self._task_id)
         states = self.init_states(self._task_id)
-        env.seed(seed % 2**32)  # LIBERO seeds numpy's global generator (placement noise before the init state)
-        env.reset()
+        # LIBERO builds and resets its envs with numpy's *global* generator (it seeds it for the placement
+        # noise before the init state): give the caller's global random stream back as it was, so an env
+        # reset never reseeds someone else's sampling. Steps do not draw from it.
+        outer = np.random.get_state()
+        try:
+            self._env = env = self._get_env(self._task_id)
+            env.seed(seed % 2**32)
+            env.reset()
+        finally:
+            np.random.set_state(outer)
         raw = env.set_init_state(states[(seed // n) % len(states)])
         for _ in range(self.settle_steps):
             raw, _, _, _ = env.step(SETTLE_ACTION)
