@@ -83,6 +83,24 @@ def test_load_counted_only_in_training_and_reset_by_update():
     assert torch.equal(b, 0.1 * torch.sign(before.mean() - before))
 
 
+def test_proportional_bias_update():
+    """rule "proportional": bias += rate * (mean - load) / mean; the model passes its config's rule."""
+    router = Router(_cfg())
+    router.load.copy_(torch.tensor([30, 10, 20, 20, 20, 20, 20, 20]))
+    ratio = router.update_bias(0.1, "proportional")
+    assert ratio == pytest.approx(1.5)
+    expected = 0.1 * torch.tensor([-0.5, 0.5, 0, 0, 0, 0, 0, 0])
+    torch.testing.assert_close(router.e_score_correction_bias, expected)
+    model = LM(_cfg(router_bias_update="proportional"))
+    for r in (m.router for m in model.moe_layers()):
+        r.load.copy_(torch.tensor([30, 10, 20, 20, 20, 20, 20, 20]))
+    model.update_router_bias(0.1)
+    for r in (m.router for m in model.moe_layers()):
+        torch.testing.assert_close(r.e_score_correction_bias, expected)
+    with pytest.raises(ValueError, match="router_bias_update"):
+        _cfg(router_bias_update="pid")
+
+
 def test_bias_stays_fp32_and_load_exact_in_a_bf16_model():
     """model.to(bfloat16) must not round the balancing state: bf16 spacing near 0.5 is 2e-3, so a 1e-3
     bias step would be lost, and bf16 counts are exact only up to 256."""

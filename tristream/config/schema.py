@@ -238,6 +238,9 @@ class LMTrainConfig:
                           min=0.0)
     router_bias_rate: Optional[float] = f(None, "aux-loss-free balancing: router bias update rate per step "
                                                 "(0: off; null: the model config's)", min=0.0)
+    router_bias_update: Optional[Literal["sign", "proportional"]] = f(
+        None, "aux-loss-free balancing rule: sign (DeepSeek-V3) or proportional to the relative load error "
+              "(null: the model config's)")
     qat: Literal["none", "int8", "int4"] = f("none", "quantization-aware training: fake-quantized weights")
     qat_group_size: int = f(32, "QAT and export: weights per quantization scale (along the input dim)", min=2)
     qat_start: int = f(0, "QAT: step at which fake quantization switches on", min=0)

@@ -1,8 +1,9 @@
 """LMConfig: the language model's architecture, read from a DeepSeek-V3 / JoyAI-LLM-Flash ``config.json``.
 
 Field names are those of the Hugging Face config (``DeepseekV3ForCausalLM``), so the released
-``config.json`` parses unchanged (its weights would not load as they are: see docs/lm.md, Configurations). Fields tristream adds (``router_bias_update_rate``, ``initializer_range``)
-have defaults. Hugging Face bookkeeping fields that do not change the architecture (``architectures``,
+``config.json`` parses unchanged (its weights would not load as they are: see docs/lm.md, Configurations).
+Fields tristream adds (``router_bias_update_rate``, ``router_bias_update``, ``initializer_range``) have
+defaults. Hugging Face bookkeeping fields that do not change the architecture (``architectures``,
 ``torch_dtype``, token ids, ...) are accepted and ignored; any other unknown field is an error.
 """
 from __future__ import annotations
@@ -59,6 +60,9 @@ class LMConfig:
     hidden_act: str = "silu"
     rope_scaling: dict | None = None
     router_bias_update_rate: float = 1e-3  # aux-loss-free balancing step size (0 disables)
+    # "sign": DeepSeek-V3's bias += rate * sign(mean load - load); "proportional": rate * (mean - load) / mean,
+    # which shrinks its step as the load evens out instead of oscillating by +-rate around balance
+    router_bias_update: str = "sign"
     initializer_range: float = 0.02
 
     def __post_init__(self) -> None:
@@ -98,6 +102,8 @@ class LMConfig:
               f"{self.n_routed_experts} / {self.n_group} (the experts of the kept groups)")),
             ("rope_scaling", self.rope_scaling is None, "only null (plain RoPE) is implemented"),
             ("router_bias_update_rate", self.router_bias_update_rate >= 0, "must be >= 0"),
+            ("router_bias_update", self.router_bias_update in ("sign", "proportional"),
+             "must be 'sign' or 'proportional'"),
         ]
         for name, ok, why in checks:
             if not ok:

@@ -128,11 +128,13 @@ class LM(nn.Module):
         """Aux-loss-free balancing step for every MoE layer (call after each optimizer step).
 
         Uses the loads counted in training-mode forwards since the last call; ``rate`` defaults to
-        cfg.router_bias_update_rate (0 only resets the counts). Returns the counted load's max/mean,
+        cfg.router_bias_update_rate (0 only resets the counts), the rule is cfg.router_bias_update
+        (sign or proportional). Returns the counted load's max/mean,
         averaged and worst over layers ({} for a dense model or when nothing was counted).
         """
         rate = self.cfg.router_bias_update_rate if rate is None else rate
-        ratios = [r for r in (m.router.update_bias(rate) for m in self.moe_layers()) if r > 0]
+        rule = self.cfg.router_bias_update
+        ratios = [r for r in (m.router.update_bias(rate, rule) for m in self.moe_layers()) if r > 0]
         if not ratios:
             return {}
         return {"load_max_mean": sum(ratios) / len(ratios), "load_max_mean_worst": max(ratios)}

@@ -92,16 +92,19 @@ class Router(nn.Module):
         return idx, weights * self.scaling
 
     @torch.no_grad()
-    def update_bias(self, rate: float) -> float:
+    def update_bias(self, rate: float, rule: str = "sign") -> float:
         """One aux-loss-free balancing step from the counted load; resets the counts.
 
-        Returns the counted load's max/mean (0.0 when nothing was counted).
+        rule "sign": bias += rate * sign(mean - load) (DeepSeek-V3); "proportional":
+        bias += rate * (mean - load) / mean. Returns the counted load's max/mean (0.0 when nothing was counted).
         """
         load = self.load.float()
         if load.sum() == 0:
             return 0.0
         if rate > 0:
-            self.e_score_correction_bias += rate * torch.sign(load.mean() - load)
+            error = load.mean() - load
+            step = torch.sign(error) if rule == "sign" else error / load.mean()
+            self.e_score_correction_bias += rate * step
         ratio = (load.max() / load.mean()).item()
         self.load.zero_()
         return ratio

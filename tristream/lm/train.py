@@ -45,6 +45,8 @@ def model_config(lm) -> LMConfig:
     changes: dict[str, Any] = {"vocab_size": TOKENIZER.vocab_size}
     if lm.router_bias_rate is not None:
         changes["router_bias_update_rate"] = lm.router_bias_rate
+    if lm.router_bias_update is not None:
+        changes["router_bias_update"] = lm.router_bias_update
     return dataclasses.replace(base, **changes)
 
 
@@ -106,9 +108,10 @@ def sft_lm(cfg, out_dir: str | Path, *, tracker=None, progress: bool = True) -> 
     out.mkdir(parents=True, exist_ok=True)
     task, mcfg = task_from(lm), model_config(lm)
     torch.manual_seed(cfg.run.seed)
-    if lm.init:  # continue from a saved LM (e.g. a QAT stage after SFT): its architecture, this run's bias rate
+    if lm.init:  # continue from a saved LM (e.g. a QAT stage after SFT): its architecture, this run's bias update
         model = load_lm(lm.init)[0]
-        mcfg = model.cfg = dataclasses.replace(model.cfg, router_bias_update_rate=mcfg.router_bias_update_rate)
+        mcfg = model.cfg = dataclasses.replace(model.cfg, router_bias_update_rate=mcfg.router_bias_update_rate,
+                                               router_bias_update=mcfg.router_bias_update)
     else:
         model = LM(mcfg)
     model.train()
@@ -120,7 +123,7 @@ def sft_lm(cfg, out_dir: str | Path, *, tracker=None, progress: bool = True) -> 
           f"model {lm.config} "
           f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params{', from ' + lm.init if lm.init else ''}), "
           f"{lm.steps} steps x {lm.batch_size}, "
-          f"mtp_weight {lm.mtp_weight}, qat {lm.qat}, router bias rate {mcfg.router_bias_update_rate}")
+          f"mtp_weight {lm.mtp_weight}, qat {lm.qat}, router bias {mcfg.router_bias_update} rate {mcfg.router_bias_update_rate}")
     bar = tqdm(range(lm.steps), desc="sft-lm", unit="step", disable=not progress)
     t0, window, loads, last_eval = time.perf_counter(), [], [], None
     for step in bar:
