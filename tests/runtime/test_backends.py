@@ -1,5 +1,4 @@
 """Equivalence: the serial and the process backend train identically; resume continues exactly."""
-import json
 
 import pytest
 

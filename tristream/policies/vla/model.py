@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..base import ActOutput, EvalOutput, Policy
 from .config import VLAConfig
