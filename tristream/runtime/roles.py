@@ -73,6 +73,7 @@ def batch_max(cfg) -> int:
 def build_inference_worker(cfg, env_spec, inbox, env_inboxes, telemetry_inbox=None, *, deterministic: bool = False,
                            policy_spec: dict[str, Any] | None = None):
     from tristream.runtime.inference import InferenceWorker
-    return InferenceWorker(build_policy(cfg, env_spec, policy_spec), inbox, env_inboxes, num_groups=shard_plan(cfg).num_groups,
+    return InferenceWorker(build_policy(cfg, env_spec, policy_spec), inbox, env_inboxes,
+                           num_groups=shard_plan(cfg).num_groups,
                            batch_max=batch_max(cfg), batch_timeout_ms=cfg.runtime.batch_timeout_ms,
                            seed=cfg.run.seed + 1, deterministic=deterministic, telemetry_inbox=telemetry_inbox)
