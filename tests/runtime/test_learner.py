@@ -78,3 +78,17 @@ def test_gae_bootstraps_on_truncation_not_termination(setup):
     s0 = segs[0]  # terminated: the last step's target is r
     last0 = int(np.flatnonzero(samples.row == 0)[-1])
     assert samples.returns[last0].item() == pytest.approx(s0.rewards[-1], abs=1e-5)
+
+
+def test_linear_lr_schedule_follows_the_global_step(setup):
+    cfg, env, policy = setup
+    segs = _segments(env)
+    algo = dataclasses.replace(cfg.algo, lr=1e-3, lr_schedule="linear")
+    learner = Learner(copy.deepcopy(policy), algo, seed=0, total_steps=4)
+    lrs = [learner.update(segs)["lr"] for _ in range(4)]
+    assert lrs == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])
+    assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(2.5e-4)
+    constant = Learner(copy.deepcopy(policy), dataclasses.replace(algo, lr_schedule="constant"), total_steps=4)
+    assert [constant.update(segs)["lr"] for _ in range(2)] == pytest.approx([1e-3, 1e-3])
+    # without a step budget (e.g. a learner built outside rl_train) the schedule cannot apply
+    assert Learner(copy.deepcopy(policy), algo).lr() == 1e-3

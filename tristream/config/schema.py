@@ -105,6 +105,9 @@ class AlgoConfig:
         None, "how per-token losses reduce to a scalar (null: the loss's own: token-mean for ppo, "
               "seq-mean-token-mean for grpo, gspo and fiberpo)")
     lr: float = f(3e-4, "Adam learning rate", min=0.0)
+    lr_schedule: Literal["constant", "linear"] = f(
+        "constant", "learning rate over RL: constant, or linear from algo.lr at the first global step to "
+                    "algo.lr / train.steps at the last (CleanRL's anneal_lr)")
     gamma: float = f(0.99, "discount per decision step", min=0.0, max=1.0)
     gae_lambda: float = f(0.95, "GAE lambda", min=0.0, max=1.0)
     clip_eps: float = f(0.2, "PPO ratio clip", min=0.0)

@@ -69,9 +69,11 @@ class Samples:
 
 
 class Learner:
-    def __init__(self, policy, algo, *, seed: int = 0):
+    def __init__(self, policy, algo, *, seed: int = 0, total_steps: int | None = None):
+        """``total_steps``: global steps of the run, for ``algo.lr_schedule=linear`` (None: constant lr)."""
         self.policy = policy
         self.algo = algo
+        self.total_steps = total_steps
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=algo.lr, eps=1e-5)
         self.rng = np.random.default_rng(seed)
         self.version = 0
@@ -207,9 +209,18 @@ class Learner:
         out["samples"] = float(len(samples))
         return out
 
+    def lr(self) -> float:
+        """The learning rate of the current global step (``version``): a function of the version alone, so
+        a resumed run continues the schedule exactly."""
+        if self.algo.lr_schedule == "linear" and self.total_steps:
+            return self.algo.lr * max(0.0, 1.0 - self.version / self.total_steps)
+        return self.algo.lr
+
     def optimizer_step(self, samples: Samples, idx: np.ndarray) -> dict[str, float]:
         """One optimizer step on the samples ``idx`` (in stream order), accumulated over micro-batches."""
         a = self.algo
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr()
         L = samples.behaviour_logp.shape[1]
         # Sub-rows: a segment's samples inside this mini-batch (the loss's "sequences").
         subrows = np.split(np.arange(len(idx)), np.flatnonzero(np.diff(samples.row[idx])) + 1)
@@ -229,6 +240,7 @@ class Learner:
         self.optimizer.step()
         self.optimizer_steps += 1
         stats["grad_norm"] = float(grad_norm)
+        stats["lr"] = self.optimizer.param_groups[0]["lr"]
         return stats
 
     def _rows(self, samples: Samples, idx: np.ndarray, subrows: list[np.ndarray], logp: torch.Tensor):

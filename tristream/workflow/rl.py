@@ -71,7 +71,7 @@ def rl_train(cfg, run_dir: str | Path, env_spec, *, init: str | Path | None = No
     if resume:
         ckpt = latest_checkpoint(run_dir)
         policy, state = load_checkpoint(ckpt)
-        learner = Learner(policy, cfg.algo, seed=cfg.run.seed + 2)
+        learner = Learner(policy, cfg.algo, seed=cfg.run.seed + 2, total_steps=cfg.train.steps)
         learner.load_state_dict(state["learner"])
         start, totals = int(state["step"]), state["totals"]
         print(f"[tristream] resuming from {ckpt} (global step {start}, policy version {learner.version})")
@@ -80,7 +80,7 @@ def rl_train(cfg, run_dir: str | Path, env_spec, *, init: str | Path | None = No
         policy = load_policy(init) if init else build_policy(cfg, env_spec)
         if cfg.train.rl_log_std is not None:
             set_exploration(policy, cfg.train.rl_log_std)
-        learner = Learner(policy, cfg.algo, seed=cfg.run.seed + 2)
+        learner = Learner(policy, cfg.algo, seed=cfg.run.seed + 2, total_steps=cfg.train.steps)
         start = 0
     print(shard_plan(cfg).describe())
     tracker = Tracker(run_dir)
