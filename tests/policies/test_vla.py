@@ -188,8 +188,8 @@ def test_instruction_encoder_word_order():
         out = enc(tok([a, b, ""]))
         assert out.shape == (3, 8) and torch.isfinite(out).all()
         assert (not torch.allclose(out[0], out[1], atol=1e-6)) == order_matters, kind
-        longer = enc(Tokenizer(max_len=16)([a]) if kind == "bow" else tok([a]))  # more padding, same text
-        assert torch.allclose(longer[0], out[0], atol=1e-6)
+        shorter = enc(tok([a])[:, :10])  # the same 8 words with 2 padding slots fewer
+        assert torch.allclose(shorter[0], out[0], atol=1e-6)
     with pytest.raises(ValueError, match="valid: 'attention', 'bow'"):
         InstructionEncoder(tok.vocab_size, 16, 8, "lstm")
     with pytest.raises(ValueError, match="lang_encoder"):

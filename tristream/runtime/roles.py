@@ -48,8 +48,9 @@ def build_env_worker(cfg, worker_id: int, inbox, inference_inbox, learner_inbox,
 
 
 def policy_spec(policy) -> dict[str, Any]:
-    """What rebuilds ``policy``'s architecture in another process: its registry name and constructor config."""
-    return {"name": policy.registry_name, "config": policy.config_dict()}
+    """What rebuilds ``policy``'s architecture in another process: its registry name and constructor config
+    (the "policy" and "config" keys of a saved policy's JSON, so read_policy_meta's result serves too)."""
+    return {"policy": policy.registry_name, "config": policy.config_dict()}
 
 
 def build_policy(cfg, env_spec, spec: dict[str, Any] | None = None):
@@ -57,7 +58,7 @@ def build_policy(cfg, env_spec, spec: dict[str, Any] | None = None):
     may come from train.init) or, without one, of the config's ``policy`` section."""
     from tristream.policies import make_policy
     if spec is not None:
-        return make_policy(spec["name"], env_spec, **spec["config"])
+        return make_policy(spec["policy"], env_spec, **spec["config"])
     p = cfg.policy
     return make_policy(p.name, env_spec, head=p.head, chunk_len=p.chunk_len, hidden_dim=p.hidden_dim,
                        init_log_std=p.init_log_std, **p.kwargs)
