@@ -28,9 +28,13 @@ def test_collect_sft_train_eval_chain(tmp_path, capsys):
     assert demos.exists()
     assert main(["sft", *TOY, "--data", str(demos), "--out", str(tmp_path / "sft")]) == 0
     assert (tmp_path / "sft" / "policy.safetensors").exists()
+    # per-dimension Gaussian tokens for RL: the checkpoint records it, so eval rebuilds the same policy
     assert main(["train", *TOY, f"run.dir={tmp_path}", "run.name=rl", f"train.init={tmp_path / 'sft'}",
-                 "runtime.backend=serial"]) == 0
+                 "runtime.backend=serial", "train.rl_gaussian_tokens=dim"]) == 0
     run = tmp_path / "rl"
+    latest = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
+    saved = json.loads((latest / "policy.json").read_text())
+    assert saved["config"]["gaussian_tokens"] == "dim"
     for name in ("config.yaml", "metrics.jsonl", "learning_curve.png", "checkpoints/latest"):
         assert (run / name).exists(), name
     assert main(["eval", *TOY, str(run), "--episodes", "3", "--out", str(tmp_path / "ev")]) == 0

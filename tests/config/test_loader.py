@@ -237,3 +237,14 @@ def test_describe():
     assert rows["env.camera_keys"][0] == "dict[str, str]"
     assert rows["logging"][1] is None and "logging.every" in rows
     assert "env" not in rows  # plain sections are not leaves
+
+
+def test_real_schema_validators():
+    """The project's own config tree: cross-field checks name the key and the fix."""
+    from tristream.config import Config
+    msg = err(load_config, Config, overrides=["policy.kwargs.head=discrete"])
+    assert "policy.kwargs.head" in msg and "policy.head=" in msg
+    msg = err(load_config, Config, overrides=["algo.dual_clip=0.5"])
+    assert msg.startswith("algo:") and "dual_clip" in msg
+    assert load_config(Config, overrides=["policy.kwargs.lang_encoder=attention"]).policy.kwargs == {
+        "lang_encoder": "attention"}

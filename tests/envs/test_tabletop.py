@@ -217,6 +217,31 @@ def test_reward_shaping_is_potential_difference():
     env.close()
 
 
+def test_staged_place_potential_counts_the_missing_lift_until_over_the_plate():
+    ep = task_lib.sample_episode(0, ("place",))
+    ee, rest = np.r_[ep.obj_pos[ep.target][:2], 0.05], ep.obj_pos[ep.target].copy()
+    plain = task_lib.potential(ep, ee, rest)
+    # on the table away from the plate: the whole carry height is missing
+    assert task_lib.potential(ep, ee, rest, staged_place=True) == pytest.approx(
+        plain - (task_lib.PLACE_CARRY_Z - rest[2]))
+    lifted = rest + np.r_[0.0, 0.0, 0.1]
+    assert task_lib.potential(ep, ee, lifted, staged_place=True) == pytest.approx(task_lib.potential(ep, ee, lifted))
+    on_plate = np.r_[ep.goal_xy(), rest[2]]  # over the plate the lift is no longer needed
+    assert task_lib.potential(ep, ee, on_plate, staged_place=True) == pytest.approx(task_lib.potential(ep, ee, on_plate))
+    other = task_lib.sample_episode(0, ("pick",))  # other families are unchanged
+    assert task_lib.potential(other, ee, rest, staged_place=True) == task_lib.potential(other, ee, rest)
+    env = TabletopEnv(task="place", reward_shaping=True, staged_place_shaping=True, image_size=16)
+    env.reset(3)
+    phi0 = task_lib.potential(env.episode, env.ee_pos(), env.object_pos(), staged_place=True)
+    total, done = 0.0, False
+    while not done:
+        _, r, term, trunc, _ = env.step(env.expert_action())
+        total, done = total + r, term or trunc
+    phi1 = task_lib.potential(env.episode, env.ee_pos(), env.object_pos(), staged_place=True)
+    assert term and total == pytest.approx(1.0 + (phi1 - phi0), abs=1e-9)
+    env.close()
+
+
 def test_max_episode_steps_truncation():
     env = TabletopEnv(task="place", max_episode_steps=3, image_size=16)
     env.reset(0)

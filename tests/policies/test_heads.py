@@ -42,6 +42,23 @@ def test_gaussian_sample_logp_equals_evaluate_and_mode_is_mean():
     assert det.abs().max() < 1.0  # tanh-squashed mean
 
 
+def test_gaussian_dim_tokens_split_the_chunk_density():
+    chunk, per_dim = GaussianChunkHead(D, K, A), GaussianChunkHead(D, K, A, tokens="dim")
+    per_dim.load_state_dict(chunk.state_dict())  # no weight depends on the token split
+    h, actions = torch.randn(B, D), torch.randn(B, K, A)
+    logp, ent = per_dim.evaluate(h, actions)
+    assert logp.shape == ent.shape == (B, K * A) and per_dim.tokens_per_chunk == K * A
+    torch.testing.assert_close(logp.sum(-1, keepdim=True), chunk.evaluate(h, actions)[0])
+    torch.testing.assert_close(ent.sum(-1, keepdim=True), chunk.evaluate(h, actions)[1])
+    # (k, a) order, like the discrete head's tokens
+    mean, log_std = per_dim.dist_params(h)
+    torch.testing.assert_close(logp.view(B, K, A), per_dim._log_prob(actions, mean, log_std))
+    sampled, slogp = per_dim.sample(h)
+    torch.testing.assert_close(slogp, per_dim.evaluate(h, sampled)[0])
+    with pytest.raises(ValueError, match="'chunk', 'dim'"):
+        per_dim.set_tokens("step")
+
+
 def test_gaussian_log_std_init_and_bounds():
     head = GaussianChunkHead(D, K, A, init_log_std=-1.0, min_log_std=-4.0, max_log_std=0.5)
     torch.testing.assert_close(head.log_std(), torch.full((A,), -1.0))

@@ -150,6 +150,18 @@ def test_registry_and_config_errors():
     assert VLAConfig(**cfg) == VLAConfig(**TINY)
 
 
+def test_set_gaussian_tokens_travels_with_the_config():
+    p = make_policy("vla", SPEC, **TINY)
+    p.set_gaussian_tokens("dim")
+    assert p.tokens_per_chunk == 3 * 3 and p.act(make_obs(2)).logp.shape == (2, 9)
+    copy = make_policy("vla", SPEC, **p.config_dict())  # what inference workers and checkpoints rebuild
+    assert copy.config.gaussian_tokens == "dim" and copy.tokens_per_chunk == 9
+    with pytest.raises(ValueError, match="gaussian_tokens"):
+        VLAConfig(gaussian_tokens="step")
+    with pytest.raises(ValueError, match="Gaussian head"):
+        make_policy("vla", SPEC, head="discrete", **TINY).set_gaussian_tokens("dim")
+
+
 def test_normalize_state_running_stats():
     p = make_policy("vla", SPEC, normalize_state=True, **TINY)
     obs = make_obs(64)

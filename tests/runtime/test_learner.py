@@ -92,3 +92,24 @@ def test_linear_lr_schedule_follows_the_global_step(setup):
     assert [constant.update(segs)["lr"] for _ in range(2)] == pytest.approx([1e-3, 1e-3])
     # without a step budget (e.g. a learner built outside rl_train) the schedule cannot apply
     assert Learner(copy.deepcopy(policy), algo).lr() == 1e-3
+
+
+def test_log_std_lr_mult_scales_only_the_std_step(setup):
+    cfg, env, policy = setup
+    segs = _segments(env)
+    moved = {}
+    for mult in (1.0, 10.0):
+        algo = dataclasses.replace(cfg.algo, lr=1e-3, log_std_lr_mult=mult, update_epochs=1, global_batch=10_000)
+        learner = Learner(copy.deepcopy(policy), algo, seed=0)
+        before = {n: p.detach().clone() for n, p in learner.policy.named_parameters()}
+        learner.update(segs)  # one Adam step: each parameter moves by about its lr
+        after = dict(learner.policy.named_parameters())
+        moved[mult] = {n: (after[n] - before[n]).abs().max().item() for n in before}
+        assert len(learner.optimizer.param_groups) == (1 if mult == 1.0 else 2)
+    std = [n for n in moved[1.0] if "log_std" in n]
+    assert std
+    for n in moved[1.0]:
+        if n in std:
+            assert moved[10.0][n] == pytest.approx(10 * moved[1.0][n], rel=1e-3)
+        else:
+            assert moved[10.0][n] == pytest.approx(moved[1.0][n], rel=1e-4, abs=1e-9)

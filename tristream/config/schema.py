@@ -66,6 +66,12 @@ class PolicyConfig:
     kwargs: dict[str, Any] = f({}, "extra keyword arguments for the policy factory (policy.kwargs.KEY=VALUE; "
                                    "for vla any VLAConfig field, e.g. policy.kwargs.lang_encoder=bow)")
 
+    def validate(self) -> None:
+        shadowed = sorted(set(self.kwargs) & {"head", "chunk_len", "hidden_dim", "init_log_std"})
+        if shadowed:
+            raise ValueError(f"policy.kwargs.{shadowed[0]} repeats a policy setting: use policy.{shadowed[0]}="
+                             f"... instead")
+
 
 @dataclass
 class CollectConfig:
@@ -105,6 +111,8 @@ class AlgoConfig:
         None, "how per-token losses reduce to a scalar (null: the loss's own: token-mean for ppo, "
               "seq-mean-token-mean for grpo, gspo and fiberpo)")
     lr: float = f(3e-4, "Adam learning rate", min=0.0)
+    log_std_lr_mult: float = f(1.0, "learning-rate multiplier for the Gaussian head's log std (the exploration "
+                                    "noise), so RL can move the std BC fitted (docs/algorithms.md)", min=0.0)
     lr_schedule: Literal["constant", "linear"] = f(
         "constant", "learning rate over RL: constant, or linear from algo.lr at the first global step to "
                     "algo.lr / train.steps at the last (CleanRL's anneal_lr)")
@@ -116,6 +124,9 @@ class AlgoConfig:
     ent_coef: float = f(0.0, "entropy bonus weight", min=0.0)
     max_grad_norm: float = f(1.0, "gradient clipping norm (0: no clipping)", min=0.0)
     norm_adv: bool = f(True, "normalise GAE advantages over each global step")
+    grpo_std_norm: bool = f(True, "GRPO: divide each group's centred returns by the group's std (false: "
+                                  "Dr. GRPO, centred only, so a group with nearly equal returns gets nearly "
+                                  "zero advantages instead of unit-scale ones)")
     update_epochs: int = f(2, "passes over each global step's data", min=1)
     global_batch: int = f(256, "samples (decision steps) per optimizer step", min=1)
     micro_batch: int = f(128, "samples per forward/backward (gradient accumulation)", min=1)
@@ -201,6 +212,10 @@ class TrainConfig:
     init: str = f("", "policy to start RL from (a policy folder); empty: the recipe's SFT policy")
     rl_log_std: Optional[float] = f(None, "reset the Gaussian head's log std before RL (exploration noise); "
                                           "null: keep what SFT learned")
+    rl_gaussian_tokens: Optional[Literal["chunk", "dim"]] = f(
+        None, "log-prob units of the Gaussian head during RL: chunk (one per action chunk) or dim (one per "
+              "action dimension and chunk step, like the discrete head's tokens: per-token trust regions such as "
+              "FiberPO's act per dimension); null: the policy's own (policy.kwargs.gaussian_tokens, default chunk)")
 
 
 @dataclass

@@ -74,11 +74,23 @@ class Learner:
         self.policy = policy
         self.algo = algo
         self.total_steps = total_steps
-        self.optimizer = torch.optim.Adam(policy.parameters(), lr=algo.lr, eps=1e-5)
+        self.optimizer = torch.optim.Adam(self._param_groups(policy, algo), lr=algo.lr, eps=1e-5)
         self.rng = np.random.default_rng(seed)
         self.version = 0
         self.optimizer_steps = 0
         self._ids: dict[tuple, int] = {}  # stable small ints for GRPO groups and task domains
+
+    @staticmethod
+    def _param_groups(policy, algo) -> list[dict]:
+        """One Adam group, or two when ``algo.log_std_lr_mult`` != 1: the Gaussian head's log-std parameters
+        (names containing "log_std") get lr x mult. Adam moves a parameter by about lr per step whatever its
+        gradient, so at lr 1e-4 a few hundred optimizer steps cannot move the std that BC fitted."""
+        named = list(policy.named_parameters())
+        std = [p for n, p in named if "log_std" in n]
+        if algo.log_std_lr_mult == 1.0 or not std:
+            return [{"params": [p for _, p in named], "lr_mult": 1.0}]
+        return [{"params": [p for n, p in named if "log_std" not in n], "lr_mult": 1.0},
+                {"params": std, "lr_mult": algo.log_std_lr_mult}]
 
     # --- checkpointing --------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -134,7 +146,8 @@ class Learner:
             groups = {k: segments[episode_of.index(k)].group_key for k in keys}
             gid = {g: j for j, g in enumerate(dict.fromkeys(groups.values()))}
             ep_adv = grpo_advantages(torch.tensor([returns[k] for k in keys]),
-                                     torch.tensor([gid[groups[k]] for k in keys]))
+                                     torch.tensor([gid[groups[k]] for k in keys]),
+                                     normalize_std=a.grpo_std_norm)
             by_key = dict(zip(keys, ep_adv.tolist()))
             adv = torch.cat([torch.full((s.length,), by_key[k]) for k, s in zip(episode_of, segments)])
             rets = [torch.from_numpy(s.values) for s in segments]  # no critic target needed
@@ -220,7 +233,7 @@ class Learner:
         """One optimizer step on the samples ``idx`` (in stream order), accumulated over micro-batches."""
         a = self.algo
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr()
+            group["lr"] = self.lr() * group.get("lr_mult", 1.0)  # absent in older checkpoints
         L = samples.behaviour_logp.shape[1]
         # Sub-rows: a segment's samples inside this mini-batch (the loss's "sequences").
         subrows = np.split(np.arange(len(idx)), np.flatnonzero(np.diff(samples.row[idx])) + 1)

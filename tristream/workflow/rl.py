@@ -80,6 +80,10 @@ def rl_train(cfg, run_dir: str | Path, env_spec, *, init: str | Path | None = No
         policy = load_policy(init) if init else build_policy(cfg, env_spec)
         if cfg.train.rl_log_std is not None:
             set_exploration(policy, cfg.train.rl_log_std)
+        if cfg.train.rl_gaussian_tokens is not None:
+            if not hasattr(policy, "set_gaussian_tokens"):
+                raise ValueError(f"train.rl_gaussian_tokens: {type(policy).__name__} has no Gaussian head to split")
+            policy.set_gaussian_tokens(cfg.train.rl_gaussian_tokens)
         learner = Learner(policy, cfg.algo, seed=cfg.run.seed + 2, total_steps=cfg.train.steps)
         start = 0
     print(shard_plan(cfg).describe())

@@ -71,6 +71,8 @@ class TabletopEnv(Env):
             (ee->object, plus object->goal for push/place, plus the missing lift height for pick); it is
             potential-based, so it does not change the optimal policy.
         shaping_scale: weight of the dense term.
+        staged_place_shaping: place's potential also counts the missing lift (box centre up to 7 cm) while the
+            box is not over its plate (tasks.potential); plain distances otherwise.
         cameras: which of ("agentview", "wrist") to render, in this order in ``images``.
 
     Actions: float32 [4] in [-1, 1] (clipped): end-effector delta x, y, z in units of MAX_DELTA (3 cm) and
@@ -89,6 +91,7 @@ class TabletopEnv(Env):
         control_hz: float = 20.0,
         reward_shaping: bool = False,
         shaping_scale: float = 1.0,
+        staged_place_shaping: bool = False,
         cameras: tuple[str, ...] | list[str] = ("agentview", "wrist"),
     ):
         if task == "mix":
@@ -110,6 +113,7 @@ class TabletopEnv(Env):
         self.max_episode_steps = int(max_episode_steps)
         self.reward_shaping = bool(reward_shaping)
         self.shaping_scale = float(shaping_scale)
+        self.staged_place_shaping = bool(staged_place_shaping)
         self.cameras = cameras
         self.model = mujoco.MjModel.from_xml_string(scene.build_mjcf(self.image_size))
         self.substeps = max(1, int(round(1.0 / (control_hz * self.model.opt.timestep))))
@@ -196,7 +200,7 @@ class TabletopEnv(Env):
         mujoco.mj_step(m, d, nstep=4)
         self._t = 0
         self._done_success = False
-        self._phi = task_lib.potential(ep, self.ee_pos(), self.object_pos())
+        self._phi = task_lib.potential(ep, self.ee_pos(), self.object_pos(), self.staged_place_shaping)
         self._noise_rng = np.random.default_rng([seed, 7919])
         return self._obs()
 
@@ -224,7 +228,7 @@ class TabletopEnv(Env):
             terminated = True
             self._done_success = True
         if self.reward_shaping:
-            phi = task_lib.potential(self.episode, ee, obj)
+            phi = task_lib.potential(self.episode, ee, obj, self.staged_place_shaping)
             reward += self.shaping_scale * (phi - self._phi)
             self._phi = phi
         truncated = (not terminated) and self._t >= self.max_episode_steps

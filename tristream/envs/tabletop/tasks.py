@@ -61,6 +61,7 @@ REACH_DIST = 0.04  # end-effector point within 4 cm of the target box's centre
 PICK_HEIGHT = 0.10  # box centre above 10 cm (it rests at 2 cm)
 REST_Z = OBJ_HALF + 0.01  # "on the table / on a plate": box centre below 3 cm
 PLATE_TOL = PLATE_RADIUS - 0.01  # box centre within 4 cm of the plate centre
+PLACE_CARRY_Z = 0.07  # staged place shaping: box centre lifted 5 cm clears the plates
 
 # Sampling regions.
 OBJ_REGION = (0.10, 0.10)  # boxes: |x|, |y| <= these
@@ -176,11 +177,13 @@ def is_success(ep: Episode, ee: np.ndarray, obj: np.ndarray) -> bool:
     raise ValueError(ep.family)
 
 
-def potential(ep: Episode, ee: np.ndarray, obj: np.ndarray) -> float:
+def potential(ep: Episode, ee: np.ndarray, obj: np.ndarray, staged_place: bool = False) -> float:
     """Shaping potential (metres, <= 0): minus the remaining distance to solve the task.
 
     reach: -|ee - obj|; pick: -|ee - obj| - max(0, PICK_HEIGHT - obj_z); push: -|ee - obj| - |obj_xy - zone_xy|;
-    place: -|ee - obj| - |obj_xy - plate_xy|. The dense reward is the potential's increase per step.
+    place: -|ee - obj| - |obj_xy - plate_xy|, and with ``staged_place`` also - max(0, PLACE_CARRY_Z - obj_z)
+    while the box is not over its plate (the lift the carry needs, which the plain distance does not
+    reward). The dense reward is the potential's increase per step.
     """
     d = float(np.linalg.norm(ee - obj))
     if ep.family == "reach":
@@ -188,4 +191,8 @@ def potential(ep: Episode, ee: np.ndarray, obj: np.ndarray) -> float:
     if ep.family == "pick":
         return -d - max(0.0, PICK_HEIGHT - float(obj[2]))
     g = ep.goal_xy()
-    return -d - float(np.linalg.norm(obj[:2] - g))
+    to_goal = float(np.linalg.norm(obj[:2] - g))
+    lift = 0.0
+    if staged_place and ep.family == "place" and to_goal >= PLATE_TOL:
+        lift = max(0.0, PLACE_CARRY_Z - float(obj[2]))
+    return -d - to_goal - lift

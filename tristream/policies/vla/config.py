@@ -7,6 +7,7 @@ from typing import Any
 HEADS = ("gaussian", "discrete")
 POOLS = ("spatial_softmax", "mean")
 LANG_ENCODERS = ("attention", "bow")
+GAUSSIAN_TOKENS = ("chunk", "dim")
 
 
 @dataclass
@@ -43,6 +44,9 @@ class VLAConfig:
     min_log_std: float = -4.0  # log_std is soft-bounded to (min, max) by a tanh, so it keeps a gradient
     max_log_std: float = 0.5
     bc_nll_weight: float = 0.05  # bc_loss = masked MSE(mean) + this * masked per-element NLL
+    # log-prob units seen by the RL losses: "chunk" (one per chunk) or "dim" (one per action dimension and
+    # chunk step, like the discrete head's tokens; see heads.GaussianChunkHead). No weight depends on it.
+    gaussian_tokens: str = "chunk"
 
     # --- discrete head ---
     n_bins: int = 256  # uniform bins over [-1, 1]; an action is a bin centre
@@ -55,6 +59,8 @@ class VLAConfig:
         self.conv_strides = tuple(int(s) for s in self.conv_strides)
         if self.head not in HEADS:
             raise ValueError(f"VLAConfig.head must be one of {HEADS}, got {self.head!r}")
+        if self.gaussian_tokens not in GAUSSIAN_TOKENS:
+            raise ValueError(f"VLAConfig.gaussian_tokens must be one of {GAUSSIAN_TOKENS}, got {self.gaussian_tokens!r}")
         if self.lang_encoder not in LANG_ENCODERS:
             raise ValueError(f"VLAConfig.lang_encoder must be one of {LANG_ENCODERS}, got {self.lang_encoder!r}")
         if self.pool not in POOLS:

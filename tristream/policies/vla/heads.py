@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import GAUSSIAN_TOKENS
+
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
@@ -27,13 +29,16 @@ def _step_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
 
 
 class GaussianChunkHead(nn.Module):
-    """A diagonal Gaussian over the whole chunk; ONE token (log-prob unit) per chunk.
+    """A diagonal Gaussian over the whole chunk; by default ONE token (log-prob unit) per chunk.
 
     mean = tanh(W h) in [-1, 1] (only the mean is squashed; the distribution itself is a plain, unsquashed
     Normal, so log-probs are exact Normal log-probs). std is state independent: one learned log_std per
     action dim, shared over the K chunk steps and soft-bounded into (min_log_std, max_log_std) with a tanh.
     Sampled actions may leave [-1, 1]: the env clips them; log-probs always refer to the unclipped sample.
     logp [B, 1] = sum over K and A of Normal(mean, std).log_prob(action); entropy [B, 1] likewise summed.
+    With ``tokens="dim"`` every action dimension of every chunk step is its own token instead, as for the
+    discrete head: logp/entropy [B, K*A] in (k, a) order (the same joint density, split, so ratio-based
+    trust regions act per dimension; see set_tokens).
     """
 
     def __init__(
@@ -45,10 +50,11 @@ class GaussianChunkHead(nn.Module):
         min_log_std: float = -4.0,
         max_log_std: float = 0.5,
         bc_nll_weight: float = 0.05,
+        tokens: str = "chunk",
     ):
         super().__init__()
         self.chunk_len, self.action_dim = chunk_len, action_dim
-        self.tokens_per_chunk = 1
+        self.set_tokens(tokens)
         self.min_log_std, self.max_log_std = min_log_std, max_log_std
         self.bc_nll_weight = bc_nll_weight
         self.mean = nn.Linear(hidden_dim, chunk_len * action_dim)
@@ -56,6 +62,20 @@ class GaussianChunkHead(nn.Module):
         nn.init.zeros_(self.mean.bias)
         self.log_std_param = nn.Parameter(torch.zeros(action_dim))
         self.set_log_std(init_log_std)
+
+    def set_tokens(self, tokens: str) -> None:
+        """"chunk": one log-prob unit per chunk (the joint density); "dim": one per action dimension and chunk
+        step. Changes no weight, only how log-probs are split into the losses' tokens."""
+        if tokens not in GAUSSIAN_TOKENS:
+            raise ValueError(f"Gaussian head tokens must be one of {GAUSSIAN_TOKENS}, got {tokens!r}")
+        self.tokens = tokens
+        self.tokens_per_chunk = 1 if tokens == "chunk" else self.chunk_len * self.action_dim
+
+    def _tokens(self, per_element: torch.Tensor) -> torch.Tensor:
+        """[B, K, A] -> [B, L]: summed over the chunk (L = 1) or flattened (L = K*A)."""
+        if self.tokens == "chunk":
+            return per_element.sum(dim=(1, 2)).unsqueeze(-1)
+        return per_element.flatten(1)
 
     @torch.no_grad()
     def set_log_std(self, log_std: float) -> None:
@@ -84,13 +104,11 @@ class GaussianChunkHead(nn.Module):
     def sample(self, h: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.dist_params(h)
         actions = mean if deterministic else mean + torch.randn_like(mean) * log_std.exp()
-        return actions, self._log_prob(actions, mean, log_std).sum(dim=(1, 2)).unsqueeze(-1)
+        return actions, self._tokens(self._log_prob(actions, mean, log_std))
 
     def evaluate(self, h: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.dist_params(h)
-        logp = self._log_prob(actions, mean, log_std).sum(dim=(1, 2)).unsqueeze(-1)
-        entropy = (0.5 + _LOG_SQRT_2PI + log_std).sum(dim=(1, 2)).unsqueeze(-1)
-        return logp, entropy
+        return self._tokens(self._log_prob(actions, mean, log_std)), self._tokens(0.5 + _LOG_SQRT_2PI + log_std)
 
     def bc_loss(self, h: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Masked MSE of the mean (well-scaled, fast) + bc_nll_weight * masked per-element NLL (fits std)."""
@@ -177,8 +195,8 @@ class DiscreteTokenHead(nn.Module):
 def make_head(kind: str, hidden_dim: int, chunk_len: int, action_dim: int, cfg) -> nn.Module:
     if kind == "gaussian":
         return GaussianChunkHead(
-            hidden_dim, chunk_len, action_dim, cfg.init_log_std, cfg.min_log_std, cfg.max_log_std, cfg.bc_nll_weight
-        )
+            hidden_dim, chunk_len, action_dim, cfg.init_log_std, cfg.min_log_std, cfg.max_log_std, cfg.bc_nll_weight,
+            cfg.gaussian_tokens)
     if kind == "discrete":
         return DiscreteTokenHead(hidden_dim, chunk_len, action_dim, cfg.n_bins, cfg.token_dim, cfg.init_bin_width)
     raise ValueError(f"unknown head {kind!r}; valid heads: 'gaussian', 'discrete'")

@@ -116,6 +116,16 @@ class VLAPolicy(Policy):
     def config_dict(self) -> dict[str, Any]:
         return self.config.to_dict()
 
+    def set_gaussian_tokens(self, tokens: str) -> None:
+        """Split the Gaussian head's log-probs per chunk ("chunk") or per action dimension ("dim"), e.g. for
+        RL from a policy saved with the other setting; recorded in the config so copies (inference
+        workers, checkpoints) do the same."""
+        if self.config.head != "gaussian":
+            raise ValueError(f"gaussian_tokens applies to the Gaussian head; this policy's head is {self.config.head!r}")
+        self.head.set_tokens(tokens)
+        self.config.gaussian_tokens = tokens
+        self.tokens_per_chunk = self.head.tokens_per_chunk
+
 
 def make_vla_policy(env_spec, **cfg_kwargs: Any) -> VLAPolicy:
     """Registry factory: ``make_policy("vla", env_spec, head="discrete", chunk_len=8, ...)``."""
