@@ -165,3 +165,10 @@ def test_bench_algos_runs_every_loss_in_both_regimes(tmp_path, capsys):
     assert result["results"]["default"]["fiberpo"]["max_mean_ratio"] is not None
     assert (out / "algos.png").exists()
     assert "| aggressive | fiberpo |" in capsys.readouterr().out
+    # a second run with the same settings reuses every finished (regime, loss, seed) instead of retraining
+    metrics = out / "default" / "ppo" / "seed0" / "metrics.jsonl"
+    stamp = metrics.stat().st_mtime_ns
+    assert main(["bench", "algos", *TOY, f"train.init={sft}", "train.steps=2", "runtime.backend=serial",
+                 "--out", str(out), "--seeds", "1", "--eval-episodes", "2", "--losses", "ppo,fiberpo"]) == 0
+    assert metrics.stat().st_mtime_ns == stamp
+    assert json.loads((out / "algos.json").read_text()) == result

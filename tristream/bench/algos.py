@@ -30,13 +30,23 @@ def _with(cfg, overrides: list[str]):
 
 
 def run_one(cfg, env_spec, run_dir: Path, eval_episodes: int) -> dict[str, Any]:
+    """Train and evaluate one (regime, loss, seed); the result is kept in ``run_dir/result.json`` and reused
+    when the bench is run again with the same config, so an interrupted bench continues where it stopped."""
+    done = Path(run_dir) / "result.json"
+    key = {"config": to_dict(cfg), "eval_episodes": eval_episodes}
+    if done.is_file():
+        saved = json.loads(done.read_text())
+        if saved.get("key") == key:
+            return saved["result"]
     policy = rl_train(cfg, run_dir, env_spec, init=cfg.train.init, progress=False)
     rows = read_metrics(run_dir, "train")
     ratio_key = next((k for k in RATIO_KEYS if k in rows[0]), None)
     grad = [r["grad_norm"] for r in rows]
     result = evaluate(policy, cfg, episodes=eval_episodes, label="final")
-    return {"success": result["success"], "max_mean_ratio": max(r[ratio_key] for r in rows) if ratio_key else None,
-            "grad_norm_growth": max(grad) / max(grad[0], 1e-12), "curve": [r.get("success", 0.0) for r in rows]}
+    out = {"success": result["success"], "max_mean_ratio": max(r[ratio_key] for r in rows) if ratio_key else None,
+           "grad_norm_growth": max(grad) / max(grad[0], 1e-12), "curve": [r.get("success", 0.0) for r in rows]}
+    done.write_text(json.dumps({"key": key, "result": out}))
+    return out
 
 
 def bench_algos(cfg, env_spec, out_dir: str | Path, *, losses=LOSSES, seeds=(0, 1, 2), regimes=REGIMES,
