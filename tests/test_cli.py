@@ -113,6 +113,28 @@ def test_sigint_checkpoints_and_leaves_no_child(tmp_path):
     assert not alive, [Path(f"/proc/{c}/cmdline").read_text() for c in alive]
 
 
+def test_bench_algos_stops_on_sigterm_and_continues_later(tmp_path):
+    """A signal ends the whole bench (not just the run in progress) without recording the unfinished run."""
+    demos, sft, out = tmp_path / "demos.hdf5", tmp_path / "sft", tmp_path / "algos"
+    assert main(["collect", *TOY, "--out", str(demos)]) == 0
+    assert main(["sft", *TOY, "--data", str(demos), "--out", str(sft)]) == 0
+    cmd = [sys.executable, "-m", "tristream.cli", "bench", "algos", *TOY, f"train.init={sft}", "train.steps=1000",
+           "runtime.backend=serial", "--out", str(out), "--seeds", "1", "--eval-episodes", "2", "--losses", "ppo"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline, lines = time.time() + 120, []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("step 2/"):
+            break
+        assert time.time() < deadline, "".join(lines)
+    proc.send_signal(signal.SIGTERM)
+    text, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, text
+    assert "bench stopped" in text and "seed 0: success" not in text
+    assert not (out / "algos.json").exists() and not (out / "default" / "ppo" / "seed0" / "result.json").exists()
+
+
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
     return [int(x) for x in out.split()]

@@ -146,9 +146,9 @@ def cmd_bench(args) -> int:
     if args.what == "algos":
         from tristream.bench.algos import LOSSES, bench_algos
         losses = tuple(x.strip() for x in args.losses.split(",")) if args.losses else LOSSES
-        bench_algos(cfg, _env_spec(cfg), args.out, losses=losses, seeds=tuple(range(args.seeds)),
-                    eval_episodes=args.eval_episodes)
-        return 0
+        done = bench_algos(cfg, _env_spec(cfg), args.out, losses=losses, seeds=tuple(range(args.seeds)),
+                           eval_episodes=args.eval_episodes)
+        return 0 if done else 130  # stopped by SIGINT/SIGTERM
     if args.what == "decode":
         if not args.checkpoint:
             raise ValueError("bench decode needs --checkpoint DIR: an LM from `tristream sft --preset lm_tiny --out DIR`")

@@ -5,6 +5,7 @@ of the gradient norm (largest / first), and plots the training curves."""
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from tristream.config import Config, config_from_dict, to_dict  # noqa: E402
 from tristream.config.loader import apply_overrides  # noqa: E402
 from tristream.metrics.tracker import read_metrics  # noqa: E402
 from tristream.workflow.evaluate import evaluate  # noqa: E402
-from tristream.workflow.rl import rl_train  # noqa: E402
+from tristream.workflow.rl import StopFlag, rl_train  # noqa: E402
 
 LOSSES = ("ppo", "decoupled_ppo", "grpo", "gspo", "fiberpo", "fiberpo_domain")
 REGIMES = {"default": [], "aggressive": ["algo.lr=1e-3", "algo.update_epochs=8"]}
@@ -29,16 +30,22 @@ def _with(cfg, overrides: list[str]):
     return config_from_dict(Config, apply_overrides(Config, to_dict(cfg), overrides))
 
 
-def run_one(cfg, env_spec, run_dir: Path, eval_episodes: int) -> dict[str, Any]:
+def run_one(cfg, env_spec, run_dir: Path, eval_episodes: int, stop: StopFlag | None = None) -> dict[str, Any] | None:
     """Train and evaluate one (regime, loss, seed); the result is kept in ``run_dir/result.json`` and reused
-    when the bench is run again with the same config, so an interrupted bench continues where it stopped."""
-    done = Path(run_dir) / "result.json"
+    when the bench is run again with the same config, so an interrupted bench continues where it stopped.
+    An unfinished run is redone from scratch; returns None when ``stop`` ended the training early."""
+    run_dir = Path(run_dir)
+    done = run_dir / "result.json"
     key = {"config": to_dict(cfg), "eval_episodes": eval_episodes}
     if done.is_file():
         saved = json.loads(done.read_text())
         if saved.get("key") == key:
             return saved["result"]
-    policy = rl_train(cfg, run_dir, env_spec, init=cfg.train.init, progress=False)
+    if run_dir.exists():  # an interrupted or differently configured run: its metrics would mix in
+        shutil.rmtree(run_dir)
+    policy = rl_train(cfg, run_dir, env_spec, init=cfg.train.init, progress=False, stop=stop)
+    if stop is not None and stop():
+        return None
     rows = read_metrics(run_dir, "train")
     ratio_key = next((k for k in RATIO_KEYS if k in rows[0]), None)
     grad = [r["grad_norm"] for r in rows]
@@ -60,23 +67,16 @@ def bench_algos(cfg, env_spec, out_dir: str | Path, *, losses=LOSSES, seeds=(0, 
           + "; ".join(f"{k}: {' '.join(v) or 'config as given'}" for k, v in regimes.items())
           + f", eval {eval_episodes} held-out episodes")
     table: dict[str, dict[str, dict]] = {}
-    for regime, overrides in regimes.items():
-        for loss in losses:
-            runs = []
-            for seed in seeds:
-                rcfg = _with(cfg, [*overrides, f"algo.loss={loss}", f"run.seed={seed}"])
-                r = run_one(rcfg, env_spec, out / regime / loss / f"seed{seed}", eval_episodes)
-                runs.append(r)
-                print(f"  {regime:<10} {loss:<15} seed {seed}: success {r['success']:.2f}  max ratio "
-                      f"{r['max_mean_ratio'] if r['max_mean_ratio'] is None else round(r['max_mean_ratio'], 3)}  "
-                      f"grad growth {r['grad_norm_growth']:.1f}", flush=True)
-            table.setdefault(regime, {})[loss] = {
-                "success_mean": statistics.mean(r["success"] for r in runs),
-                "success": [r["success"] for r in runs],
-                "max_mean_ratio": max((r["max_mean_ratio"] for r in runs if r["max_mean_ratio"] is not None),
-                                      default=None),
-                "grad_norm_growth_max": max(r["grad_norm_growth"] for r in runs),
-                "curves": [r["curve"] for r in runs]}
+    with StopFlag() as stop:
+        for regime, overrides in regimes.items():
+            for loss in losses:
+                runs = [_run_and_print(cfg, env_spec, out, regime, overrides, loss, seed, eval_episodes, stop)
+                        for seed in seeds if not stop()]
+                if stop():
+                    print(f"[tristream] bench stopped; finished runs are kept in {out}: run the same command again "
+                          "to continue")
+                    return {}
+                table.setdefault(regime, {})[loss] = _summary(runs)
     result = {"workload": {"init": cfg.train.init, "steps": cfg.train.steps, "num_envs": cfg.rollout.num_envs,
                            "advantage": cfg.algo.advantage, "seeds": list(seeds), "regimes": regimes,
                            "eval_episodes": eval_episodes}, "results": table}
@@ -85,6 +85,26 @@ def bench_algos(cfg, env_spec, out_dir: str | Path, *, losses=LOSSES, seeds=(0, 
     print(format_table(table))
     print(f"wrote {out / 'algos.json'} and {png}")
     return result
+
+
+def _run_and_print(cfg, env_spec, out: Path, regime: str, overrides: list[str], loss: str, seed: int,
+                   eval_episodes: int, stop: StopFlag) -> dict[str, Any] | None:
+    rcfg = _with(cfg, [*overrides, f"algo.loss={loss}", f"run.seed={seed}"])
+    r = run_one(rcfg, env_spec, out / regime / loss / f"seed{seed}", eval_episodes, stop)
+    if r is not None:
+        ratio = r["max_mean_ratio"] if r["max_mean_ratio"] is None else round(r["max_mean_ratio"], 3)
+        print(f"  {regime:<10} {loss:<15} seed {seed}: success {r['success']:.2f}  max ratio {ratio}  "
+              f"grad growth {r['grad_norm_growth']:.1f}", flush=True)
+    return r
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"success_mean": statistics.mean(r["success"] for r in runs),
+            "success": [r["success"] for r in runs],
+            "max_mean_ratio": max((r["max_mean_ratio"] for r in runs if r["max_mean_ratio"] is not None),
+                                  default=None),
+            "grad_norm_growth_max": max(r["grad_norm_growth"] for r in runs),
+            "curves": [r["curve"] for r in runs]}
 
 
 def format_table(table: dict) -> str:
