@@ -5,7 +5,7 @@ Presets (YAML in ``presets/``) override defaults; dotted command-line overrides 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Optional
 
 
@@ -66,8 +66,13 @@ class PolicyConfig:
     kwargs: dict[str, Any] = f({}, "extra keyword arguments for the policy factory (policy.kwargs.KEY=VALUE; "
                                    "for vla any VLAConfig field, e.g. policy.kwargs.lang_encoder=bow)")
 
+    def factory_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for the policy factory: every setting of this section but the name, plus kwargs."""
+        named = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("name", "kwargs")}
+        return {**named, **self.kwargs}
+
     def validate(self) -> None:
-        shadowed = sorted(set(self.kwargs) & {"head", "chunk_len", "hidden_dim", "init_log_std"})
+        shadowed = sorted(set(self.kwargs) & {f.name for f in fields(self)})
         if shadowed:
             raise ValueError(f"policy.kwargs.{shadowed[0]} repeats a policy setting: use policy.{shadowed[0]}="
                              f"... instead")

@@ -59,9 +59,7 @@ def build_policy(cfg, env_spec, spec: dict[str, Any] | None = None):
     from tristream.policies import make_policy
     if spec is not None:
         return make_policy(spec["policy"], env_spec, **spec["config"])
-    p = cfg.policy
-    return make_policy(p.name, env_spec, head=p.head, chunk_len=p.chunk_len, hidden_dim=p.hidden_dim,
-                       init_log_std=p.init_log_std, **p.kwargs)
+    return make_policy(cfg.policy.name, env_spec, **cfg.policy.factory_kwargs())
 
 
 def batch_max(cfg) -> int:
