@@ -106,6 +106,39 @@ def test_expert_succeeds_with_terminated_and_reward(button):
     assert term and not trunc and info["success"] and r == 1.0, (t, info)
 
 
+@needs_mw
+def test_progress_shaping_telescopes_and_pays_success_most():
+    """reward_shaping=True: phi(s') - phi(s) with phi = Meta-World's dense reward / 10, so an episode's
+    shaping sums to phi(last) - phi(first) and an early success outscores a near miss that runs to the step
+    limit. The raw dense reward (shaping="dense") pays that near miss about twice the success."""
+    def episode(shaping, stop_at=None):  # the expert, standing still from step stop_at on
+        env = make_env("metaworld/button-press-v3", image_size=16, max_episode_steps=100, cameras=["corner"],
+                       reward_shaping=True, shaping=shaping)
+        env.reset(7)
+        raw = env.raw_env
+        phi = [raw.evaluate_state(raw._get_obs(), np.zeros(4))[0] / 10]
+        total = 0.0
+        for t in range(100):
+            a = env.expert_action() if stop_at is None or t < stop_at else np.zeros(4, np.float32)
+            _, r, term, trunc, info = env.step(a)
+            total += r
+            if term or trunc:
+                break
+        phi.append(raw.evaluate_state(raw._get_obs(), np.zeros(4))[0] / 10)
+        env.close()
+        return total, bool(info["success"]), t + 1, phi
+
+    success, ok, length, phi = episode("progress")
+    assert ok and success == pytest.approx(1.0 + phi[1] - phi[0], abs=0.05)  # telescoped
+    near_miss, ok, _, _ = episode("progress", stop_at=length - 6)
+    assert not ok and success > near_miss + 0.5
+    dense_success, _, _, _ = episode("dense")
+    dense_near_miss, ok, _, _ = episode("dense", stop_at=length - 6)
+    assert not ok and dense_near_miss > dense_success  # why "progress" is the default
+    with pytest.raises(ValueError, match="shaping must be 'progress' or 'dense'"):
+        make_env("metaworld/reach-v3", shaping="sparse")
+
+
 def test_truncation_without_success():
     if not HAVE_MW:
         pytest.skip("Meta-World not installed: pip install 'tristream[metaworld]'")

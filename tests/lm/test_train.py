@@ -10,7 +10,16 @@ from tristream.lm.model import LM
 from tristream.lm.quant import apply_qat, quantize_model
 from tristream.lm.tasks import make_task
 from tristream.lm.tokenizer import ByteTokenizer
-from tristream.lm.train import _lr_factor, encode, exact_match, heldout, load_lm, model_config, sft_lm
+from tristream.lm.train import (
+    _lr_factor,
+    encode,
+    exact_match,
+    frozen_bias_load,
+    heldout,
+    load_lm,
+    model_config,
+    sft_lm,
+)
 from tristream.metrics.tracker import Tracker, read_metrics
 
 TOK = ByteTokenizer()
@@ -86,6 +95,30 @@ def test_router_bias_stays_zero_without_balancing(tmp_path):
     model = sft_lm(lm_cfg(tmp_path, "lm.router_bias_rate=0", "lm.steps=3", "lm.eval_every=100"),
                    tmp_path / "run", progress=False)
     assert all(m.router.e_score_correction_bias.abs().max() == 0 for m in model.moe_layers())
+
+
+def test_frozen_bias_load_measures_batches_and_changes_nothing(tmp_path):
+    cfg = lm_cfg(tmp_path)
+    model, task = LM(model_config(cfg.lm)).eval(), make_task("addition", digits=2)
+    routers = [m.router for m in model.moe_layers()]
+    for r in routers:
+        r.load.fill_(5)
+    t = frozen_bias_load(model, task, batches=3, batch_size=8)
+    assert t.shape == (3, len(routers)) and (t >= 1.0).all() and not model.training
+    assert all(int(r.load.sum()) == 5 * r.load.numel() for r in routers)  # counters as they were
+    assert all(r.e_score_correction_bias.abs().max() == 0 for r in routers)
+    for r in routers:  # a bias no score can overcome: every token on experts 0 and 1 of 4 -> max/mean 2
+        r.e_score_correction_bias.copy_(torch.tensor([10.0, 10.0, 0.0, 0.0]))
+    assert torch.allclose(frozen_bias_load(model, task, batches=2, batch_size=8), torch.tensor(2.0))
+
+
+def test_load_floor_example_runs_on_a_saved_lm(tmp_path, capsys):
+    from examples.lm_load_floor import main
+    from tristream.lm.train import save_lm
+    cfg = lm_cfg(tmp_path)
+    save_lm(LM(model_config(cfg.lm)), tmp_path / "lm", cfg)
+    main([str(tmp_path / "lm"), "--batches", "2", "--batch-size", "4"])
+    assert "2 batches of 4 problems, router bias frozen" in capsys.readouterr().out
 
 
 def test_qat_run_fake_quant_equals_its_int4_export(tmp_path):

@@ -191,6 +191,31 @@ def _load_summary(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+@torch.no_grad()
+def frozen_bias_load(model: LM, task: ArithmeticTask, *, batches: int = 100, batch_size: int = 64,
+                     seed: int = 99_000, zero_digit_prob: float = 0.3) -> torch.Tensor:
+    """Expert load max/mean per training batch with the router bias held fixed: [batches, MoE layers].
+
+    The floor of the per-step load statistic that ``sft_lm`` logs: each batch is ``batch_size`` fresh
+    training problems (as SFT samples them), routed in training mode, but no optimizer step and no bias
+    update happen, so what varies from batch to batch is only which tokens the batch holds. The model's
+    bias and its load counters are left as they were."""
+    was_training = model.training
+    model.train()
+    saved = [m.router.load.clone() for m in model.moe_layers()]
+    rows = []
+    try:
+        for b in range(batches):
+            tokens, _ = encode(task.problems("train", batch_size, seed=seed + b, zero_digit_prob=zero_digit_prob))
+            model(tokens)
+            rows.append([(m.last_load.max() / m.last_load.float().mean()).item() for m in model.moe_layers()])
+    finally:
+        for m, load in zip(model.moe_layers(), saved):
+            m.router.load.copy_(load)
+        model.train(was_training)
+    return torch.tensor(rows)
+
+
 def evaluate_variants(model: LM, task: ArithmeticTask, problems: list[Problem], group_size: int) -> dict[str, float]:
     """Held-out exact match (greedy decoding) of the fp32 weights (fake quantization off), the
     fake-quantized model (what QAT trains) and the real INT8 / INT4 exports of the same weights
