@@ -11,6 +11,7 @@ from tristream.lm.quant import apply_qat, quantize_model
 from tristream.lm.tasks import make_task
 from tristream.lm.tokenizer import ByteTokenizer
 from tristream.lm.train import (
+    _bias_rate_factor,
     _lr_factor,
     encode,
     exact_match,
@@ -60,6 +61,22 @@ def test_lr_schedule_warms_up_then_decays_to_the_floor(tmp_path):
     assert _lr_factor(10, lm) == pytest.approx(1.0) and _lr_factor(100, lm) == pytest.approx(0.1)
     lin = dataclasses.replace(lm, schedule="linear")
     assert _lr_factor(55, lin) == pytest.approx(0.1 + 0.9 * 0.5)
+
+
+def test_bias_rate_follows_the_lr_decay_only_when_asked(tmp_path, monkeypatch):
+    lm = lm_cfg(tmp_path, "lm.steps=100", "lm.warmup_steps=10", "lm.min_lr_ratio=0.1").lm
+    assert all(_bias_rate_factor(i, lm) == 1.0 for i in (0, 5, 50, 100))  # constant (the default)
+    dec = dataclasses.replace(lm, router_bias_schedule="lr_decay")
+    assert _bias_rate_factor(0, dec) == 1.0 and _bias_rate_factor(9, dec) == 1.0  # warm-up: full rate
+    assert _bias_rate_factor(55, dec) == pytest.approx(_lr_factor(55, dec)) and _bias_rate_factor(100, dec) == pytest.approx(0.1)
+    rates = []  # what sft_lm hands the model after each optimizer step
+    original = LM.update_router_bias
+    monkeypatch.setattr(LM, "update_router_bias", lambda self, rate=None: rates.append(rate) or original(self, rate))
+    cfg = lm_cfg(tmp_path, "lm.router_bias_schedule=lr_decay", "lm.router_bias_rate=0.02", "lm.steps=6",
+                 "lm.warmup_steps=2", "lm.eval_every=100")
+    sft_lm(cfg, tmp_path / "run", progress=False)
+    assert rates == pytest.approx([0.02 * _bias_rate_factor(i, cfg.lm) for i in range(6)])
+    assert rates[0] == rates[2] == 0.02 and rates[-1] < rates[3] < 0.02  # full until the decay starts
 
 
 def test_model_config_uses_byte_vocab_and_run_bias_rate(tmp_path):

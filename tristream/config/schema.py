@@ -264,6 +264,10 @@ class LMTrainConfig:
     router_bias_update: Optional[Literal["sign", "proportional"]] = f(
         None, "aux-loss-free balancing rule: sign (DeepSeek-V3) or proportional to the relative load error "
               "(null: the model config's)")
+    router_bias_schedule: Literal["constant", "lr_decay"] = f(
+        "constant", "aux-loss-free balancing: constant rate, or lr_decay: the rate times the learning rate's "
+                    "decay factor after warm-up (lr / peak lr; the router moves slower as lr falls, so the bias "
+                    "needs smaller steps to follow it and oscillates less around balance)")
     qat: Literal["none", "int8", "int4"] = f("none", "quantization-aware training: fake-quantized weights")
     qat_group_size: int = f(32, "QAT and export: weights per quantization scale (along the input dim)", min=2)
     qat_start: int = f(0, "QAT: step at which fake quantization switches on", min=0)

@@ -98,6 +98,14 @@ def _lr_factor(step: int, lm) -> float:
     return lm.min_lr_ratio + (1 - lm.min_lr_ratio) * decay
 
 
+def _bias_rate_factor(step: int, lm) -> float:
+    """Multiplier of the router-bias rate after optimizer step ``step``: 1, or with
+    ``router_bias_schedule=lr_decay`` the learning rate's factor once warm-up is over (1 during it)."""
+    if lm.router_bias_schedule == "constant" or step < lm.warmup_steps:
+        return 1.0
+    return _lr_factor(step, lm)
+
+
 def _qat_bits(lm) -> int | None:
     return {"none": None, "int8": 8, "int4": 4}[lm.qat]
 
@@ -123,7 +131,8 @@ def sft_lm(cfg, out_dir: str | Path, *, tracker=None, progress: bool = True) -> 
           f"model {lm.config} "
           f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params{', from ' + lm.init if lm.init else ''}), "
           f"{lm.steps} steps x {lm.batch_size}, "
-          f"mtp_weight {lm.mtp_weight}, qat {lm.qat}, router bias {mcfg.router_bias_update} rate {mcfg.router_bias_update_rate}")
+          f"mtp_weight {lm.mtp_weight}, qat {lm.qat}, router bias {mcfg.router_bias_update} rate "
+          f"{mcfg.router_bias_update_rate} ({lm.router_bias_schedule})")
     bar = tqdm(range(lm.steps), desc="sft-lm", unit="step", disable=not progress)
     t0, window, loads, last_eval = time.perf_counter(), [], [], None
     for step in bar:
@@ -139,7 +148,7 @@ def sft_lm(cfg, out_dir: str | Path, *, tracker=None, progress: bool = True) -> 
         sched.step()
         counts = [m.last_load.float() for m in model.moe_layers()]  # tokens per expert, this step [E]
         win_counts = counts if not window else [a + c for a, c in zip(win_counts, counts)]
-        load = model.update_router_bias()  # {} for a dense model
+        load = model.update_router_bias(mcfg.router_bias_update_rate * _bias_rate_factor(step, lm))  # {}: dense
         window.append({**stats, "grad_norm": gn.item(), **load})
         if (step + 1) % lm.log_every == 0 or step + 1 == lm.steps:
             row = {k: sum(w[k] for w in window if k in w) / len(window) for k in window[-1]}
