@@ -129,8 +129,8 @@ def test_frozen_bias_load_measures_batches_and_changes_nothing(tmp_path):
     assert torch.allclose(frozen_bias_load(model, task, batches=2, batch_size=8), torch.tensor(2.0))
 
 
-def test_load_floor_example_runs_on_a_saved_lm(tmp_path, capsys):
-    from examples.lm_load_floor import main
+def test_frozen_bias_example_runs_on_a_saved_lm(tmp_path, capsys):
+    from examples.lm_load_frozen_bias import main
     from tristream.lm.train import save_lm
     cfg = lm_cfg(tmp_path)
     save_lm(LM(model_config(cfg.lm)), tmp_path / "lm", cfg)

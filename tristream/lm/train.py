@@ -205,10 +205,10 @@ def frozen_bias_load(model: LM, task: ArithmeticTask, *, batches: int = 100, bat
                      seed: int = 99_000, zero_digit_prob: float = 0.3) -> torch.Tensor:
     """Expert load max/mean per training batch with the router bias held fixed: [batches, MoE layers].
 
-    The floor of the per-step load statistic that ``sft_lm`` logs: each batch is ``batch_size`` fresh
-    training problems (as SFT samples them), routed in training mode, but no optimizer step and no bias
-    update happen, so what varies from batch to batch is only which tokens the batch holds. The model's
-    bias and its load counters are left as they were."""
+    The per-step load statistic that ``sft_lm`` logs, with nothing moving: each batch is ``batch_size``
+    fresh training problems (as SFT samples them), routed in training mode, but no optimizer step and no
+    bias update happen. The spread over batches is then only which tokens each batch holds, and the level
+    is the imbalance of this bias snapshot itself. The model's bias and load counters are left as they were."""
     was_training = model.training
     model.train()
     saved = [m.router.load.clone() for m in model.moe_layers()]

@@ -1,8 +1,8 @@
-"""The noise floor of the per-step expert-load statistic of a trained LM (docs/lm.md, "Aux-loss-free
-balancing in SFT"): routes fresh training batches with the router bias frozen and prints max/mean load
-per batch, averaged and worst over the MoE layers.
+"""The per-step expert-load statistic of a trained LM with its router bias frozen (docs/lm.md, "Aux-loss-free
+balancing in SFT"): routes fresh training batches, no optimizer step and no bias update, and prints
+max/mean load per batch, averaged and worst over the MoE layers.
 
-    python examples/lm_load_floor.py runs/lm_tiny --batches 100 --batch-size 64
+    python examples/lm_load_frozen_bias.py runs/lm_tiny --batches 100 --batch-size 64
 """
 import argparse
 
@@ -10,7 +10,7 @@ from tristream.lm.train import frozen_bias_load, load_lm, task_of
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint", help="LM folder from `tristream sft --preset lm_tiny --out DIR`")
     ap.add_argument("--batches", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=64, help="problems per batch (lm_tiny trains with 64)")
