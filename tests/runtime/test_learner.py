@@ -51,6 +51,19 @@ def test_one_optimizer_step_per_global_batch(setup):
         assert stats["samples"] == n and learner.version == 1
 
 
+@pytest.mark.parametrize("target_kl,epochs", [(None, 4), (1e9, 4), (1e-9, 1)])
+def test_target_kl_ends_the_passes_early(setup, target_kl, epochs):
+    """The test segments' behaviour log-probs are not the policy's own, so the first pass already measures
+    a KL > 1e-9 and stops there; a huge target (or none) runs every pass."""
+    cfg, env, policy = setup
+    segs = _segments(env)
+    n = sum(s.length for s in segs)
+    algo = dataclasses.replace(cfg.algo, global_batch=4, micro_batch=2, update_epochs=4, target_kl=target_kl)
+    learner = Learner(copy.deepcopy(policy), algo, seed=0)
+    stats = learner.update(segs)
+    assert stats["update_epochs_run"] == epochs and learner.optimizer_steps == epochs * -(-n // 4)
+
+
 @pytest.mark.parametrize("loss", ["ppo", "decoupled_ppo", "grpo", "gspo", "fiberpo", "fiberpo_domain"])
 def test_micro_batch_size_does_not_change_the_update(setup, loss):
     cfg, env, policy = setup

@@ -33,6 +33,18 @@ def test_streaming_steps_once_per_global_batch_whatever_the_chunks(tiny, chunks)
     assert learner.version == 1
 
 
+def test_streaming_honours_target_kl(tiny):
+    cfg = tiny("algo.global_batch=5", "algo.update_epochs=3", "algo.micro_batch=2", "algo.target_kl=1e-9")
+    env = make_env("toy", image_size=16)
+    segs = _segments(env, n_segments=8, rng=np.random.default_rng(1))
+    n = sum(s.length for s in segs)
+    learner = Learner(build_policy(cfg, env.spec), cfg.algo)
+    stream = StreamingUpdate(learner, group_size=1)
+    stream.add(segs)
+    stats = stream.finish()
+    assert learner.optimizer_steps == -(-n // 5) and stats["update_epochs_run"] == 1.0  # one pass per batch
+
+
 @pytest.mark.parametrize("lag", [0, 1, 2])
 def test_no_sample_older_than_the_lag_bound_is_trained(tiny, tmp_path, lag):
     cfg = tiny("runtime.backend=local", "runtime.mode=async", f"runtime.max_policy_lag={lag}", "train.steps=5",

@@ -133,6 +133,8 @@ class AlgoConfig:
                                   "Dr. GRPO, centred only, so a group with nearly equal returns gets nearly "
                                   "zero advantages instead of unit-scale ones)")
     update_epochs: int = f(2, "passes over each global step's data", min=1)
+    target_kl: Optional[float] = f(None, "skip a global step's remaining passes once a pass's mean approx KL "
+                                         "to the old policy exceeds this (CleanRL's target_kl; null: off)", min=0.0)
     global_batch: int = f(256, "samples (decision steps) per optimizer step", min=1)
     micro_batch: int = f(128, "samples per forward/backward (gradient accumulation)", min=1)
     fiberpo_eps: float = f(0.03, "FiberPO token radius (tristream default; the paper gives none)", min=0.0)

@@ -208,19 +208,30 @@ class Learner:
         n_minibatches = 0
         counts = np.bincount(samples.row)
         starts = np.r_[0, np.cumsum(counts)[:-1]]
+        epochs = 0
         for _ in range(self.algo.update_epochs):
             order = np.concatenate([np.arange(starts[r], starts[r] + counts[r])
                                     for r in self.rng.permutation(len(counts))])
+            kls = []
             for lo in range(0, len(order), self.algo.global_batch):
                 stats = self.optimizer_step(samples, order[lo:lo + self.algo.global_batch])
                 for k, v in stats.items():
                     sums[k] += v
+                kls.append(stats.get("approx_kl", 0.0))
                 n_minibatches += 1
+            epochs += 1
+            if self.kl_exceeded(sum(kls) / len(kls)):
+                break
         self.version += 1
         out = {k: v / n_minibatches for k, v in sums.items()}
         out["optimizer_steps"] = float(n_minibatches)
+        out["update_epochs_run"] = float(epochs)
         out["samples"] = float(len(samples))
         return out
+
+    def kl_exceeded(self, approx_kl: float) -> bool:
+        """Early stop of the passes over one global step (``algo.target_kl``)."""
+        return self.algo.target_kl is not None and approx_kl > self.algo.target_kl
 
     def lr(self) -> float:
         """The learning rate of the current global step (``version``): a function of the version alone, so

@@ -3,7 +3,8 @@
 Segments become *ready* when their advantages can be computed: on arrival for GAE (each segment carries
 its bootstrap observation), when the whole episode group is in for GRPO (a group = ``rollout.group_size``
 episodes from the same initial state). Every time ``algo.global_batch`` ready samples are waiting, they are
-trained ``algo.update_epochs`` times, one optimizer step each (GAE advantages normalised over that batch).
+trained ``algo.update_epochs`` times, one optimizer step each (GAE advantages normalised over that batch;
+``algo.target_kl`` ends a batch's passes early).
 ``finish`` trains what is left when the rollout is complete, then the learner's version goes up by one:
 weights are published once per global step, as in RL-VLA^3's fully asynchronous mode, so a step's data are
 those of ``sync`` and only the order of the mini-batches differs.
@@ -27,6 +28,7 @@ class StreamingUpdate:
         self._ready: list[Samples] = []
         self._sums: dict[str, float] = defaultdict(float)
         self._steps = 0
+        self._epochs = self._batches = 0  # passes run (algo.target_kl may cut them short) and batches trained
         self.samples = 0
 
     def add(self, segments: list[Segment]) -> None:
@@ -55,6 +57,7 @@ class StreamingUpdate:
         self.learner.version += 1
         out = {k: v / max(self._steps, 1) for k, v in self._sums.items()}
         return out | {"optimizer_steps": float(self._steps), "samples": float(self.samples),
+                      "update_epochs_run": self._epochs / max(self._batches, 1),
                       "dropped_groups": float(self.dropped_groups)}
 
     def _train(self, n: int) -> None:
@@ -68,7 +71,12 @@ class StreamingUpdate:
         self.learner.policy.train()
         idx = np.arange(len(batch))
         for _ in range(self.learner.algo.update_epochs):
-            for k, v in self.learner.optimizer_step(batch, idx).items():
+            stats = self.learner.optimizer_step(batch, idx)
+            for k, v in stats.items():
                 self._sums[k] += v
             self._steps += 1
+            self._epochs += 1
+            if self.learner.kl_exceeded(stats.get("approx_kl", 0.0)):
+                break
+        self._batches += 1
         self.samples += n
