@@ -115,10 +115,14 @@ class LM(nn.Module):
     def moe_layers(self) -> list[MoE]:
         return [layer.mlp for layer in self.layers if isinstance(layer.mlp, MoE)]
 
+    def layer_loads(self) -> list[float]:
+        """Expert load of the last forward, max/mean of the tokens per expert, for each MoE layer that routed."""
+        return [(m.last_load.max() / m.last_load.float().mean()).item()
+                for m in self.moe_layers() if m.last_load is not None and m.last_load.sum() > 0]
+
     def load_stats(self) -> dict[str, float]:
         """Expert load of the last forward: max/mean per MoE layer, averaged and worst over layers."""
-        ratios = [(m.last_load.max() / m.last_load.float().mean()).item()
-                  for m in self.moe_layers() if m.last_load is not None and m.last_load.sum() > 0]
+        ratios = self.layer_loads()
         if not ratios:
             return {}
         return {"load_max_mean": sum(ratios) / len(ratios), "load_max_mean_worst": max(ratios)}

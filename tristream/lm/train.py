@@ -217,7 +217,7 @@ def frozen_bias_load(model: LM, task: ArithmeticTask, *, batches: int = 100, bat
         for b in range(batches):
             tokens, _ = encode(task.problems("train", batch_size, seed=seed + b, zero_digit_prob=zero_digit_prob))
             model(tokens)
-            rows.append([(m.last_load.max() / m.last_load.float().mean()).item() for m in model.moe_layers()])
+            rows.append(model.layer_loads())
     finally:
         for m, load in zip(model.moe_layers(), saved):
             m.router.load.copy_(load)
