@@ -16,6 +16,11 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 # Roles share few cores: OpenMP threads that spin while idle steal them from the other roles (measured:
 # a learner step 50-100x slower beside a busy process). Must be set before torch loads OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# runtime.backend=ray: the learner actor's lines (placement, one per global step) reach this terminal
+# through Ray's log forwarding, which by default folds lines it deems repeated and colours its prefix.
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+if not sys.stdout.isatty():
+    os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # no escape codes in redirected logs
 
 OVERRIDES_HELP = "config overrides key.sub=value (list all: tristream config keys), e.g. algo.lr=3e-4 rollout.num_envs=16"
 

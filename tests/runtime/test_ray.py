@@ -2,6 +2,7 @@
 the serial backend, a killed or failing env actor, impossible placements, and the placement check."""
 import json
 import os
+import time
 
 import pytest
 
@@ -110,6 +111,52 @@ def test_impossible_placement_fails_at_start_naming_the_role(tiny, override, mis
         make_backend(cfg, _spec(cfg))
     role = "inference" if "inference" in override else "env_worker"
     assert f"cannot place {role}" in str(err.value) and missing in str(err.value)
+
+
+def _stop_seen(stop=None):
+    """Runs in the learner actor: waits for the stop the driver forwards."""
+    deadline = time.monotonic() + 30
+    while not stop() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return stop()
+
+
+def _fail():
+    raise KeyError("no such thing")
+
+
+def test_learner_actor_runs_the_function_in_another_process_and_forwards_stop(tiny):
+    from tristream.runtime.backends.ray_learner import run_in_learner_actor
+    from tristream.workflow.rl import StopFlag
+    cfg = tiny("runtime.backend=ray")
+    assert run_in_learner_actor(cfg, os.getpid) != os.getpid()
+    flag = StopFlag()  # not entered: no signal handlers in the test process; set it as a signal would
+    flag.set = True
+    assert run_in_learner_actor(cfg, _stop_seen, stop=flag) is True
+    with pytest.raises(KeyError, match="no such thing"):  # the function's own exception, re-raised here
+        run_in_learner_actor(cfg, _fail)
+    deadline = time.monotonic() + 20  # the actor is killed after each call (ray.kill returns at once)
+    while ray.available_resources().get("CPU") != 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ray.available_resources().get("CPU") == 2
+
+
+def test_learner_actor_placement_is_checked(tiny):
+    from tristream.runtime.backends.ray_learner import run_in_learner_actor
+    with pytest.raises(PlacementError, match=r"cannot place learner: it needs \{CPU: 0.5, GPU: 1\} \(ray.learner"):
+        run_in_learner_actor(tiny("runtime.backend=ray", "ray.learner.num_gpus=1"), os.getpid)
+    # the default shares fill the module's 2-CPU instance exactly; one more half CPU for the learner does not fit
+    with pytest.raises(PlacementError, match="cannot place"):
+        run_in_learner_actor(tiny("runtime.backend=ray", "ray.learner.num_cpus=1"), os.getpid)
+
+
+def test_ray_overhead_example_compares_driver_and_learner_actor(capsys):
+    from examples.ray_overhead import main as ray_overhead
+    ray_overhead(["--preset", "tiny", "env.name=toy", "runtime.groups_per_worker=2", "--repeats", "1",
+                  "--measure-steps", "1"])
+    out = capsys.readouterr().out
+    assert "repeat 1 driver" in out and "repeat 1 actor" in out and "actor / driver = " in out
+    assert "LearnerActor" in out.split("repeat 1 actor")[1]  # its CPU seconds were found and counted
 
 
 def _node(node_id, resources, labels=None):

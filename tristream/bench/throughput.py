@@ -99,6 +99,9 @@ def measure(cfg, env_spec, init_state: dict, warmup: int, steps: int) -> dict[st
     sizes = [s for t in telemetry if t.role == "inference" for s in t.stats.get("batch_sizes", [])]
     delays = [d for t in telemetry if t.role == "inference" for d in t.stats.get("queue_delay_s", [])]
     env_steps = sum(m["env_steps"] for m in measured)
+    if not env_steps:  # async closes a step whose rollout was lost with what arrived: possibly nothing
+        raise RuntimeError(f"{cfg.runtime.mode}@{cfg.runtime.backend}: no env steps in the measured window: the "
+                           f"roles kept failing (see the restart messages above)")
     return {
         "env_steps_per_s": env_steps / seconds,
         "env_steps": env_steps,
@@ -150,7 +153,12 @@ def bench_throughput(cfg, env_spec, out_dir: str | Path, *, modes=MODES, repeats
         for rep in range(repeats):
             for mode in modes:
                 runtime = dataclasses.replace(cfg.runtime, mode=mode.split("@")[0], backend=_backend(cfg, mode))
-                r = measure(dataclasses.replace(cfg, runtime=runtime), env_spec, init_state, warmup, steps)
+                run_cfg = dataclasses.replace(cfg, runtime=runtime)
+                if runtime.backend == "ray":  # where `tristream train` runs it: in the learner actor
+                    from tristream.runtime.backends.ray_learner import run_in_learner_actor
+                    r = run_in_learner_actor(run_cfg, measure, run_cfg, env_spec, init_state, warmup, steps)
+                else:
+                    r = measure(run_cfg, env_spec, init_state, warmup, steps)
                 runs[mode].append(r)
                 print(f"  repeat {rep + 1}/{repeats} {mode:<13} {r['env_steps_per_s']:7.0f} env steps/s  "
                       f"cpu {r['cpu_util']:.0%}  lag max {r['policy_lag_max']:.0f}", flush=True)

@@ -195,13 +195,14 @@ class RayRoleConfig:
 @dataclass
 class RayConfig:
     """runtime.backend=ray: the cluster to use and the placement of the roles (docs/cluster.md). The
-    number of env worker actors is runtime.env_workers; there is one inference actor; the learner runs in
-    the driver (where `tristream train` runs)."""
+    number of env worker actors is runtime.env_workers; there is one inference actor and one learner actor
+    (which writes the run directory: without node constraints it stays on the driver's node)."""
     address: str = f("", "empty: start a local Ray instance; 'auto' or host:port: join that running cluster")
     num_cpus: int = f(0, "local instance only: CPUs it offers (0: all cores)", min=0)
     start_timeout_s: float = f(60.0, "fail when the actors are not all placed and started within this time", min=1.0)
     env_worker: RayRoleConfig = field(default_factory=RayRoleConfig)
     inference: RayRoleConfig = field(default_factory=RayRoleConfig)
+    learner: RayRoleConfig = field(default_factory=RayRoleConfig)
 
     def validate(self) -> None:
         a = self.address

@@ -1,6 +1,7 @@
 """``tristream train`` (the RL part): run dir, resume, clean stop on SIGINT/SIGTERM, logging, checkpoints."""
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
@@ -62,8 +63,16 @@ def set_exploration(policy, log_std: float) -> None:
 def rl_train(cfg, run_dir: str | Path, env_spec, *, init: str | Path | None = None, resume: bool = False,
              progress: bool = True, stop: StopFlag | None = None):
     """RL from ``init`` (a policy folder; None: a fresh policy) or, with ``resume``, from the run's last
-    checkpoint. Returns the trained policy."""
+    checkpoint. Returns the trained policy. On the Ray backend this runs in the learner actor."""
     import torch
+
+    if cfg.runtime.backend == "ray":
+        from tristream.runtime.backends.ray_learner import in_actor, run_in_learner_actor
+        if not in_actor():
+            flag = stop or StopFlag()
+            with contextlib.nullcontext() if stop else flag:  # a caller's flag already handles the signals
+                return run_in_learner_actor(cfg, rl_train, cfg, run_dir, env_spec, init=init, resume=resume,
+                                            progress=False, stop=flag)
 
     run_dir = Path(run_dir)
     torch.set_num_threads(cfg.run.torch_threads)

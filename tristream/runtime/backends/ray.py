@@ -1,5 +1,6 @@
 """Ray backend: each EnvWorker and the InferenceWorker as a Ray actor (the same role classes, built by
-``runtime/roles.py``), the learner in this process (the driver).
+``runtime/roles.py``), driven by the process that creates the backend: the learner actor of
+``tristream train`` (``ray_learner.py``), or a driver that runs ``train_loop`` itself (tests, scripts).
 
 - Cluster: ``ray.address`` empty starts a local instance (stopped at close); ``auto`` or host:port joins
   a running cluster (left running). An already connected driver (a test's shared instance) is reused.
@@ -22,7 +23,9 @@ import time
 from tristream.runtime import roles
 from tristream.runtime.backends import ray_placement as placement
 from tristream.runtime.backends.base import Backend
-from tristream.runtime.backends.ray_channels import TAKE_WAIT_S, ActorChannel, RoleActor, quiet_readonly_arrays
+from tristream.runtime.backends.ray_channels import (TAKE_WAIT_S, ActorChannel, RoleActor, quiet_readonly_arrays,
+                                                     where_am_i)
+from tristream.runtime.backends.ray_learner import in_actor
 from tristream.runtime.messages import RoleError, RoleRestarted, Stop, Weights
 from tristream.runtime.telemetry import TelemetrySink
 
@@ -57,6 +60,9 @@ class RayBackend(Backend):
         quiet_readonly_arrays()  # segments arrive as read-only views of the object store
         self._actor_class = ray.remote(RoleActor)
         self.requests = placement.requests(cfg)
+        # The learner is this process: a learner actor holds its own reservation, which the check counts.
+        self.host = where_am_i()
+        self.host_request = placement.learner_request(cfg) if in_actor() else None
         self.telemetry = TelemetrySink()
         self.learner_inbox = LearnerInbox()
         self.restarts: dict[str, int] = {}
@@ -65,12 +71,15 @@ class RayBackend(Backend):
         self._takes: dict = {}  # the pending take() of each actor -> its role
         self._runs: list = []  # each actor's run() (ends at Stop)
         try:
-            placement.check_fits(self.requests, ray.nodes())
+            self._check_fits()
             self._start_all()
         except BaseException:
             self.close()
             raise
-        print(placement.describe(self.requests, {r: self._where(r) for r in self.nodes}), flush=True)
+        host = self.host_request or placement.ActorRequest("learner", "driver", {})
+        where = {r: self._where(r) for r in self.nodes}
+        where["learner"] = _fmt_where(self.host) + ("" if self.host_request else " (the driver)")
+        print(placement.describe([*self.requests, host], where), flush=True)
         niced = sorted(r for r, n in self.nodes.items() if n.get("nice", 0) > 0)
         if niced:
             print(f"[tristream] warning: {', '.join(niced)} run at nice {self.nodes[niced[0]]['nice']} (Ray's "
@@ -79,7 +88,6 @@ class RayBackend(Backend):
 
     # --- lifecycle ------------------------------------------------------------------------------
     def _start_all(self) -> None:
-        import ray
         plan = roles.shard_plan(self.cfg)
         outbox = max(64, 4 * plan.num_envs)  # as the local backend's learner inbox
         for r in self.requests:
@@ -118,14 +126,21 @@ class RayBackend(Backend):
                     raise RuntimeError(f"{role} failed to start: {e}") from e
         return nodes
 
+    def _check_fits(self) -> None:
+        import ray
+        if self.host_request is None:
+            placement.check_fits(self.requests, ray.nodes())
+        else:
+            placement.check_fits([*self.requests, self.host_request], ray.nodes(),
+                                 placed={"learner": self.host["node_id"]})
+
     def _where(self, role: str) -> str:
         n = self.nodes.get(role)
-        return f"node {n['node_ip']} ({n['node_id'][:8]}), pid {n['pid']}" if n else "node unknown (not started)"
+        return _fmt_where(n) if n else "node unknown (not started)"
 
     def _restart(self, role: str, reason: str) -> RoleRestarted:
         """Replace every role actor, as the local backend replaces every process: the survivors hold
         requests and segments of the lost rollout, which the pipeline reruns (or closes) from scratch."""
-        import ray
         where = self._where(role)
         self.restarts[role] = self.restarts.get(role, 0) + 1
         if self.restarts[role] > self.cfg.runtime.max_restarts:
@@ -136,7 +151,7 @@ class RayBackend(Backend):
               flush=True)
         self._kill_all()
         try:
-            placement.check_fits(self.requests, ray.nodes())
+            self._check_fits()
             self._start_all()
         except (ValueError, RuntimeError) as e:
             raise RuntimeError(f"{role} ({where}) failed and the roles cannot be started again: {e}") from e
@@ -208,6 +223,10 @@ class RayBackend(Backend):
             self.learner_inbox.extend(msgs)
             self._takes[self.actors[role].take.remote(TAKE_WAIT_S)] = role
         return None
+
+
+def _fmt_where(n: dict) -> str:
+    return f"node {n['node_ip']} ({n['node_id'][:8]}), pid {n['pid']}"
 
 
 def _free() -> dict[str, float]:

@@ -4,14 +4,14 @@ A role never knows it runs in Ray: it reads its inbox and puts into other roles'
 local process. Here
 
     sender   --handle.deliver.remote(msg)-->  RoleActor.deliver  -> inbox (a queue in the actor)
-    the role --outbox.put(msg)-------------> RoleActor.outbox  <-- RoleActor.take(), long-polled by the driver
+    the role --outbox.put(msg)-------------> RoleActor.outbox  <-- RoleActor.take(), long-polled by the learner
 
 so one message (a group's observations, a group's actions, a batch of finished segments) is one actor
 call, never one call per env step. Arguments and results over ~100 kB go through Ray's object store
 (shared memory on a node, a transfer between nodes), so images are never pickled into a control message.
-The learner lives in the driver, which cannot receive actor calls, hence the outbox it drains with
-``take``: a role's messages arrive in the order it sent them. The outbox is bounded, like the local
-backend's learner inbox: a role blocks when the learner falls behind.
+The learner (in the learner actor, ``ray_learner.py``, or in a driver, which cannot receive actor calls)
+drains the outbox with ``take``: a role's messages arrive in the order it sent them. The outbox is
+bounded, like the local backend's learner inbox: a role blocks when the learner falls behind.
 
 This module imports neither torch nor ray at import time: env-worker actors never need torch.
 """
@@ -28,7 +28,7 @@ from tristream.runtime import roles
 from tristream.runtime.channels import Empty
 from tristream.runtime.messages import RoleError
 
-TAKE_WAIT_S = 0.2  # how long one ``take`` waits for the first message (bounds the driver's poll cadence)
+TAKE_WAIT_S = 0.2  # how long one ``take`` waits for the first message (bounds the learner's poll cadence)
 
 
 def quiet_readonly_arrays() -> None:
@@ -51,6 +51,25 @@ def normal_priority() -> bool:
         return True
     except (OSError, AttributeError):
         return False
+
+
+def prepare_actor_process() -> bool:
+    """What every tristream actor's fresh process needs first; returns ``normal_priority()``."""
+    os.environ.setdefault("MUJOCO_GL", "egl")  # before any simulator import
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    quiet_readonly_arrays()
+    try:  # the driver owns shutdown: Ctrl-C there ends in a checkpoint and a clean stop
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass
+    return normal_priority()
+
+
+def where_am_i() -> dict[str, Any]:
+    """This process's node and pid (an actor's or the driver's), for the placement printout and errors."""
+    import ray
+    return {"node_ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
+            "pid": os.getpid(), "nice": os.getpriority(os.PRIO_PROCESS, 0)}
 
 
 class QueueChannel:
@@ -101,14 +120,7 @@ class RoleActor:
     ``deliver`` and ``take`` serve in the actor's other threads."""
 
     def __init__(self, kind: str, worker_id: int | None, cfg, env_spec, outbox_size: int, policy_spec=None):
-        os.environ.setdefault("MUJOCO_GL", "egl")  # before any simulator import in this fresh process
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        quiet_readonly_arrays()
-        self.normal_priority = normal_priority()
-        try:  # the driver owns shutdown: Ctrl-C there ends in a checkpoint and a clean stop
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-        except ValueError:  # not the main thread
-            pass
+        self.normal_priority = prepare_actor_process()
         self.kind, self.worker_id, self.cfg, self.env_spec = kind, worker_id, cfg, env_spec
         self.policy_spec = policy_spec
         self.name = "inference" if kind == "inference" else f"env_worker{worker_id}"
@@ -117,7 +129,6 @@ class RoleActor:
         self.role = None
 
     def connect(self, inference, env_workers: dict[int, Any]) -> dict[str, Any]:
-        import ray
         normal_priority()  # threads the role starts here (renderer, torch) inherit this thread's priority
         if self.kind == "inference":
             import torch
@@ -128,9 +139,7 @@ class RoleActor:
         else:
             self.role = roles.build_env_worker(self.cfg, self.worker_id, self.inbox, ActorChannel(inference),
                                                self.outbox)
-        ctx = ray.get_runtime_context()
-        return {"node_ip": ray.util.get_node_ip_address(), "node_id": ctx.get_node_id(), "pid": os.getpid(),
-                "nice": os.getpriority(os.PRIO_PROCESS, 0)}
+        return where_am_i()
 
     def run(self) -> None:
         """The role's loop until ``Stop``; a failure goes to the learner as ``RoleError``, as locally."""

@@ -34,16 +34,21 @@ class ActorRequest:
         return opts
 
 
-def requests(cfg) -> list[ActorRequest]:
-    """One request per actor: ``runtime.env_workers`` env workers and one inference worker."""
-    def res(rc) -> dict[str, float]:
-        out = {"CPU": float(rc.num_cpus), "GPU": float(rc.num_gpus), **{k: float(v) for k, v in rc.resources.items()}}
-        return {k: v for k, v in out.items() if v > 0}
+def _request(role: str, section: str, rc) -> ActorRequest:
+    res = {"CPU": float(rc.num_cpus), "GPU": float(rc.num_gpus), **{k: float(v) for k, v in rc.resources.items()}}
+    return ActorRequest(role, section, {k: v for k, v in res.items() if v > 0}, dict(rc.labels))
 
-    env = cfg.ray.env_worker
-    out = [ActorRequest(f"env_worker{w}", "ray.env_worker", res(env), dict(env.labels))
-           for w in range(shard_plan(cfg).env_workers)]
-    return out + [ActorRequest("inference", "ray.inference", res(cfg.ray.inference), dict(cfg.ray.inference.labels))]
+
+def requests(cfg) -> list[ActorRequest]:
+    """One request per role actor the backend creates: ``runtime.env_workers`` env workers and one
+    inference worker."""
+    out = [_request(f"env_worker{w}", "ray.env_worker", cfg.ray.env_worker) for w in range(shard_plan(cfg).env_workers)]
+    return out + [_request("inference", "ray.inference", cfg.ray.inference)]
+
+
+def learner_request(cfg) -> ActorRequest:
+    """The learner actor (``ray_learner.py``), which creates the role actors."""
+    return _request("learner", "ray.learner", cfg.ray.learner)
 
 
 def fmt_resources(resources: dict[str, float]) -> str:
@@ -59,16 +64,20 @@ def _schedulable(node: dict) -> dict[str, float]:
             if not k.startswith("node:") and k not in ("memory", "object_store_memory")}
 
 
-def check_fits(reqs: list[ActorRequest], nodes: list[dict]) -> dict[str, str]:
+def check_fits(reqs: list[ActorRequest], nodes: list[dict], placed: dict[str, str] | None = None) -> dict[str, str]:
     """Assign every actor to an alive node with enough total resources and matching labels; returns
-    role -> node name, or raises ``PlacementError`` naming the first role that does not fit and why."""
+    role -> node name, or raises ``PlacementError`` naming the first role that does not fit and why.
+    ``placed`` pins roles that already run (role -> node id), e.g. the learner actor that checks."""
+    placed = placed or {}
     alive = [n for n in nodes if n.get("Alive", n.get("alive", False))]
     left = {n["NodeID"]: _schedulable(n) for n in alive}
-    order = sorted(reqs, key=lambda r: (-r.resources.get("GPU", 0.0), -len(r.resources), -len(r.labels),
-                                        -r.resources.get("CPU", 0.0)))
+    order = sorted(reqs, key=lambda r: (r.role not in placed, -r.resources.get("GPU", 0.0), -len(r.resources),
+                                        -len(r.labels), -r.resources.get("CPU", 0.0)))
     where: dict[str, str] = {}
     for r in order:
         for n in alive:
+            if r.role in placed and n["NodeID"] != placed[r.role]:
+                continue
             have = left[n["NodeID"]]
             labels_ok = all(n.get("Labels", {}).get(k) == v for k, v in r.labels.items())
             if labels_ok and all(have.get(k, 0.0) >= v - 1e-9 for k, v in r.resources.items()):
