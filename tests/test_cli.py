@@ -1,6 +1,7 @@
 """Every CLI command end to end on tiny settings, and the errors a user meets first."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -111,6 +112,33 @@ def test_sigint_checkpoints_and_leaves_no_child(tmp_path):
     time.sleep(0.5)
     alive = [c for c in children if _alive(c)]
     assert not alive, [Path(f"/proc/{c}/cmdline").read_text() for c in alive]
+
+
+def test_sigint_on_ray_reaches_the_learner_actor_and_leaves_no_actor(tmp_path):
+    """The driver forwards Ctrl-C to the learner actor: it checkpoints and stops; the local Ray instance the
+    command started goes with every actor (their pids are in the placement printout)."""
+    pytest.importorskip("ray")
+    cmd = [sys.executable, "-m", "tristream.cli", "train", *TOY, f"run.dir={tmp_path}", "run.name=sig",
+           "train.steps=1000", "collect.episodes=2", "sft.steps=2", "runtime.backend=ray", "ray.num_cpus=2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "RAY_ADDRESS": ""})
+    deadline = time.time() + 180
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "step 2/" in line:
+            break
+        assert time.time() < deadline, "".join(lines)
+    pids = [int(p) for p in re.findall(r"-> node \S+ \(\w+\), pid (\d+)", "".join(lines))]
+    assert len(pids) == 4, "".join(lines)  # two env workers, inference, the learner
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, "".join(lines) + out
+    assert "resume with" in out and (tmp_path / "sig" / "checkpoints" / "latest").exists()
+    deadline = time.time() + 20
+    while any(_alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in pids if _alive(p)]
 
 
 def test_bench_algos_stops_on_sigterm_and_continues_later(tmp_path):
