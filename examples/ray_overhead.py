@@ -10,6 +10,7 @@ reading of each process counts.
 """
 import argparse
 import collections
+import functools
 import os
 import statistics
 import threading
@@ -38,9 +39,13 @@ def sampled(fn):
     """Run ``fn()``; returns its result and the CPU seconds each kind of process spent meanwhile."""
     first, last, done = cpu_by_process(), {}, threading.Event()
 
+    def update():  # a dying process loses its command line: keep what it was seen as
+        for pid, (kind, cpu) in cpu_by_process().items():
+            last[pid] = (last[pid][0] if kind == "other" and pid in last else kind, cpu)
+
     def poll():
         while not done.is_set():
-            last.update(cpu_by_process())
+            update()
             time.sleep(0.3)
 
     th = threading.Thread(target=poll, daemon=True)
@@ -50,7 +55,7 @@ def sampled(fn):
     finally:
         done.set()
         th.join()
-    last.update(cpu_by_process())
+    update()
     use = collections.defaultdict(float)
     for pid, (kind, cpu) in last.items():
         use[kind] += cpu - first.get(pid, (kind, 0.0))[1]
@@ -92,10 +97,8 @@ def main(argv=None) -> None:
         for where in wheres:
             c = dataclasses.replace(cfg, runtime=dataclasses.replace(
                 cfg.runtime, backend="local" if where == "local" else "ray"))
-            if where == "actor":
-                r, use = sampled(lambda: run_in_learner_actor(c, measure, c, spec, init, 1, args.measure_steps))
-            else:
-                r, use = sampled(lambda: measure(c, spec, init, 1, args.measure_steps))
+            run = (functools.partial(run_in_learner_actor, c, measure) if where == "actor" else measure)
+            r, use = sampled(functools.partial(run, c, spec, init, 1, args.measure_steps))
             runs[where].append(r["env_steps_per_s"])
             print(f"repeat {rep + 1} {where:<6} {r['env_steps_per_s']:5.0f} env steps/s; CPU-s of the whole call: "
                   + ", ".join(f"{k} {v:.1f}" for k, v in sorted(use.items(), key=lambda kv: -kv[1]) if v >= 0.05)

@@ -188,10 +188,30 @@ def test_bench_throughput_writes_its_files(tmp_path, capsys):
         trace = json.loads((out / f"trace_{mode}.json").read_text())
         assert any(e.get("name") == "train" for e in trace["traceEvents"])
     assert result["ratio_vs_sync"]["sync"] == 1.0
+    for r in result["modes"].values():  # CPU per role from the roles' own telemetry
+        cores = r["cpu_cores"]
+        assert {"env_worker0", "learner", "rest of machine"} <= set(cores), cores
+        assert all(0.0 <= v <= os.cpu_count() + 0.5 for v in cores.values()), cores
     assert (out / "timeline.png").stat().st_size > 1000
     printed = capsys.readouterr().out
     assert "workload:" in printed and "env-only ceiling" in printed and "x sync" in printed
+    assert "cpu cores async: env_worker0=" in printed
     assert isinstance(result["env_only_steps_per_s"], float)  # the ceiling was measured (and skippable, below)
+
+
+def test_cpu_cores_per_role_from_telemetry():
+    from tristream.bench.throughput import cpu_cores
+    from tristream.runtime.messages import Telemetry
+
+    def tel(role, pid, cpu_s, t):
+        return Telemetry(role, pid, [], {"cpu_s": cpu_s, "t": t})
+
+    telemetry = [tel("learner", 1, 10.0, 100.0), tel("env_worker0", 2, 5.0, 100.0), tel("learner", 1, 11.5, 102.0),
+                 tel("env_worker0", 2, 6.0, 104.0),
+                 tel("inference", 3, 1.0, 101.0),  # one message only: no rate
+                 tel("env_worker1", 4, 50.0, 100.0), tel("env_worker1", 5, 0.5, 101.0), tel("env_worker1", 5, 1.0, 103.0)]
+    cores = cpu_cores(telemetry, machine_cores=1.6)
+    assert cores == pytest.approx({"env_worker0": 0.25, "env_worker1": 0.25, "learner": 0.75, "rest of machine": 0.35})
 
 
 def test_bench_throughput_can_skip_the_ceiling(tmp_path, capsys):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing as mp
+import os
 import statistics
 import time
 from collections import defaultdict
@@ -26,7 +27,7 @@ from tristream.metrics.trace import chrome_trace
 from tristream.runtime.backends import make_backend
 from tristream.runtime.learner import Learner
 from tristream.runtime.pipeline import train_loop
-from tristream.runtime.roles import build_policy, env_kwargs, make_env, shard_plan
+from tristream.runtime.roles import build_policy, env_kwargs, shard_plan
 
 MODES = ("sync", "async-rollout", "async")
 
@@ -102,12 +103,14 @@ def measure(cfg, env_spec, init_state: dict, warmup: int, steps: int) -> dict[st
     if not env_steps:  # async closes a step whose rollout was lost with what arrived: possibly nothing
         raise RuntimeError(f"{cfg.runtime.mode}@{cfg.runtime.backend}: no env steps in the measured window: the "
                            f"roles kept failing (see the restart messages above)")
+    cpu_util = (cpu1[0] - window["cpu0"][0]) / max(cpu1[1] - window["cpu0"][1], 1e-9)
     return {
         "env_steps_per_s": env_steps / seconds,
         "env_steps": env_steps,
         "seconds": seconds,
-        "cpu_util": (cpu1[0] - window["cpu0"][0]) / max(cpu1[1] - window["cpu0"][1], 1e-9),
+        "cpu_util": cpu_util,
         "busy_fraction": {role: v / seconds for role, v in sorted(busy.items())},
+        "cpu_cores": cpu_cores(telemetry, cpu_util * (os.cpu_count() or 1)),
         "inference_batch_mean": statistics.mean(sizes) if sizes else 0.0,
         "inference_batch_max": max(sizes) if sizes else 0,
         "inference_queue_delay_ms": 1000 * statistics.median(delays) if delays else 0.0,
@@ -119,6 +122,19 @@ def measure(cfg, env_spec, init_state: dict, warmup: int, steps: int) -> dict[st
         "telemetry": telemetry,
         "window": (window["t0"], t1),
     }
+
+
+def cpu_cores(telemetry: list, machine_cores: float) -> dict[str, float]:
+    """CPU cores each role's process used (CPU seconds / wall seconds between its first and last telemetry
+    of the window: all its threads, the backend's included), and what the rest of the machine used."""
+    out: dict[str, float] = {}
+    for role in sorted({t.role for t in telemetry}):
+        pid = [t for t in telemetry if t.role == role][-1].pid  # a restarted role: its last process
+        ts = [t.stats for t in telemetry if t.role == role and t.pid == pid and "cpu_s" in t.stats]
+        if len(ts) >= 2 and ts[-1]["t"] > ts[0]["t"]:
+            out[role] = (ts[-1]["cpu_s"] - ts[0]["cpu_s"]) / (ts[-1]["t"] - ts[0]["t"])
+    out["rest of machine"] = max(0.0, machine_cores - sum(out.values()))
+    return out
 
 
 def bench_throughput(cfg, env_spec, out_dir: str | Path, *, modes=MODES, repeats: int = 3, warmup: int = 1,
@@ -195,10 +211,12 @@ def format_result(result: dict[str, Any]) -> str:
              f"{'lag':>5}  busy fraction per role"]
     for mode, r in result["modes"].items():
         busy = " ".join(f"{k}={v:.2f}" for k, v in r["busy_fraction"].items())
-        ratio = result["ratio_vs_sync"][mode]
-        lines.append(f"{mode:<14}{r['median']:9.0f}{r['min']:8.0f}{r['max']:8.0f}"
-                     f"{(ratio or 0):8.2f}{r['cpu_util_median']:6.0%}{r['inference_batch_mean']:7.1f}"
-                     f"{r['policy_lag_max']:5.0f}  {busy}")
+        ratio = result["ratio_vs_sync"][mode]  # None without a sync mode in the run
+        x_sync = f"{ratio:8.2f}" if ratio is not None else f"{'-':>8}"
+        lines.append(f"{mode:<14}{r['median']:9.0f}{r['min']:8.0f}{r['max']:8.0f}{x_sync}"
+                     f"{r['cpu_util_median']:6.0%}{r['inference_batch_mean']:7.1f}{r['policy_lag_max']:5.0f}  {busy}")
+    for mode, r in result["modes"].items():
+        lines.append(f"cpu cores {mode}: " + " ".join(f"{k}={v:.2f}" for k, v in r["cpu_cores"].items()))
     for mode, ratio in result.get("ratio_ray_vs_local", {}).items():
         lines.append(f"{mode}: ray / local = {ratio:.2f}")
     if result["env_only_steps_per_s"] is not None:

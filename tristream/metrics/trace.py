@@ -34,10 +34,12 @@ class Tracer:
             self.busy_s += t1 - t0
 
     def telemetry(self, **stats: float) -> Telemetry:
-        """Hand over the spans recorded so far, with this process's peak memory and counters."""
+        """Hand over the spans recorded so far, with this process's peak memory, CPU seconds (all its
+        threads, a backend's own included) at wall time ``t``, and counters."""
         spans, self.spans = self.spans, []
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-        return Telemetry(self.role, os.getpid(), spans, {"busy_s": self.busy_s, "peak_rss_mb": peak_mb, **stats})
+        return Telemetry(self.role, os.getpid(), spans, {"busy_s": self.busy_s, "peak_rss_mb": peak_mb,
+                                                         "cpu_s": time.process_time(), "t": time.time(), **stats})
 
 
 def chrome_trace(telemetry: list[Telemetry], path: str | Path, t_start: float | None = None) -> Path:
