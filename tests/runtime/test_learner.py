@@ -107,22 +107,60 @@ def test_linear_lr_schedule_follows_the_global_step(setup):
     assert Learner(copy.deepcopy(policy), algo).lr() == 1e-3
 
 
-def test_log_std_lr_mult_scales_only_the_std_step(setup):
+@pytest.mark.parametrize("key,part", [("log_std_lr_mult", "log_std"), ("value_lr_mult", "value")])
+def test_lr_mult_scales_only_its_parameters_step(setup, key, part):
     cfg, env, policy = setup
     segs = _segments(env)
     moved = {}
     for mult in (1.0, 10.0):
-        algo = dataclasses.replace(cfg.algo, lr=1e-3, log_std_lr_mult=mult, update_epochs=1, global_batch=10_000)
+        algo = dataclasses.replace(cfg.algo, advantage="gae", lr=1e-3, update_epochs=1, global_batch=10_000,
+                                   **{key: mult})
         learner = Learner(copy.deepcopy(policy), algo, seed=0)
         before = {n: p.detach().clone() for n, p in learner.policy.named_parameters()}
         learner.update(segs)  # one Adam step: each parameter moves by about its lr
         after = dict(learner.policy.named_parameters())
         moved[mult] = {n: (after[n] - before[n]).abs().max().item() for n in before}
         assert len(learner.optimizer.param_groups) == (1 if mult == 1.0 else 2)
-    std = [n for n in moved[1.0] if "log_std" in n]
-    assert std
+    scaled = [n for n in moved[1.0] if part in n]
+    assert scaled
     for n in moved[1.0]:
-        if n in std:
+        if n in scaled:
             assert moved[10.0][n] == pytest.approx(10 * moved[1.0][n], rel=1e-3)
         else:
             assert moved[10.0][n] == pytest.approx(moved[1.0][n], rel=1e-4, abs=1e-9)
+
+
+def test_critic_warmup_trains_only_the_value_head(setup):
+    """The first algo.critic_warmup global steps move the value head alone; then everything learns."""
+    cfg, env, policy = setup
+    segs = _segments(env)
+    algo = dataclasses.replace(cfg.algo, advantage="gae", critic_warmup=2, lr=1e-3)
+    learner = Learner(copy.deepcopy(policy), algo, seed=0)
+    for step in range(3):
+        before = {n: p.detach().clone() for n, p in learner.policy.named_parameters()}
+        assert learner.warming_up == (step < 2)
+        learner.update(segs)
+        changed = {n for n, p in learner.policy.named_parameters() if not torch.equal(p, before[n])}
+        value = {n for n in before if "value" in n}
+        assert changed == value if step < 2 else changed == set(before)
+    grpo = Learner(copy.deepcopy(policy), dataclasses.replace(algo, advantage="grpo"), seed=0)
+    assert not grpo.warming_up  # no critic to warm up
+
+
+def test_grpo_batch_std_divides_group_centred_advantages_by_one_std(setup):
+    """grpo_std_level=batch: each episode's return minus its group's mean, divided by the std of those
+    centred advantages over the step's samples (LitePPO); "group" divides by each group's own std."""
+    cfg, env, policy = setup
+    segs = _segments(env)  # groups of two episodes (segments 0/1, 2/3, 4/5), one segment each
+    returns = np.array([s.rewards.sum() for s in segs])
+    lengths = np.array([s.length for s in segs])
+    centred = returns - np.repeat(returns.reshape(3, 2).mean(1), 2)
+    per_sample = torch.tensor(np.repeat(centred, lengths), dtype=torch.float32)
+    algo = dataclasses.replace(cfg.algo, advantage="grpo", grpo_std_level="batch")
+    adv = Learner(copy.deepcopy(policy), algo, seed=0).prepare(segs).advantages
+    torch.testing.assert_close(adv, per_sample / per_sample.std())
+    algo = dataclasses.replace(algo, grpo_std_level="group")
+    adv = Learner(copy.deepcopy(policy), algo, seed=0).prepare(segs).advantages
+    group_std = np.repeat(np.abs(centred.reshape(3, 2)[:, 0]) * np.sqrt(2), 2)  # two values: |d| * sqrt(2)
+    torch.testing.assert_close(adv, torch.tensor(np.repeat(centred / group_std, lengths), dtype=torch.float32),
+                               rtol=1e-4, atol=1e-5)

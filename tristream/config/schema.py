@@ -118,6 +118,8 @@ class AlgoConfig:
     lr: float = f(3e-4, "Adam learning rate", min=0.0)
     log_std_lr_mult: float = f(1.0, "learning-rate multiplier for the Gaussian head's log std (the exploration "
                                     "noise), so RL can move the std BC fitted (docs/algorithms.md)", min=0.0)
+    value_lr_mult: float = f(1.0, "learning-rate multiplier for the value head (GAE; a head behaviour cloning never "
+                                  "trained starts from random weights)", min=0.0)
     lr_schedule: Literal["constant", "linear"] = f(
         "constant", "learning rate over RL: constant, or linear from algo.lr at the first global step to "
                     "algo.lr / train.steps at the last (CleanRL's anneal_lr)")
@@ -132,7 +134,14 @@ class AlgoConfig:
     grpo_std_norm: bool = f(True, "GRPO: divide each group's centred returns by the group's std (false: "
                                   "Dr. GRPO, centred only, so a group with nearly equal returns gets nearly "
                                   "zero advantages instead of unit-scale ones)")
+    grpo_std_level: Literal["group", "batch"] = f(
+        "group", "GRPO with grpo_std_norm: divide by each group's own std (GRPO) or by one std over the batch's "
+                 "group-centred advantages (group mean, batch std: LitePPO), so groups whose returns barely differ "
+                 "keep small advantages")
     update_epochs: int = f(2, "passes over each global step's data", min=1)
+    critic_warmup: int = f(0, "GAE: global steps at the start that train only the value head (policy frozen), "
+                              "so the first policy updates use a fitted critic (RLinf/RL4VLA-style warm-up; they "
+                              "count in train.steps)", min=0)
     target_kl: Optional[float] = f(None, "skip a global step's remaining passes once a pass's mean approx KL "
                                          "to the old policy exceeds this (CleanRL's target_kl; null: off)", min=0.0)
     global_batch: int = f(256, "samples (decision steps) per optimizer step", min=1)

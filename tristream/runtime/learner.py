@@ -82,15 +82,15 @@ class Learner:
 
     @staticmethod
     def _param_groups(policy, algo) -> list[dict]:
-        """One Adam group, or two when ``algo.log_std_lr_mult`` != 1: the Gaussian head's log-std parameters
-        (names containing "log_std") get lr x mult. Adam moves a parameter by about lr per step whatever its
-        gradient, so at lr 1e-4 a few hundred optimizer steps cannot move the std that BC fitted."""
-        named = list(policy.named_parameters())
-        std = [p for n, p in named if "log_std" in n]
-        if algo.log_std_lr_mult == 1.0 or not std:
-            return [{"params": [p for _, p in named], "lr_mult": 1.0}]
-        return [{"params": [p for n, p in named if "log_std" not in n], "lr_mult": 1.0},
-                {"params": std, "lr_mult": algo.log_std_lr_mult}]
+        """Adam groups by parameter name: the Gaussian head's log-std ("log_std") at lr x
+        ``algo.log_std_lr_mult``, the value head ("value") at lr x ``algo.value_lr_mult``, the rest at lr.
+        Adam moves a parameter by about lr per step whatever its gradient, so at lr 1e-4 a few hundred
+        optimizer steps cannot move the std that BC fitted, nor fit a fresh value head."""
+        groups: dict[float, list] = {}
+        for name, p in policy.named_parameters():
+            mult = (algo.log_std_lr_mult if "log_std" in name else algo.value_lr_mult if "value" in name else 1.0)
+            groups.setdefault(float(mult), []).append(p)
+        return [{"params": params, "lr_mult": mult} for mult, params in groups.items()]
 
     # --- checkpointing --------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -114,7 +114,7 @@ class Learner:
     @torch.no_grad()
     def prepare(self, segments: list[Segment], normalize: bool = True) -> Samples:
         """Advantages and flat samples for ``segments`` (GRPO: every episode of a group must be there).
-        ``normalize``: normalise GAE advantages over these segments (when ``algo.norm_adv``)."""
+        ``normalize``: apply the batch-level normalisation (:meth:`normalize`) over these segments."""
         a = self.algo
         boot_idx = [i for i, s in enumerate(segments) if not s.terminated]
         boot_v = torch.zeros(len(segments))
@@ -147,9 +147,11 @@ class Learner:
             gid = {g: j for j, g in enumerate(dict.fromkeys(groups.values()))}
             ep_adv = grpo_advantages(torch.tensor([returns[k] for k in keys]),
                                      torch.tensor([gid[groups[k]] for k in keys]),
-                                     normalize_std=a.grpo_std_norm)
+                                     normalize_std=a.grpo_std_norm and a.grpo_std_level == "group")
             by_key = dict(zip(keys, ep_adv.tolist()))
             adv = torch.cat([torch.full((s.length,), by_key[k]) for k, s in zip(episode_of, segments)])
+            if normalize:
+                adv = self.normalize(adv)
             rets = [torch.from_numpy(s.values) for s in segments]  # no critic target needed
         lengths = [s.length for s in segments]
         obs = ObsBatch.concat([s.obs for s in segments])
@@ -180,9 +182,16 @@ class Learner:
         return self.algo.loss == "decoupled_ppo" or any(s.policy_version.min() != self.version for s in segments)
 
     def normalize(self, adv: torch.Tensor) -> torch.Tensor:
-        if self.algo.advantage != "gae" or not self.algo.norm_adv or len(adv) < 2:
+        """Batch-level normalisation of per-sample advantages [N]: GAE whitened (``algo.norm_adv``); GRPO
+        with ``grpo_std_level=batch`` divided by the batch's std (already centred per group)."""
+        a = self.algo
+        if len(adv) < 2:
             return adv
-        return (adv - adv.mean()) / (adv.std() + 1e-8)
+        if a.advantage == "gae" and a.norm_adv:
+            return (adv - adv.mean()) / (adv.std() + 1e-8)
+        if a.advantage == "grpo" and a.grpo_std_norm and a.grpo_std_level == "batch":
+            return adv / (adv.std() + 1e-8)
+        return adv
 
     @torch.no_grad()
     def proximal_logp(self, samples: Samples) -> torch.Tensor:
@@ -233,6 +242,12 @@ class Learner:
         """Early stop of the passes over one global step (``algo.target_kl``)."""
         return self.algo.target_kl is not None and approx_kl > self.algo.target_kl
 
+    @property
+    def warming_up(self) -> bool:
+        """The first ``algo.critic_warmup`` global steps fit the value head (parameters named "value...")
+        alone, so GAE starts from a critic of the policy it will improve instead of a random one."""
+        return self.algo.advantage == "gae" and self.version < self.algo.critic_warmup
+
     def lr(self) -> float:
         """The learning rate of the current global step (``version``): a function of the version alone, so
         a resumed run continues the schedule exactly."""
@@ -260,6 +275,10 @@ class Learner:
                 for key, v in self._micro(samples, idx, subrows[first:last + 1], norm, part).items():
                     stats[key] += v
                 first = last + 1
+        if self.warming_up:  # only the value function learns: the policy's own weights keep no gradient
+            for name, p in self.policy.named_parameters():
+                if "value" not in name:
+                    p.grad = None
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), a.max_grad_norm or float("inf"))
         self.optimizer.step()
         self.optimizer_steps += 1
@@ -316,12 +335,13 @@ class Learner:
             loss_reduction=self.loss_reduction, global_tokens=norm["tokens"], global_seqs=norm["seqs"],
             group_ids=lay["group_ids"], domain_ids=lay["domain_ids"], **self._loss_hparams(), **extra)
         entropy = out.entropy.sum() / norm["tokens"]
-        total = loss - a.ent_coef * entropy
+        total = loss - a.ent_coef * entropy if not self.warming_up else torch.zeros(())
         v_loss = torch.zeros(())
         if a.advantage == "gae" and a.vf_coef > 0:
             v_loss = 0.5 * ((out.value - samples.returns[sel]) ** 2).sum() / norm["samples"]
             total = total + a.vf_coef * v_loss
-        total.backward()
+        if total.requires_grad:  # nothing to learn in a warm-up step without a value loss
+            total.backward()
         # loss, value loss and entropy are normalised by the whole mini-batch, so they add up over
         # micro-batches; the loss's diagnostics are micro-batch means, weighted here to add up too.
         weight = len(sel) / norm["samples"]

@@ -3,7 +3,8 @@
 Segments become *ready* when their advantages can be computed: on arrival for GAE (each segment carries
 its bootstrap observation), when the whole episode group is in for GRPO (a group = ``rollout.group_size``
 episodes from the same initial state). Every time ``algo.global_batch`` ready samples are waiting, they are
-trained ``algo.update_epochs`` times, one optimizer step each (GAE advantages normalised over that batch;
+trained ``algo.update_epochs`` times, one optimizer step each (GAE advantages, and GRPO's with
+``grpo_std_level=batch``, normalised over that batch;
 ``algo.target_kl`` ends a batch's passes early).
 ``finish`` trains what is left when the rollout is complete, then the learner's version goes up by one:
 weights are published once per global step, as in RL-VLA^3's fully asynchronous mode, so a step's data are
@@ -42,7 +43,7 @@ class StreamingUpdate:
                 if self._episodes_done[s.group_key] == self.group_size:
                     complete += self._waiting.pop(s.group_key)
             if complete:
-                self._ready.append(self.learner.prepare(complete))
+                self._ready.append(self.learner.prepare(complete, normalize=False))  # per batch in _train
         while sum(len(r) for r in self._ready) >= self.learner.algo.global_batch:
             self._train(self.learner.algo.global_batch)
 
