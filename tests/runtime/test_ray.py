@@ -51,13 +51,14 @@ def test_train_command_runs_on_ray_in_every_mode(tiny, tmp_path, mode):
 def test_serial_and_ray_sync_train_identically(tiny, tmp_path):
     """Same seed: the same episodes, actions and losses (lockstep batches are ordered by group)."""
     rows = {}
-    for backend in ("serial", "ray"):
-        cfg = tiny(f"runtime.backend={backend}", "train.steps=2", "runtime.groups_per_worker=2")
+    for backend, shm in (("serial", "true"), ("ray", "true"), ("ray_store", "false")):
+        cfg = tiny(f"runtime.backend={backend.removesuffix('_store')}", "train.steps=2", "runtime.groups_per_worker=2",
+                   f"ray.shared_memory={shm}")
         _run(cfg, tmp_path / backend)
         rows[backend] = _train_rows(tmp_path / backend)
     assert len(rows["serial"]) == 2
     assert rows["ray"][0]["policy_loss"] == rows["serial"][0]["policy_loss"]
-    assert rows["ray"] == rows["serial"]
+    assert rows["ray"] == rows["serial"] == rows["ray_store"]  # images via /dev/shm or the object store
 
 
 def _train(cfg, on_step=None):
@@ -79,12 +80,25 @@ def _train(cfg, on_step=None):
     return last, rows
 
 
+@pytest.mark.parametrize("shm,line", [("true", "node shared memory for env_worker0, env_worker1"),
+                                      ("false", "Ray object store for env_worker0, env_worker1")])
+def test_images_go_through_node_shared_memory_when_on_the_inference_node(tiny, capfd, shm, line):
+    """One node: env workers write images to /dev/shm and requests carry the block's name (ray.shared_memory);
+    switched off, they go through the object store. (The backend runs in this process here, so its
+    printout is captured; the CLI prints the same from the learner actor.)"""
+    _, rows = _train(tiny("runtime.backend=ray", "train.steps=1", "runtime.groups_per_worker=2",
+                          f"ray.shared_memory={shm}"))
+    assert len(rows) == 1 and rows[0]["episodes"] == 4
+    assert f"observation images: {line}" in capfd.readouterr().out
+
+
 def test_killed_env_actor_and_failing_env_are_restarted_and_training_finishes(tiny, ray_instance):
     """In step 3 an env raises (test_faults' flaky env, armed by the module fixture); after step 3 the test
     kills env worker 0's actor (as a lost node would). Each time every role actor is replaced and the lost
     rollout runs again from scratch."""
     cfg = tiny("runtime.backend=ray", "train.steps=4", "env.name=tests.runtime.test_faults:flaky_env")
     killed = []
+    shm_before = _shm_blocks()
 
     def kill(step, backend):
         if step == 3:
@@ -97,6 +111,12 @@ def test_killed_env_actor_and_failing_env_are_restarted_and_training_finishes(ti
     assert sum(rows[2].get(f"restarts/env_worker{w}", 0) for w in (0, 1)) == 1  # the raising env
     assert sum(rows[3].get(f"restarts/env_worker{w}", 0) for w in (0, 1)) == 2  # and the kill
     assert all(r["episodes"] == 4 for r in rows)
+    # the killed actor's image blocks were unlinked (by the inference actor) before the actors were replaced
+    assert _shm_blocks() - shm_before == set()
+
+
+def _shm_blocks() -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if n.startswith("psm_")} if os.path.isdir("/dev/shm") else set()
 
 
 @pytest.mark.parametrize("override, missing", [

@@ -122,6 +122,8 @@ def test_env_workers_run_on_the_sim_node_and_training_completes(two_nodes, init_
     assert set(nodes) == {"env_worker0", "env_worker1", "inference", "learner"}, out.stdout
     assert nodes["env_worker0"] == nodes["env_worker1"] != nodes["inference"]  # sim node vs head
     assert nodes["learner"] == nodes["inference"]  # no constraint in ray.learner: the driver's node (the head)
+    # another node than inference: images through the object store, not /dev/shm
+    assert "observation images: Ray object store for env_worker0, env_worker1" in out.stdout
     assert (tmp_path / "multi" / "checkpoints" / "latest").exists()
     assert "RL: 2 global steps" in out.stdout
 

@@ -98,6 +98,10 @@ class EnvWorker:
         for writer in self._shm.values():
             writer.close()
 
+    def unlink_shared_memory(self) -> None:
+        for writer in list(self._shm.values()):
+            writer.unlink()
+
     # --- rollout --------------------------------------------------------------------------------
     def _start_rollout(self, msg: StartRollout) -> None:
         self.global_step, self.min_version = msg.global_step, msg.min_version

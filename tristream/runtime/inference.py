@@ -74,6 +74,9 @@ class InferenceWorker:
     def close(self) -> None:
         self._shm.close()
 
+    def unlink_shared_memory(self) -> None:
+        self._shm.unlink_all()
+
     def _handle(self, msg) -> None:
         if isinstance(msg, ObsRequest):
             self.pending.append(msg)

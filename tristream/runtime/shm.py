@@ -31,13 +31,17 @@ class ShmWriter:
         self._array[: len(images)] = images
         return ShmRef(self._shm.name, self.shape, len(images))
 
-    def close(self) -> None:
-        del self._array
-        self._shm.close()
+    def unlink(self) -> None:
+        """Remove the block's name (the mapping stays usable until ``close``)."""
         try:
             self._shm.unlink()
         except FileNotFoundError:
             pass
+
+    def close(self) -> None:
+        del self._array
+        self._shm.close()
+        self.unlink()
 
 
 class ShmReader:
@@ -51,6 +55,15 @@ class ShmReader:
             shm = _attach(ref.name)
             self._blocks[ref.name] = (shm, np.ndarray(ref.shape, dtype=np.uint8, buffer=shm.buf))
         return self._blocks[ref.name][1][: ref.n].copy()
+
+    def unlink_all(self) -> None:
+        """Remove the names of every block attached so far, whoever owns them: Ray actors do not share a
+        resource tracker, so a killed owner's blocks would otherwise stay in /dev/shm."""
+        for shm, _ in list(self._blocks.values()):
+            try:
+                shm.unlink()
+            except FileNotFoundError:  # the owner was first
+                pass
 
     def close(self) -> None:
         for shm, _ in self._blocks.values():

@@ -99,9 +99,23 @@ class RayBackend(Backend):
         self.env_inboxes = {w: ActorChannel(h) for w, h in envs.items()}
         started = {a.connect.remote(self.actors["inference"], envs): role for role, a in self.actors.items()}
         self.nodes = self._wait_started(started)
+        self._share_memory_on_node()
         self._runs = [a.run.remote() for a in self.actors.values()]
         self._takes = {a.take.remote(TAKE_WAIT_S): role for role, a in self.actors.items()}
         self.learner_inbox.clear()
+
+    def _share_memory_on_node(self) -> None:
+        """Env workers on the inference actor's node send images through /dev/shm (``ray.shared_memory``)."""
+        import ray
+        here = self.nodes["inference"]["node_id"]
+        env_roles = [r for r in self.actors if r.startswith("env_worker")]
+        local = [r for r in env_roles if self.cfg.ray.shared_memory and self.nodes[r]["node_id"] == here]
+        ray.get([self.actors[r].use_shared_memory.remote() for r in local], timeout=self.cfg.runtime.timeout_s)
+        store = [r for r in env_roles if r not in local]
+        print("[tristream] observation images: "
+              + "; ".join(part for part in (f"node shared memory for {', '.join(local)}" if local else "",
+                                            f"Ray object store for {', '.join(store)}" if store else "") if part),
+              flush=True)
 
     def _wait_started(self, started: dict) -> dict[str, dict]:
         """Wait until every actor is placed and has built its role; a placement that stays pending (the
@@ -160,6 +174,9 @@ class RayBackend(Backend):
 
     def _kill_all(self) -> None:
         import ray
+        if self.cfg.ray.shared_memory:  # the inference actor also unlinks the blocks of a dead env actor
+            refs = [a.unlink_shared_memory.remote() for a in self.actors.values()]
+            ray.wait(refs, num_returns=len(refs), timeout=5.0)  # a dead actor's call just fails
         for a in self.actors.values():
             ray.kill(a, no_restart=True)
         self.actors, self.nodes, self._takes, self._runs = {}, {}, {}, []

@@ -9,6 +9,8 @@ local process. Here
 so one message (a group's observations, a group's actions, a batch of finished segments) is one actor
 call, never one call per env step. Arguments and results over ~100 kB go through Ray's object store
 (shared memory on a node, a transfer between nodes), so images are never pickled into a control message.
+An env worker on the inference actor's node (``ray.shared_memory``) writes its observation images into a
+/dev/shm block instead and sends only the block's name, as in the local backend (``runtime/shm.py``).
 The learner (in the learner actor, ``ray_learner.py``, or in a driver, which cannot receive actor calls)
 drains the outbox with ``take``: a role's messages arrive in the order it sent them. The outbox is
 bounded, like the local backend's learner inbox: a role blocks when the learner falls behind.
@@ -140,6 +142,15 @@ class RoleActor:
             self.role = roles.build_env_worker(self.cfg, self.worker_id, self.inbox, ActorChannel(inference),
                                                self.outbox)
         return where_am_i()
+
+    def use_shared_memory(self) -> None:
+        """Env worker on the inference actor's node: images through /dev/shm, the request carries the name."""
+        self.role.shared_memory = True
+
+    def unlink_shared_memory(self) -> None:
+        """Before the actor is killed: remove its /dev/shm block names (kill skips the role's own cleanup)."""
+        if self.role is not None:
+            self.role.unlink_shared_memory()
 
     def run(self) -> None:
         """The role's loop until ``Stop``; a failure goes to the learner as ``RoleError``, as locally."""
