@@ -246,5 +246,7 @@ def test_real_schema_validators():
     assert "policy.kwargs.head" in msg and "policy.head=" in msg
     msg = err(load_config, Config, overrides=["algo.dual_clip=0.5"])
     assert msg.startswith("algo:") and "dual_clip" in msg
+    msg = err(load_config, Config, overrides=["algo.advantage=grpo", "algo.critic_warmup=4"])
+    assert msg.startswith("algo:") and "critic_warmup=4 needs advantage=gae" in msg
     assert load_config(Config, overrides=["policy.kwargs.lang_encoder=attention"]).policy.kwargs == {
         "lang_encoder": "attention"}

@@ -157,6 +157,9 @@ class AlgoConfig:
             raise ValueError(f"dual_clip must be > 1 or null, got {self.dual_clip}")
         if self.loss in ("fiberpo", "fiberpo_domain") and self.fiberpo_c_neg > self.fiberpo_c_pos:
             raise ValueError("fiberpo_c_neg should not exceed fiberpo_c_pos (the negative channel drifts faster)")
+        if self.critic_warmup > 0 and self.advantage != "gae":
+            raise ValueError(f"critic_warmup={self.critic_warmup} needs advantage=gae (advantage={self.advantage!r} "
+                             f"uses no critic); set it to 0")
 
 
 @dataclass
