@@ -88,7 +88,7 @@ class Learner:
         optimizer steps cannot move the std that BC fitted, nor fit a fresh value head."""
         groups: dict[float, list] = {}
         for name, p in policy.named_parameters():
-            mult = (algo.log_std_lr_mult if "log_std" in name else algo.value_lr_mult if "value" in name else 1.0)
+            mult = (algo.log_std_lr_mult if "log_std" in name else algo.value_lr_mult if _is_value(name) else 1.0)
             groups.setdefault(float(mult), []).append(p)
         return [{"params": params, "lr_mult": mult} for mult, params in groups.items()]
 
@@ -277,7 +277,7 @@ class Learner:
                 first = last + 1
         if self.warming_up:  # only the value function learns: the policy's own weights keep no gradient
             for name, p in self.policy.named_parameters():
-                if "value" not in name:
+                if not _is_value(name):
                     p.grad = None
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), a.max_grad_norm or float("inf"))
         self.optimizer.step()
@@ -363,6 +363,11 @@ class Learner:
         if a.loss == "gspo":
             return {"clip_eps_low": a.gspo_clip_low, "clip_eps_high": a.gspo_clip_high}
         return {"c_pos": a.fiberpo_c_pos, "c_neg": a.fiberpo_c_neg, "eps": a.fiberpo_eps}
+
+
+def _is_value(param_name: str) -> bool:
+    """The value head's parameters (value_lr_mult, critic_warmup): by name, as the policies call it."""
+    return "value" in param_name
 
 
 # Each loss's natural reduction, used when algo.loss_reduction is null.
