@@ -66,3 +66,21 @@ def test_unsupported_env_fails_with_the_space_named(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "CartPole-v1" in err and "Discrete(2)" in err and "Supported:" in err
+
+
+def test_rankable_failures_counts_deterministic_and_sampled_outcomes(tmp_path, capsys):
+    from examples.rankable_failures import main, summarise
+    # (deterministic success, sampled successes of 4) per seed
+    r = summarise([(True, 4), (False, 0), (False, 2), (True, 1), (False, 4)], samples=4)
+    assert r == {"seeds": 5, "deterministic": 2, "sampled": 11, "sampled_of": 20, "failures": 3, "rankable": 2,
+                 "mixed": 2}
+    from tristream.config import Config, load_config
+    from tristream.policies import save_policy
+    from tristream.runtime.roles import build_policy, make_env
+    cfg = load_config(Config, "tiny", ["env.name=toy", "env.max_episode_steps=6"])
+    save_policy(build_policy(cfg, make_env(cfg.env).spec), tmp_path / "p")
+    out = main([str(tmp_path / "p"), "--seeds", "3", "--samples", "2", "--preset", "tiny", "env.name=toy",
+                "env.max_episode_steps=6"])
+    assert list(out) == ["toy"] and out["toy"]["seeds"] == 3 and out["toy"]["sampled_of"] == 6
+    assert out["toy"]["rankable"] <= out["toy"]["failures"] == 3 - out["toy"]["deterministic"]
+    assert "1 deterministic + 2 sampled episodes each" in capsys.readouterr().out
