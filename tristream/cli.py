@@ -147,6 +147,11 @@ def cmd_bench(args) -> int:
         print(f"workload: env {cfg.env.name}, {args.num_envs} envs in one process, {args.steps} steps per env, "
               f"zero-cost (random) policy, images {cfg.env.image_size}x{cfg.env.image_size}")
         print(f"env-only throughput: {r['env_steps_per_s']:.0f} env steps/s ({r['seconds']:.1f} s)")
+        for what in ("step", "reset"):
+            t = r[f"{what}_ms"]
+            if t["n"]:
+                print(f"{what} time over {t['n']} calls: median {t['median']:.2f} ms, p90 {t['p90']:.2f}, "
+                      f"p99 {t['p99']:.2f}, max {t['max']:.2f}; log-sigma {t['log_sigma']:.2f}")
         return 0
     if args.what == "algos":
         from tristream.bench.algos import LOSSES, bench_algos

@@ -70,3 +70,13 @@ def test_env_only_throughput_counts_every_env_step():
     out = env_only_throughput("toy", num_envs=2, steps=500)
     assert out["steps"] == 1000 and out["num_envs"] == 2
     assert out["env_steps_per_s"] == pytest.approx(out["steps"] / out["seconds"])
+    assert out["step_ms"]["n"] == 1000 and out["reset_ms"]["n"] == out["episodes"]
+    assert out["step_ms"]["median"] <= out["step_ms"]["p90"] <= out["step_ms"]["p99"] <= out["step_ms"]["max"]
+
+
+def test_time_stats_against_hand_computed():
+    from tristream.envs.throughput import time_stats
+    assert time_stats([]) == {"n": 0}
+    t = time_stats([0.001, 0.002, 0.004])  # log-durations ln1, ln2, ln4 (ms): std = ln2 * sqrt(2/3)
+    assert t["n"] == 3 and t["median"] == pytest.approx(2.0) and t["max"] == pytest.approx(4.0)
+    assert t["log_sigma"] == pytest.approx(np.log(2) * np.sqrt(2 / 3))

@@ -190,19 +190,19 @@ def test_tokenizer():
 
 
 def test_instruction_encoder_word_order():
-    """The attention encoder tells word orders apart (the block's colour from the plate's); a bag of words
-    cannot. Both ignore padding and give finite vectors for empty text."""
+    """The attention and bigram encoders tell word orders apart (the block's colour from the plate's); a bag
+    of words cannot. All ignore padding and give finite vectors for empty text."""
     from tristream.policies.vla.encoders import InstructionEncoder
     tok = Tokenizer(max_len=12)
     a, b = "put the red block on the blue plate", "put the blue block on the red plate"
-    for kind, order_matters in (("attention", True), ("bow", False)):
+    for kind, order_matters in (("attention", True), ("bigram", True), ("bow", False)):
         enc = InstructionEncoder(tok.vocab_size, 16, 8, kind, max_len=12)
         out = enc(tok([a, b, ""]))
         assert out.shape == (3, 8) and torch.isfinite(out).all()
         assert (not torch.allclose(out[0], out[1], atol=1e-6)) == order_matters, kind
         shorter = enc(tok([a])[:, :10])  # the same 8 words with 2 padding slots fewer
         assert torch.allclose(shorter[0], out[0], atol=1e-6)
-    with pytest.raises(ValueError, match="valid: 'attention', 'bow'"):
+    with pytest.raises(ValueError, match="valid: 'attention', 'bigram', 'bow'"):
         InstructionEncoder(tok.vocab_size, 16, 8, "lstm")
     with pytest.raises(ValueError, match="lang_encoder"):
         VLAConfig(lang_encoder="lstm")
@@ -210,7 +210,7 @@ def test_instruction_encoder_word_order():
 
 def test_attention_encoder_learns_which_colour_is_the_block():
     """Target depends on the block's colour only, and the plate colour varies: a bag of words sees the
-    same two colour words either way round, the attention encoder learns the difference."""
+    same two colour words either way round, the attention and bigram encoders learn the difference."""
     from tristream.policies.vla.encoders import InstructionEncoder
     tok = Tokenizer(max_len=12)
     colours = ["red", "green", "blue", "yellow"]
@@ -219,7 +219,7 @@ def test_attention_encoder_learns_which_colour_is_the_block():
     target = torch.tensor([float(i) for i, _ in pairs])
     ids = tok(texts)
     losses = {}
-    for kind in ("attention", "bow"):
+    for kind in ("attention", "bigram", "bow"):
         torch.manual_seed(0)
         enc = InstructionEncoder(tok.vocab_size, 16, 16, kind, max_len=12)
         head = torch.nn.Linear(16, 1)
@@ -231,4 +231,4 @@ def test_attention_encoder_learns_which_colour_is_the_block():
             opt.step()
         losses[kind] = loss.item()
     # bow: (red, blue) and (blue, red) share one input, so the best it can do is their mean target
-    assert losses["attention"] < 0.05 < losses["bow"], losses
+    assert max(losses["attention"], losses["bigram"]) < 0.05 < losses["bow"], losses

@@ -6,7 +6,7 @@ from typing import Any
 
 HEADS = ("gaussian", "discrete")
 POOLS = ("spatial_softmax", "mean")
-LANG_ENCODERS = ("attention", "bow")
+LANG_ENCODERS = ("attention", "bigram", "bow")
 GAUSSIAN_TOKENS = ("chunk", "dim")
 
 
@@ -30,6 +30,7 @@ class VLAConfig:
     # "bow": bag of words (blind to word order); "attention": order-aware (positions + one self-attention block;
     # measured on the tabletop mix: no better SFT, see docs/policies.md)
     lang_encoder: str = "bow"
+    bigram_buckets: int = 1024  # lang_encoder="bigram": hash buckets for adjacent word pairs
 
     # --- proprioception ---
     proprio_dim: int = 64
@@ -72,8 +73,8 @@ class VLAConfig:
             )
         if self.group_norm and any(c % 8 for c in self.conv_channels):
             raise ValueError(f"group_norm needs conv_channels divisible by 8, got {self.conv_channels}")
-        if self.chunk_len < 1 or self.max_len < 1 or self.n_bins < 2:
-            raise ValueError("chunk_len and max_len must be >= 1 and n_bins >= 2")
+        if self.chunk_len < 1 or self.max_len < 1 or self.n_bins < 2 or self.bigram_buckets < 1:
+            raise ValueError("chunk_len, max_len and bigram_buckets must be >= 1 and n_bins >= 2")
         if not self.min_log_std < self.init_log_std < self.max_log_std:
             raise ValueError(
                 f"need min_log_std < init_log_std < max_log_std, got "

@@ -22,15 +22,21 @@ class InstructionEncoder(nn.Module):
 
     kind "bow": a bag of words, blind to word order. "Put the red block on the blue plate" and "put the blue
     block on the red plate" then encode the same, so the policy must work out from the image which named
-    colour is the block. kind "attention" adds position embeddings and one pre-norm self-attention block
-    before pooling, so each word's vector carries its role in the sentence.
+    colour is the block. kind "bigram" also mean-pools embeddings of adjacent word pairs, hashed into
+    ``bigram_buckets`` rows (fastText-style), so "red block" and "blue plate" are features of their own.
+    kind "attention" adds position embeddings and one pre-norm self-attention block before pooling, so each
+    word's vector carries its role in the sentence.
     """
 
     def __init__(self, vocab_size: int, word_dim: int, lang_dim: int, kind: str = "bow", max_len: int = 16,
-                 heads: int = 4):
+                 heads: int = 4, bigram_buckets: int = 1024):
         super().__init__()
         self.kind = kind
+        self.vocab_size = vocab_size
         self.embed = nn.Embedding(vocab_size, word_dim, padding_idx=PAD_ID)
+        if kind == "bigram":
+            self.bigram_buckets = bigram_buckets
+            self.bigram = nn.Embedding(bigram_buckets, word_dim)
         if kind == "attention":
             if word_dim % heads:
                 raise ValueError(f"word_dim {word_dim} must be divisible by the {heads} attention heads")
@@ -40,8 +46,8 @@ class InstructionEncoder(nn.Module):
             self.qkv = nn.Linear(word_dim, 3 * word_dim)
             self.proj = nn.Linear(word_dim, word_dim)
             self.ff = mlp([word_dim, 2 * word_dim, word_dim], last_act=False)
-        elif kind != "bow":
-            raise ValueError(f"unknown instruction encoder {kind!r}; valid: 'attention', 'bow'")
+        elif kind not in ("bow", "bigram"):
+            raise ValueError(f"unknown instruction encoder {kind!r}; valid: 'attention', 'bigram', 'bow'")
         self.mlp = mlp([word_dim, lang_dim, lang_dim])
 
     def _attend(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -62,7 +68,16 @@ class InstructionEncoder(nn.Module):
             x = self._attend(x, keep)
         mask = keep.unsqueeze(-1).to(x.dtype)
         pooled = (x * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # empty text -> zeros
+        if self.kind == "bigram":
+            pooled = pooled + self._bigrams(ids, keep)
         return self.mlp(pooled)
+
+    def _bigrams(self, ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Mean embedding of the adjacent non-padding word pairs of [B, L] ids -> [B, word_dim]."""
+        pair = keep[:, 1:] & keep[:, :-1]  # [B, L-1]
+        rows = (ids[:, :-1] * self.vocab_size + ids[:, 1:]) % self.bigram_buckets
+        m = pair.unsqueeze(-1).to(self.bigram.weight.dtype)
+        return (self.bigram(rows) * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
 class RunningNorm(nn.Module):

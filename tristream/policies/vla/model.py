@@ -38,7 +38,7 @@ class VLAPolicy(Policy):
 
         self.tokenizer = Tokenizer(cfg.max_len, cfg.oov_buckets)
         self.lang = InstructionEncoder(self.tokenizer.vocab_size, cfg.word_dim, cfg.lang_dim, cfg.lang_encoder,
-                                       cfg.max_len)
+                                       cfg.max_len, bigram_buckets=cfg.bigram_buckets)
         if self.num_cameras == 0 and env_spec.state_dim == 0:
             raise ValueError("VLAPolicy needs at least one camera or a state vector; the env spec has neither")
         # a state-only env (no cameras) or a pixels-only env (no state) simply leaves that encoder out
