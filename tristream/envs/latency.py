@@ -2,8 +2,9 @@
 log-normal (sigma sets the length of the tail), added around any env.
 
 A stress test of the scheduling, not a calibration: LIBERO-Spatial measured in one process here (two
-128x128 cameras, random actions) takes a median 149 ms per step with a log-sigma of only 0.12 and
-6.3 s per reset (docs/benchmarks.md, "With the long-tail latency model").
+128x128 cameras, random actions; `tristream bench env` prints these figures) takes a median 140 ms per
+step with a log-sigma of only 0.11, and 6 s per reset (docs/benchmarks.md, "With the long-tail latency
+model").
 
 The extra time is spent sleeping, not computing: it models a simulator whose step is slow and variable
 without also loading the CPU, so results with it show what scheduling does about the tail. Report such
