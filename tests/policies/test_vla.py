@@ -208,7 +208,7 @@ def test_instruction_encoder_word_order():
         VLAConfig(lang_encoder="lstm")
 
 
-def test_attention_encoder_learns_which_colour_is_the_block():
+def test_order_aware_encoders_learn_which_colour_is_the_block():
     """Target depends on the block's colour only, and the plate colour varies: a bag of words sees the
     same two colour words either way round, the attention and bigram encoders learn the difference."""
     from tristream.policies.vla.encoders import InstructionEncoder

@@ -27,8 +27,9 @@ class VLAConfig:
     oov_buckets: int = 64  # unknown words hash into this many extra ids
     word_dim: int = 32
     lang_dim: int = 64
-    # "bow": bag of words (blind to word order); "attention": order-aware (positions + one self-attention block;
-    # measured on the tabletop mix: no better SFT, see docs/policies.md)
+    # "bow": bag of words (blind to word order); "bigram": bow + hashed adjacent word pairs; "attention":
+    # order-aware (positions + one self-attention block). Neither gave a better SFT on the tabletop mix
+    # (docs/policies.md)
     lang_encoder: str = "bow"
     bigram_buckets: int = 1024  # lang_encoder="bigram": hash buckets for adjacent word pairs
 
