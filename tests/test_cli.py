@@ -44,6 +44,22 @@ def test_collect_sft_train_eval_chain(tmp_path, capsys):
     assert list((tmp_path / "ev").glob("*.gif"))
 
 
+def test_collect_tasks_choose_the_demo_families(tmp_path, capsys):
+    """collect.tasks records other families than env.tasks (a generalist SFT policy, RL on a subset);
+    a family that does not exist is an error naming the valid ones."""
+    import h5py
+    demos = tmp_path / "demos.hdf5"
+    args = ["collect", "--preset", "tiny", "--no-progress", "env.tasks=[push]", "collect.episodes=3",
+            "collect.keep_failures=true", "--out", str(demos)]
+    assert main([*args, "collect.tasks=[reach,pick]"]) == 0
+    with h5py.File(demos, "r") as f:
+        tasks = {str(g.attrs["task"]) for g in f["data"].values()}
+        assert json.loads(f["data"].attrs["env_args"])["kwargs"]["tasks"] == ["reach", "pick"]
+    assert tasks and tasks <= {"reach", "pick"}, tasks
+    assert main([*args, "collect.tasks=[stack]"]) == 2
+    assert "valid families: reach, push, pick, place" in capsys.readouterr().err
+
+
 def test_default_recipe_on_tabletop_tiny(tmp_path, capsys):
     """The main job's code path (collect, SFT, RL on processes, eval of both) on the real MuJoCo suite."""
     assert main(["train", "--preset", "tiny", f"run.dir={tmp_path}", "--no-progress"]) == 0

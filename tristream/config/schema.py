@@ -84,6 +84,8 @@ class CollectConfig:
     expert_noise: float = f(0.3, "std of Gaussian noise added to the scripted expert's actions", min=0.0)
     workers: int = f(2, "collector processes", min=1)
     keep_failures: bool = f(False, "also keep episodes the noisy expert failed")
+    tasks: list[str] = f([], "task families of the demonstrations (empty: env.tasks), e.g. all four for a "
+                             "generalist SFT policy that RL then post-trains on env.tasks")
 
 
 @dataclass

@@ -5,6 +5,7 @@ the demonstrations visit the states a slightly-off policy reaches and show how t
 """
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 from pathlib import Path
 from typing import Any
@@ -51,26 +52,28 @@ def _worker(args) -> list[dict[str, Any]]:
 
 
 def collect(cfg, out_path: str | Path, progress: bool = True) -> dict[str, float]:
-    """Record ``cfg.collect.episodes`` expert episodes (successful ones unless keep_failures) to ``out_path``."""
+    """Record ``cfg.collect.episodes`` expert episodes (successful ones unless keep_failures) to ``out_path``,
+    of the task families ``cfg.collect.tasks`` (empty: ``cfg.env.tasks``)."""
     c = cfg.collect
+    env_cfg = dataclasses.replace(cfg.env, tasks=list(c.tasks)) if c.tasks else cfg.env
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     batch = 8
     kept, tried, successes = 0, 0, 0
     next_seed = DEMO_SEED_BASE + cfg.run.seed * 100_000
-    probe = make_env(cfg.env)
+    probe = make_env(env_cfg)
     cameras = probe.spec.camera_names
     probe.close()
     ctx = mp.get_context("spawn")
     bar = tqdm(total=c.episodes, desc="collect", unit="ep", disable=not progress)
-    with DemoWriter(out_path, env_args={"env": cfg.env.name, "kwargs": env_kwargs(cfg.env)}) as writer, \
+    with DemoWriter(out_path, env_args={"env": env_cfg.name, "kwargs": env_kwargs(env_cfg)}) as writer, \
             ctx.Pool(c.workers) as pool:
         while kept < c.episodes:
             need = c.episodes - kept
             jobs = []
             for w in range(c.workers):
                 n = min(batch, max(1, -(-need // c.workers)))
-                jobs.append((cfg.env, list(range(next_seed, next_seed + n)), c.expert_noise, next_seed))
+                jobs.append((env_cfg, list(range(next_seed, next_seed + n)), c.expert_noise, next_seed))
                 next_seed += n
             for episodes in pool.map(_worker, jobs):
                 for ep in episodes:
