@@ -4,11 +4,12 @@ episodes succeeds: a GRPO group on that seed then holds successes and failures t
 sampled episode turns into a success give the success reward nothing to rank (docs/benchmarks.md, "How
 much of the SFT policy's failure a GRPO group can see").
 
-    python examples/rankable_failures.py runs/default/sft --seeds 60 --samples 4
+    python examples/rankable_failures.py runs/default/sft --preset mix4 --seeds 60 --samples 4
     python examples/rankable_failures.py runs/mw/sft10 --seeds 40 env.name=metaworld/button-press-v3 \\
         env.max_episode_steps=100 env.image_size=64 "env.kwargs.cameras=[corner]"
 
-The tabletop mix is probed family by family (`env.tasks=[<family>]`, same held-out seeds for each).
+The tabletop families of `env.tasks` (empty: all four; the default preset: push) are probed one by one
+(`env.tasks=[<family>]`, same held-out seeds for each); `--preset mix4` probes all four.
 Single process, one torch thread; episodes run one at a time.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ import dataclasses
 
 import torch
 
-from tristream.config import Config, load_config
+from tristream.config.scoped import load_cli_config
 from tristream.policies.io import load_policy
 from tristream.runtime.roles import make_env
 from tristream.types import ObsBatch
@@ -57,11 +58,11 @@ def main(argv=None) -> dict[str, dict[str, int]]:
     args = ap.parse_intermixed_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    cfg = load_config(Config, args.preset, args.overrides)
+    cfg, _ = load_cli_config(args.preset, args.overrides)
     policy = load_policy(args.policy).eval()
-    if cfg.env.name == "tabletop" and not cfg.env.tasks:
+    if cfg.env.name == "tabletop":
         from tristream.envs.tabletop import FAMILIES
-        tasks = {f: dataclasses.replace(cfg.env, tasks=[f]) for f in FAMILIES}
+        tasks = {f: dataclasses.replace(cfg.env, tasks=[f]) for f in cfg.env.tasks or FAMILIES}
     else:
         tasks = {cfg.env.name: cfg.env}
     seeds = range(cfg.eval.seed_offset, cfg.eval.seed_offset + args.seeds)

@@ -77,13 +77,13 @@ def main(argv=None) -> None:
     import torch
 
     from tristream.bench.throughput import measure
-    from tristream.config import Config, load_config
+    from tristream.config.scoped import load_cli_config
     from tristream.policies.io import load_policy
     from tristream.runtime.backends.ray import connect
     from tristream.runtime.backends.ray_learner import run_in_learner_actor
     from tristream.runtime.roles import build_policy, make_env
 
-    cfg = load_config(Config, args.preset, args.overrides)
+    cfg, _ = load_cli_config(args.preset, args.overrides)
     torch.set_num_threads(cfg.run.torch_threads)
     env = make_env(cfg.env)
     spec = env.spec

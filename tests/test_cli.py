@@ -42,6 +42,16 @@ def test_collect_sft_train_eval_chain(tmp_path, capsys):
     result = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert result["episodes"] == 3 and "goto" in result["tasks"]
     assert list((tmp_path / "ev").glob("*.gif"))
+    # without --preset a run's checkpoint is evaluated on the run's own settings (toy, 20-step episodes),
+    # not on the default preset's tabletop push
+    capsys.readouterr()
+    assert main(["eval", "--no-progress", str(latest), "--episodes", "2", "--out", str(tmp_path / "ev2")]) == 0
+    assert f"evaluation settings from {run / 'config.yaml'}" in capsys.readouterr().out
+    assert "goto" in json.loads((tmp_path / "ev2" / "eval.json").read_text())["tasks"]
+    (run / "config.yaml").write_text("algo:\n  lrr: 1\n")  # a broken run config names its file
+    assert main(["eval", "--no-progress", str(run), "--episodes", "2", "--out", str(tmp_path / "ev3")]) == 2
+    err = capsys.readouterr().err
+    assert str(run / "config.yaml") in err and "algo.lrr" in err and "--preset" in err
 
 
 def test_collect_tasks_choose_the_demo_families(tmp_path, capsys):
@@ -233,9 +243,13 @@ def test_cpu_cores_per_role_from_telemetry():
 def test_bench_throughput_can_skip_the_ceiling(tmp_path, capsys):
     out = tmp_path / "bench"
     assert main(["bench", "throughput", *TOY, "--out", str(out), "--repeats", "1", "--measure-steps", "1",
-                 "--modes", "sync", "--ceiling-steps", "0"]) == 0
-    assert json.loads((out / "throughput.json").read_text())["env_only_steps_per_s"] is None
-    assert "env-only ceiling" not in capsys.readouterr().out
+                 "--modes", "sync", "--ceiling-steps", "0", "algo.advantage=gae", "algo.critic_warmup=4"]) == 0
+    result = json.loads((out / "throughput.json").read_text())
+    assert result["env_only_steps_per_s"] is None
+    printed = capsys.readouterr().out
+    assert "env-only ceiling" not in printed
+    # a critic warm-up would measure value-only steps: the benchmark turns it off and says so
+    assert "algo.critic_warmup=4 -> 0" in printed and result["workload"]["advantage"] == "gae"
 
 
 def test_bench_algos_runs_every_loss_in_both_regimes(tmp_path, capsys):

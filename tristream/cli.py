@@ -26,8 +26,37 @@ OVERRIDES_HELP = "config overrides key.sub=value (list all: tristream config key
 
 
 def _load(args):
-    from tristream.config import Config, load_config
-    return load_config(Config, args.preset, args.overrides)
+    from tristream.config.scoped import load_cli_config
+    cfg, note = load_cli_config(args.preset, args.overrides)
+    if note:
+        print(f"[tristream] {note}", file=sys.stderr)
+    return cfg
+
+
+def _run_config(path: Path) -> Path | None:
+    """The config.yaml of the run a policy folder belongs to: RUN/, RUN/sft/ or RUN/checkpoints/step_N/."""
+    for d in (path, path.parent, path.parent.parent):
+        if (d / "config.yaml").is_file():
+            return d / "config.yaml"
+    return None
+
+
+def _eval_config(args, path: Path):
+    """Without --preset, a policy of a run is evaluated on the run's own settings (its env and tasks)."""
+    cfg_path = None if args.preset else _run_config(path)
+    if cfg_path is None:
+        args.preset = args.preset or "default"
+        return _load(args)
+    import yaml
+
+    from tristream.config import Config, ConfigError, config_from_dict
+    from tristream.config.loader import apply_overrides
+    try:
+        cfg = config_from_dict(Config, apply_overrides(Config, yaml.safe_load(cfg_path.read_text()), args.overrides))
+    except ConfigError as e:
+        raise ConfigError(f"{cfg_path}: {e} (pass --preset NAME to evaluate with a preset instead)") from e
+    print(f"[tristream] evaluation settings from {cfg_path} (--preset NAME to use a preset instead)")
+    return cfg
 
 
 def _env_spec(cfg):
@@ -111,8 +140,8 @@ def cmd_sft(args) -> int:
 def cmd_eval(args) -> int:
     from tristream.policies.io import load_policy
     from tristream.workflow.evaluate import evaluate, format_table
-    cfg = _load(args)
     path = Path(args.checkpoint)
+    cfg = _eval_config(args, path)
     if (path / "lm.json").exists():  # a language policy: held-out exact match, fp32 and quantized
         from tristream.lm.train import evaluate_checkpoint
         group = cfg.lm.qat_group_size if any(o.startswith("lm.qat_group_size=") for o in args.overrides) else None
@@ -203,10 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
               f"or an import path package.module:factory")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def common(sp, what: list[str] | None = None, what_help: str = ""):
+    def common(sp, what: list[str] | None = None, what_help: str = "", preset: str | None = "default",
+               preset_help: str = "default: default"):
         if what:  # a positional choice must come before the open-ended overrides
             sp.add_argument("what", choices=what, help=what_help)
-        sp.add_argument("--preset", default="default", help="config preset name or YAML path (default: default)")
+        sp.add_argument("--preset", default=preset, help=f"config preset name or YAML path ({preset_help})")
         sp.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
         return sp
 
@@ -228,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output folder for the policy")
     s.set_defaults(func=cmd_sft)
     e = common(sub.add_parser("eval", epilog=epilog, help="success per task on held-out seeds, 95%% CIs, GIFs; for a "
-                              "language policy, held-out exact match of fp32, fake-quantized and INT8/INT4 weights"))
+                              "language policy, held-out exact match of fp32, fake-quantized and INT8/INT4 weights"),
+               preset=None,
+               preset_help="default: the config.yaml of the run the checkpoint belongs to, if any, else default")
     e.add_argument("checkpoint", help="a policy folder, a checkpoint folder, a run directory, or an LM folder "
                                       "(lm.json; quantization group size: its own or lm.qat_group_size=N)")
     e.add_argument("--episodes", type=int, default=None, help="episodes (default: eval.episodes); LM: held-out "

@@ -141,11 +141,15 @@ def bench_throughput(cfg, env_spec, out_dir: str | Path, *, modes=MODES, repeats
                      steps: int = 3, ceiling_steps: int = 4000) -> dict[str, Any]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.algo.critic_warmup:  # measure the policy-training steps that make up most of a run
+        print(f"[tristream] algo.critic_warmup={cfg.algo.critic_warmup} -> 0: every measured step trains the policy")
+        cfg = dataclasses.replace(cfg, algo=dataclasses.replace(cfg.algo, critic_warmup=0))
     plan = shard_plan(cfg)
     workload = {"env": cfg.env.name, "tasks": list(cfg.env.tasks), "image_size": cfg.env.image_size,
                 "num_envs": cfg.rollout.num_envs, "env_workers": plan.env_workers,
                 "groups_per_worker": cfg.runtime.groups_per_worker, "policy": cfg.policy.name,
-                "head": cfg.policy.head, "chunk_len": cfg.policy.chunk_len, "global_batch": cfg.algo.global_batch,
+                "head": cfg.policy.head, "chunk_len": cfg.policy.chunk_len, "advantage": cfg.algo.advantage,
+                "group_size": cfg.rollout.group_size, "global_batch": cfg.algo.global_batch,
                 "update_epochs": cfg.algo.update_epochs, "warmup_steps": warmup, "measured_steps": steps,
                 "repeats": repeats, "max_policy_lag": cfg.runtime.max_policy_lag,
                 "step_latency_ms": cfg.env.step_latency_ms, "latency_sigma": cfg.env.latency_sigma,

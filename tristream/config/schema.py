@@ -43,7 +43,8 @@ class GymConfig:
 @dataclass
 class EnvConfig:
     name: str = f("tabletop", "registered env name (tristream env list) or import path package.module:factory")
-    tasks: list[str] = f([], "task families for the tabletop mix (empty: the env's default mix)")
+    tasks: list[str] = f([], "task families for the tabletop mix (empty: the env's default mix); a preset's "
+                             "list is cleared when the command line moves env.name to another simulator")
     image_size: int = f(64, "square camera resolution in pixels", min=8, max=512)
     max_episode_steps: int = f(50, "env steps before truncation", min=1)
     reward_shaping: bool = f(False, "add the env's dense shaping term to the sparse success reward")
