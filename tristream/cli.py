@@ -41,20 +41,25 @@ def _run_config(path: Path) -> Path | None:
     return None
 
 
+def _load_saved(cfg_path: Path, overrides, hint: str = ""):
+    """A run's resolved config.yaml with command-line overrides on top; a bad file is an error naming it."""
+    import yaml
+
+    from tristream.config import Config, ConfigError, config_from_dict
+    from tristream.config.loader import apply_overrides
+    try:
+        return config_from_dict(Config, apply_overrides(Config, yaml.safe_load(cfg_path.read_text()), overrides))
+    except ConfigError as e:
+        raise ConfigError(f"{cfg_path}: {e}{hint}") from e
+
+
 def _eval_config(args, path: Path):
     """Without --preset, a policy of a run is evaluated on the run's own settings (its env and tasks)."""
     cfg_path = None if args.preset else _run_config(path)
     if cfg_path is None:
         args.preset = args.preset or "default"
         return _load(args)
-    import yaml
-
-    from tristream.config import Config, ConfigError, config_from_dict
-    from tristream.config.loader import apply_overrides
-    try:
-        cfg = config_from_dict(Config, apply_overrides(Config, yaml.safe_load(cfg_path.read_text()), args.overrides))
-    except ConfigError as e:
-        raise ConfigError(f"{cfg_path}: {e} (pass --preset NAME to evaluate with a preset instead)") from e
+    cfg = _load_saved(cfg_path, args.overrides, " (pass --preset NAME to evaluate with a preset instead)")
     print(f"[tristream] evaluation settings from {cfg_path} (--preset NAME to use a preset instead)")
     return cfg
 
@@ -78,15 +83,13 @@ def _new_run_dir(cfg) -> Path:
 
 
 def cmd_train(args) -> int:
-    from tristream.config import Config, config_from_dict, save_config
+    from tristream.config import save_config
     if args.resume:
-        import yaml
         run_dir = Path(args.resume)
         cfg_path = run_dir / "config.yaml"
         if not cfg_path.exists():
             raise SystemExit(f"error: {cfg_path} not found: is {run_dir} a tristream run directory?")
-        from tristream.config.loader import apply_overrides
-        cfg = config_from_dict(Config, apply_overrides(Config, yaml.safe_load(cfg_path.read_text()), args.overrides))
+        cfg = _load_saved(cfg_path, args.overrides)
     else:
         cfg = _load(args)
         run_dir = _new_run_dir(cfg)
