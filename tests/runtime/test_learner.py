@@ -164,3 +164,24 @@ def test_grpo_batch_std_divides_group_centred_advantages_by_one_std(setup):
     group_std = np.repeat(np.abs(centred.reshape(3, 2)[:, 0]) * np.sqrt(2), 2)  # two values: |d| * sqrt(2)
     torch.testing.assert_close(adv, torch.tensor(np.repeat(centred / group_std, lengths), dtype=torch.float32),
                                rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["ppo", "grpo", "fiberpo_domain"])
+def test_a_short_mini_batch_weighs_each_sample_one_global_batch_share(setup, loss):
+    """A short mini-batch of n samples out of a global batch of B makes the gradient n/B times that of
+    the same samples as a full batch; its reported losses stay the mini-batch's means."""
+    cfg, env, policy = setup
+    segs = _segments(env)
+    algo = dataclasses.replace(cfg.algo, loss=loss, max_grad_norm=1e9, micro_batch=3,
+                               advantage="grpo" if loss != "ppo" else "gae")
+    grads, stats = [], []
+    for batch in (None, 40):
+        learner = Learner(copy.deepcopy(policy), algo, seed=0)
+        samples = learner.prepare(segs)
+        n = len(samples)
+        stats.append(learner.optimizer_step(samples, np.arange(n), batch))
+        grads.append(torch.cat([p.grad.flatten() for p in learner.policy.parameters() if p.grad is not None]))
+    assert n < 40
+    torch.testing.assert_close(grads[1], grads[0] * n / 40, atol=1e-7, rtol=1e-4)
+    for key in ("policy_loss", "value_loss", "entropy"):
+        assert stats[1][key] == pytest.approx(stats[0][key], rel=1e-5, abs=1e-7)

@@ -5,8 +5,8 @@ steps times the action head's tokens per chunk. One update:
 
 1. values of the bootstrap observations, then advantages (GAE per segment, or GRPO per episode group);
 2. ``update_epochs`` passes; each pass shuffles the segments and cuts the stream of samples into
-   mini-batches of exactly ``global_batch`` samples (the last one may be short; a segment that straddles
-   a boundary is split there);
+   mini-batches of exactly ``global_batch`` samples (the last one may be short, its samples then weigh
+   1/``global_batch`` each as everywhere else; a segment that straddles a boundary is split there);
 3. each mini-batch is accumulated micro-batch by micro-batch with the mini-batch's global token and
    sequence counts as normalisers, so the gradient does not depend on ``micro_batch``; one optimizer step
    per mini-batch; then the version goes up by one.
@@ -215,6 +215,7 @@ class Learner:
         self.policy.train()
         sums: dict[str, float] = defaultdict(float)
         n_minibatches = 0
+        batch = min(self.algo.global_batch, len(samples))
         counts = np.bincount(samples.row)
         starts = np.r_[0, np.cumsum(counts)[:-1]]
         epochs = 0
@@ -223,7 +224,7 @@ class Learner:
                                     for r in self.rng.permutation(len(counts))])
             kls = []
             for lo in range(0, len(order), self.algo.global_batch):
-                stats = self.optimizer_step(samples, order[lo:lo + self.algo.global_batch])
+                stats = self.optimizer_step(samples, order[lo:lo + self.algo.global_batch], batch)
                 for k, v in stats.items():
                     sums[k] += v
                 kls.append(stats.get("approx_kl", 0.0))
@@ -255,15 +256,22 @@ class Learner:
             return self.algo.lr * max(0.0, 1.0 - self.version / self.total_steps)
         return self.algo.lr
 
-    def optimizer_step(self, samples: Samples, idx: np.ndarray) -> dict[str, float]:
-        """One optimizer step on the samples ``idx`` (in stream order), accumulated over micro-batches."""
+    def optimizer_step(self, samples: Samples, idx: np.ndarray, batch: int | None = None) -> dict[str, float]:
+        """One optimizer step on the samples ``idx`` (in stream order), accumulated over micro-batches.
+
+        ``batch``: the full mini-batch size (default ``len(idx)``). A short mini-batch (a global step's
+        last) weighs each of its samples 1/``batch``, as a full one does, so a handful of leftover samples
+        makes a proportionally small step instead of a full-size step of their noise (and, in ``async``,
+        streamed batches cut by arrival weigh what sync's mini-batches weigh).
+        """
         a = self.algo
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr() * group.get("lr_mult", 1.0)  # absent in older checkpoints
         L = samples.behaviour_logp.shape[1]
         # Sub-rows: a segment's samples inside this mini-batch (the loss's "sequences").
         subrows = np.split(np.arange(len(idx)), np.flatnonzero(np.diff(samples.row[idx])) + 1)
-        norm = {"tokens": float(len(idx) * L), "seqs": float(len(subrows)), "samples": float(len(idx))}
+        share = len(idx) / max(batch or len(idx), len(idx))  # this mini-batch's weight: 1 unless short
+        norm = {"tokens": len(idx) * L / share, "seqs": len(subrows) / share, "samples": len(idx) / share}
         pre = self._domain_precompute(samples, idx, subrows) if a.loss == "fiberpo_domain" else None
         self.optimizer.zero_grad(set_to_none=True)
         stats: dict[str, float] = defaultdict(float)
@@ -279,6 +287,7 @@ class Learner:
             for name, p in self.policy.named_parameters():
                 if not _is_value(name):
                     p.grad = None
+        stats = {k: v / share for k, v in stats.items()}  # report the mini-batch's means, not its weight
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), a.max_grad_norm or float("inf"))
         self.optimizer.step()
         self.optimizer_steps += 1

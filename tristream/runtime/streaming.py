@@ -6,7 +6,8 @@ episodes from the same initial state). Every time ``algo.global_batch`` ready sa
 trained ``algo.update_epochs`` times, one optimizer step each (GAE advantages, and GRPO's with
 ``grpo_std_level=batch``, normalised over that batch;
 ``algo.target_kl`` ends a batch's passes early).
-``finish`` trains what is left when the rollout is complete, then the learner's version goes up by one:
+``finish`` trains what is left when the rollout is complete (a short batch whose samples weigh
+1/``global_batch`` each, as in a full one), then the learner's version goes up by one:
 weights are published once per global step, as in RL-VLA^3's fully asynchronous mode, so a step's data are
 those of ``sync`` and only the order of the mini-batches differs.
 """
@@ -71,8 +72,10 @@ class StreamingUpdate:
             batch.proximal_logp = self.learner.proximal_logp(batch)
         self.learner.policy.train()
         idx = np.arange(len(batch))
+        # A short last batch weighs its samples as a full one does (as in sync), unless the whole step is short.
+        full = min(self.learner.algo.global_batch, self.samples + n)
         for _ in range(self.learner.algo.update_epochs):
-            stats = self.learner.optimizer_step(batch, idx)
+            stats = self.learner.optimizer_step(batch, idx, full)
             for k, v in stats.items():
                 self._sums[k] += v
             self._steps += 1
