@@ -243,13 +243,30 @@ def test_cpu_cores_per_role_from_telemetry():
 def test_bench_throughput_can_skip_the_ceiling(tmp_path, capsys):
     out = tmp_path / "bench"
     assert main(["bench", "throughput", *TOY, "--out", str(out), "--repeats", "1", "--measure-steps", "1",
-                 "--modes", "sync", "--ceiling-steps", "0", "algo.advantage=gae", "algo.critic_warmup=4"]) == 0
+                 "--modes", "sync,async:runtime.max_policy_lag=0", "--ceiling-steps", "0", "algo.advantage=gae",
+                 "algo.critic_warmup=4"]) == 0
     result = json.loads((out / "throughput.json").read_text())
     assert result["env_only_steps_per_s"] is None
     printed = capsys.readouterr().out
     assert "env-only ceiling" not in printed
+    # a mode variant (its own overrides) runs interleaved with the plain modes under its own name
+    variant = result["modes"]["async:runtime.max_policy_lag=0"]
+    assert variant["policy_lag_max"] == 0 and result["ratio_vs_sync"]["async:runtime.max_policy_lag=0"] > 0
+    assert (out / "trace_async_runtime.max_policy_lag_0.json").exists()
     # a critic warm-up would measure value-only steps: the benchmark turns it off and says so
     assert "algo.critic_warmup=4 -> 0" in printed and result["workload"]["advantage"] == "gae"
+
+
+def test_bench_mode_names_are_checked_before_any_work(tiny):
+    from tristream.bench.throughput import mode_config
+    from tristream.config.loader import ConfigError
+    cfg = tiny()
+    assert mode_config(cfg, "async@local:runtime.max_policy_lag=2").runtime.max_policy_lag == 2
+    assert mode_config(cfg, "sync@ray").runtime.backend == "ray"
+    with pytest.raises(ConfigError, match="unknown mode 'asink'.*valid: sync, async-rollout, async"):
+        mode_config(cfg, "asink")
+    with pytest.raises(ConfigError, match="max_polcy_lag"):
+        mode_config(cfg, "async:runtime.max_polcy_lag=2")
 
 
 def test_bench_algos_runs_every_loss_in_both_regimes(tmp_path, capsys):

@@ -278,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
                "which benchmark")
     b.add_argument("--num-envs", type=int, default=8, help="env: envs stepped in one process")
     b.add_argument("--steps", type=int, default=500, help="env: env steps per env")
-    b.add_argument("--modes", default="sync,async-rollout,async", help="throughput: modes, comma-separated")
+    b.add_argument("--modes", default="sync,async-rollout,async",
+                   help="throughput: modes, comma-separated, each MODE[@BACKEND][:KEY=VALUE]... "
+                        "(e.g. sync,async,async:runtime.max_policy_lag=2)")
     b.add_argument("--repeats", type=int, default=3, help="throughput, decode: interleaved repeats of every mode / variant")
     b.add_argument("--warmup", type=int, default=1, help="throughput: unmeasured global steps per run")
     b.add_argument("--measure-steps", type=int, default=3, help="throughput: measured global steps per run")
@@ -309,9 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    # Config overrides (key.sub=value) may stand anywhere; argparse sees only the rest.
-    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
-    args = parser.parse_args([a for a in argv if a not in overrides])
+    # Config overrides (key.sub=value) may stand anywhere, except as an option's value (--modes may hold
+    # `async:runtime.max_policy_lag=2`); argparse sees only the rest.
+    takes_value = {o for sp in parser._subparsers._group_actions[0].choices.values() for a in sp._actions
+                   if a.nargs != 0 for o in a.option_strings}
+    is_override = ["=" in a and not a.startswith("-") and (i == 0 or argv[i - 1] not in takes_value)
+                   for i, a in enumerate(argv)]
+    overrides = [a for a, o in zip(argv, is_override) if o]
+    args = parser.parse_args([a for a, o in zip(argv, is_override) if not o])
     args.overrides = overrides
     try:
         return args.func(args)

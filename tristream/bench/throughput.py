@@ -14,6 +14,7 @@ import dataclasses
 import json
 import multiprocessing as mp
 import os
+import re
 import statistics
 import time
 from collections import defaultdict
@@ -22,6 +23,8 @@ from typing import Any
 
 import torch
 
+from tristream.config.convert import to_dict
+from tristream.config.loader import ConfigError, apply_overrides, config_from_dict
 from tristream.metrics.plots import timeline
 from tristream.metrics.trace import chrome_trace
 from tristream.runtime.backends import make_backend
@@ -55,8 +58,21 @@ def env_only_ceiling(cfg, steps_per_worker: int = 4000) -> float:
     return sum(r["env_steps_per_s"] for r in results)
 
 
-def _backend(cfg, mode: str) -> str:
-    return mode.split("@")[1] if "@" in mode else cfg.runtime.backend
+def mode_config(cfg, mode: str):
+    """The config of one benchmarked mode, written ``MODE[@BACKEND][:KEY=VALUE]...``: ``async``,
+    ``sync@ray`` (backends compared interleaved), ``async:runtime.max_policy_lag=2`` (a variant of a mode,
+    with its own dotted overrides, compared interleaved with the others)."""
+    name, *overrides = mode.split(":")
+    base, _, backend = name.partition("@")
+    if base not in MODES:
+        raise ConfigError(f"bench throughput: unknown mode {base!r} in {mode!r}; valid: {', '.join(MODES)} "
+                          "(written MODE[@BACKEND][:KEY=VALUE]...)")
+    overrides += [f"runtime.mode={base}"] + ([f"runtime.backend={backend}"] if backend else [])
+    return config_from_dict(type(cfg), apply_overrides(type(cfg), to_dict(cfg), overrides))
+
+
+def _file_label(mode: str) -> str:
+    return re.sub(r"[^A-Za-z0-9@._-]+", "_", mode)
 
 
 def _connect_ray(cfg) -> bool:
@@ -67,6 +83,7 @@ def _connect_ray(cfg) -> bool:
 def measure(cfg, env_spec, init_state: dict, warmup: int, steps: int) -> dict[str, Any]:
     """One run of one mode: start the roles, warm up, measure ``steps`` global steps."""
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=warmup + steps))
+    torch.set_num_threads(cfg.run.torch_threads)  # the learner's threads, as `tristream train` sets them
     torch.manual_seed(cfg.run.seed)
     policy = build_policy(cfg, env_spec)
     policy.load_state_dict(init_state)
@@ -144,6 +161,10 @@ def bench_throughput(cfg, env_spec, out_dir: str | Path, *, modes=MODES, repeats
     if cfg.algo.critic_warmup:  # measure the policy-training steps that make up most of a run
         print(f"[tristream] algo.critic_warmup={cfg.algo.critic_warmup} -> 0: every measured step trains the policy")
         cfg = dataclasses.replace(cfg, algo=dataclasses.replace(cfg.algo, critic_warmup=0))
+    configs = {m: mode_config(cfg, m) for m in modes}  # bad modes and keys fail here, before any work
+    for m in modes:
+        if ":" in m:
+            print(f"[tristream] variant {m}: " + " ".join(m.split(":")[1:]))
     plan = shard_plan(cfg)
     workload = {"env": cfg.env.name, "tasks": list(cfg.env.tasks), "image_size": cfg.env.image_size,
                 "num_envs": cfg.rollout.num_envs, "env_workers": plan.env_workers,
@@ -166,21 +187,19 @@ def bench_throughput(cfg, env_spec, out_dir: str | Path, *, modes=MODES, repeats
     if ceiling is not None:
         print(f"env-only ceiling: {ceiling:.0f} env steps/s ({plan.env_workers} processes, zero-cost policy)")
     runs: dict[str, list[dict]] = {m: [] for m in modes}
-    # A mode may name its backend, mode@backend (sync@local,sync@ray): backends compared interleaved.
     # Ray starts once for the whole benchmark, not once per run.
-    ray_started = any(_backend(cfg, m) == "ray" for m in modes) and _connect_ray(cfg)
+    ray_started = any(configs[m].runtime.backend == "ray" for m in modes) and _connect_ray(cfg)
     try:
         for rep in range(repeats):
             for mode in modes:
-                runtime = dataclasses.replace(cfg.runtime, mode=mode.split("@")[0], backend=_backend(cfg, mode))
-                run_cfg = dataclasses.replace(cfg, runtime=runtime)
-                if runtime.backend == "ray":  # where `tristream train` runs it: in the learner actor
+                run_cfg = configs[mode]
+                if run_cfg.runtime.backend == "ray":  # where `tristream train` runs it: in the learner actor
                     from tristream.runtime.backends.ray_learner import run_in_learner_actor
                     r = run_in_learner_actor(run_cfg, measure, run_cfg, env_spec, init_state, warmup, steps)
                 else:
                     r = measure(run_cfg, env_spec, init_state, warmup, steps)
                 runs[mode].append(r)
-                print(f"  repeat {rep + 1}/{repeats} {mode:<13} {r['env_steps_per_s']:7.0f} env steps/s  "
+                print(f"  repeat {rep + 1}/{repeats} {mode:<{max(map(len, modes))}} {r['env_steps_per_s']:7.0f} env steps/s  "
                       f"cpu {r['cpu_util']:.0%}  lag max {r['policy_lag_max']:.0f}", flush=True)
     finally:
         if ray_started:
@@ -195,9 +214,9 @@ def bench_throughput(cfg, env_spec, out_dir: str | Path, *, modes=MODES, repeats
             "cpu_util_median": statistics.median(r["cpu_util"] for r in rs),
             **{k: v for k, v in last.items() if k not in ("telemetry", "window", "env_steps_per_s")},
         }
-        trace = chrome_trace(last["telemetry"], out / f"trace_{mode}.json", t_start=last["window"][0])
+        trace = chrome_trace(last["telemetry"], out / f"trace_{_file_label(mode)}.json", t_start=last["window"][0])
         result["modes"][mode]["trace"] = str(trace)
-    base = next((result["modes"][m]["median"] for m in modes if m.split("@")[0] == "sync"), None)
+    base = next((result["modes"][m]["median"] for m in modes if configs[m].runtime.mode == "sync"), None)
     for mode in modes:
         result["ratio_vs_sync"][mode] = result["modes"][mode]["median"] / base if base else None
         local = result["modes"].get(mode.split("@")[0] + "@local", {}).get("median")
@@ -206,18 +225,20 @@ def bench_throughput(cfg, env_spec, out_dir: str | Path, *, modes=MODES, repeats
     png = timeline({m: (runs[m][-1]["telemetry"], runs[m][-1]["window"]) for m in modes}, out / "timeline.png")
     (out / "throughput.json").write_text(json.dumps(result, indent=2, default=float))
     print(format_result(result))
-    print(f"wrote {out / 'throughput.json'}, {png}, traces {', '.join(f'trace_{m}.json' for m in modes)} in {out}")
+    print(f"wrote {out / 'throughput.json'}, {png}, traces "
+          f"{', '.join(f'trace_{_file_label(m)}.json' for m in modes)} in {out}")
     return result
 
 
 def format_result(result: dict[str, Any]) -> str:
-    lines = [f"{'mode':<14}{'median':>9}{'min':>8}{'max':>8}{'x sync':>8}{'cpu':>6}{'batch':>7}"
+    w = max(14, *(len(m) + 2 for m in result["modes"]))
+    lines = [f"{'mode':<{w}}{'median':>9}{'min':>8}{'max':>8}{'x sync':>8}{'cpu':>6}{'batch':>7}"
              f"{'lag':>5}  busy fraction per role"]
     for mode, r in result["modes"].items():
         busy = " ".join(f"{k}={v:.2f}" for k, v in r["busy_fraction"].items())
         ratio = result["ratio_vs_sync"][mode]  # None without a sync mode in the run
         x_sync = f"{ratio:8.2f}" if ratio is not None else f"{'-':>8}"
-        lines.append(f"{mode:<14}{r['median']:9.0f}{r['min']:8.0f}{r['max']:8.0f}{x_sync}"
+        lines.append(f"{mode:<{w}}{r['median']:9.0f}{r['min']:8.0f}{r['max']:8.0f}{x_sync}"
                      f"{r['cpu_util_median']:6.0%}{r['inference_batch_mean']:7.1f}{r['policy_lag_max']:5.0f}  {busy}")
     for mode, r in result["modes"].items():
         lines.append(f"cpu cores {mode}: " + " ".join(f"{k}={v:.2f}" for k, v in r["cpu_cores"].items()))
