@@ -93,3 +93,51 @@ def test_latency_model_runs_in_every_backend(tiny, tmp_path, backend):
     rl_train(cfg, tmp_path, _spec(cfg), progress=False)
     rows = read_metrics(tmp_path, "train")
     assert len(rows) == 2 and all(r["episodes"] == 4 for r in rows)
+
+
+def test_streaming_update_trains_one_optimizer_step_at_a_time(tiny):
+    """add() only prepares and queues; each train_step() is one optimizer step; finish() drains the rest."""
+    cfg = tiny("algo.global_batch=5", "algo.update_epochs=2", "algo.micro_batch=2")
+    env = make_env("toy", image_size=16)
+    segs = _segments(env, n_segments=8, rng=np.random.default_rng(1))
+    n = sum(s.length for s in segs)
+    learner = Learner(build_policy(cfg, env.spec), cfg.algo)
+    stream = StreamingUpdate(learner, group_size=1)
+    stream.add(segs)
+    assert learner.optimizer_steps == 0 and stream.pending  # n // 5 full batches queued
+    stream.train_step()
+    assert learner.optimizer_steps == 1 and learner.version == 0
+    stream.finish()
+    assert learner.optimizer_steps == 2 * -(-n // 5) and learner.version == 1 and not stream.pending
+
+
+def test_async_answers_a_finished_rollout_before_training(tiny, tmp_path):
+    """A worker's next rollout (admitted at lag 1) is sent as soon as its RolloutDone is read, before the
+    optimizer steps of the batches that arrived with it: the loop reads messages before training."""
+    from tristream.runtime.backends import make_backend
+    from tristream.runtime.messages import StartRollout
+    from tristream.runtime.pipeline import train_loop
+    from tristream.runtime.roles import policy_spec
+    cfg = tiny("runtime.backend=serial", "runtime.mode=async", "runtime.max_policy_lag=1", "train.steps=3",
+               "algo.global_batch=4", "algo.micro_batch=4")
+    spec = _spec(cfg)
+    policy = build_policy(cfg, spec)
+    learner = Learner(policy, cfg.algo)
+    backend = make_backend(cfg, spec, policy_spec(policy))
+    sent = []  # (global step started, optimizer steps run when it was sent)
+    send = backend.send_env_worker
+
+    def record(w, msg):
+        if isinstance(msg, StartRollout):
+            sent.append((msg.global_step, learner.optimizer_steps))
+        send(w, msg)
+
+    backend.send_env_worker = record
+    try:
+        train_loop(cfg, policy, spec, learner=learner, start_step=0, on_step=lambda s, m: None, backend=backend)
+    finally:
+        backend.close()
+    workers = len(backend.env_workers)
+    assert [s for s, _ in sent] == [0] * workers + [1] * workers + [2] * workers
+    assert all(opt == 0 for s, opt in sent if s == 1)  # step 0's batches were all still untrained
+    assert learner.optimizer_steps > 0 and learner.version == 3

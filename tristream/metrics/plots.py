@@ -40,7 +40,8 @@ def learning_curve(run_dir: str | Path, out: str | Path | None = None) -> Path:
     return out
 
 
-COLOURS = {"step": "#4c72b0", "reset": "#8172b2", "forward": "#dd8452", "train": "#55a868"}
+COLOURS = {"step": "#4c72b0", "reset": "#8172b2", "forward": "#dd8452", "train": "#55a868",
+           "prepare": "#c44e52"}  # prepare: the learner computing advantages of arriving segments
 
 
 def timeline(runs: dict, out: str | Path, max_seconds: float = 8.0) -> Path:

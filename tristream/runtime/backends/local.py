@@ -97,7 +97,7 @@ class LocalBackend(Backend):
         deadline = time.monotonic() + timeout
         while True:
             try:
-                msg = self.learner_inbox.get(timeout=0.5)
+                msg = self.learner_inbox.get(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
             except queue.Empty:
                 dead = [n for n, p in self.procs.items() if not p.is_alive()]
                 if dead:

@@ -216,7 +216,7 @@ class RayBackend(Backend):
                         return self._restart(msg.role, msg.traceback)
                 elif not self.telemetry.take(msg):
                     return msg
-            restarted = self._take(min(0.5, max(0.01, deadline - time.monotonic())))
+            restarted = self._take(min(0.5, max(0.0, deadline - time.monotonic())))
             if restarted is not None:
                 return restarted
             if not self.learner_inbox and time.monotonic() > deadline:
