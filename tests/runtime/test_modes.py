@@ -15,14 +15,18 @@ def _spec(cfg):
     return make_env(cfg.env.name, image_size=cfg.env.image_size).spec
 
 
-@pytest.mark.parametrize("chunks", [[1, 1, 1, 1, 1, 1, 1, 1], [3, 5], [8]])
-def test_streaming_steps_once_per_global_batch_whatever_the_chunks(tiny, chunks):
-    cfg = tiny("algo.global_batch=5", "algo.update_epochs=2", "algo.micro_batch=2")
+def _stream(tiny, *overrides):
+    """A StreamingUpdate on a fresh learner (global batch 5), and 8 test segments of n samples in all."""
+    cfg = tiny("algo.global_batch=5", "algo.micro_batch=2", *overrides)
     env = make_env("toy", image_size=16)
     segs = _segments(env, n_segments=8, rng=np.random.default_rng(1))
-    n = sum(s.length for s in segs)
     learner = Learner(build_policy(cfg, env.spec), cfg.algo)
-    stream = StreamingUpdate(learner, group_size=1)
+    return learner, StreamingUpdate(learner, group_size=1), segs, sum(s.length for s in segs)
+
+
+@pytest.mark.parametrize("chunks", [[1, 1, 1, 1, 1, 1, 1, 1], [3, 5], [8]])
+def test_streaming_steps_once_per_global_batch_whatever_the_chunks(tiny, chunks):
+    learner, stream, segs, n = _stream(tiny, "algo.update_epochs=2")
     i = 0
     for c in chunks:
         stream.add(segs[i:i + c])
@@ -34,12 +38,7 @@ def test_streaming_steps_once_per_global_batch_whatever_the_chunks(tiny, chunks)
 
 
 def test_streaming_honours_target_kl(tiny):
-    cfg = tiny("algo.global_batch=5", "algo.update_epochs=3", "algo.micro_batch=2", "algo.target_kl=1e-9")
-    env = make_env("toy", image_size=16)
-    segs = _segments(env, n_segments=8, rng=np.random.default_rng(1))
-    n = sum(s.length for s in segs)
-    learner = Learner(build_policy(cfg, env.spec), cfg.algo)
-    stream = StreamingUpdate(learner, group_size=1)
+    learner, stream, segs, n = _stream(tiny, "algo.update_epochs=3", "algo.target_kl=1e-9")
     stream.add(segs)
     stats = stream.finish()
     assert learner.optimizer_steps == -(-n // 5) and stats["update_epochs_run"] == 1.0  # one pass per batch
@@ -97,12 +96,7 @@ def test_latency_model_runs_in_every_backend(tiny, tmp_path, backend):
 
 def test_streaming_update_trains_one_optimizer_step_at_a_time(tiny):
     """add() only prepares and queues; each train_step() is one optimizer step; finish() drains the rest."""
-    cfg = tiny("algo.global_batch=5", "algo.update_epochs=2", "algo.micro_batch=2")
-    env = make_env("toy", image_size=16)
-    segs = _segments(env, n_segments=8, rng=np.random.default_rng(1))
-    n = sum(s.length for s in segs)
-    learner = Learner(build_policy(cfg, env.spec), cfg.algo)
-    stream = StreamingUpdate(learner, group_size=1)
+    learner, stream, segs, n = _stream(tiny, "algo.update_epochs=2")
     stream.add(segs)
     assert learner.optimizer_steps == 0 and stream.pending  # n // 5 full batches queued
     stream.train_step()
