@@ -1,6 +1,7 @@
 """Tests of the MuJoCo tabletop suite (needs MUJOCO_GL=egl rendering; the whole file runs in a few seconds)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -256,3 +257,15 @@ def test_env_only_throughput_tabletop():
     out = env_only_throughput("tabletop/reach", num_envs=2, steps=10, image_size=16, max_episode_steps=4)
     assert out["steps"] == 20 and out["num_envs"] == 2
     assert out["env_steps_per_s"] == pytest.approx(out["steps"] / out["seconds"])  # the rate is of what was timed
+
+
+def test_headless_gl_defaults_keep_a_users_choice(monkeypatch):
+    from tristream.envs.headless_gl import set_defaults
+
+    monkeypatch.delenv("LP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")
+    set_defaults()
+    assert os.environ["LP_NUM_THREADS"] == "0" and os.environ["MUJOCO_GL"] == "osmesa"
+    monkeypatch.setenv("LP_NUM_THREADS", "4")
+    set_defaults()
+    assert os.environ["LP_NUM_THREADS"] == "4"

@@ -232,3 +232,21 @@ def test_order_aware_encoders_learn_which_colour_is_the_block():
         losses[kind] = loss.item()
     # bow: (red, blue) and (blue, red) share one input, so the best it can do is their mean target
     assert max(losses["attention"], losses["bigram"]) < 0.05 < losses["bow"], losses
+
+
+def test_image_encoder_values_do_not_depend_on_the_input_layout():
+    """The encoder copies images to contiguous NCHW for speed; the features are the ones the plain
+    (channels-last strided) layout gives."""
+    from tristream.policies.vla.encoders import FiLMConvEncoder
+
+    enc = FiLMConvEncoder(2, 8, (8, 16), (2, 1), group_norm=True, pool="spatial_softmax")
+    images = torch.from_numpy(make_obs(3)["images"].numpy())
+    cond = torch.randn(3, 8)
+    got = enc(images, cond)
+    # reference: the same layers on the permuted view, no copy
+    x = images.reshape(6, 16, 16, 3).permute(0, 3, 1, 2).float() / 255.0
+    film = torch.split(enc.film((cond.unsqueeze(1) + enc.cam_embed).reshape(6, -1)), [16, 32], dim=-1)
+    for conv, norm, fb in zip(enc.convs, enc.norms, film):
+        gamma, beta = fb[:, :, None, None].chunk(2, dim=1)
+        x = torch.relu(norm(conv(x)) * (gamma + 1.0) + beta)
+    torch.testing.assert_close(got, enc.pool(x).reshape(3, -1), rtol=1e-5, atol=1e-5)

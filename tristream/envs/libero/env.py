@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("MUJOCO_GL", "egl")
+from tristream.envs.headless_gl import set_defaults
+
+set_defaults()  # MUJOCO_GL=egl, LP_NUM_THREADS=0, before MuJoCo loads
 
 from collections import OrderedDict  # noqa: E402
 from typing import Any  # noqa: E402

@@ -5,14 +5,15 @@ See docs/environments.md ("Meta-World") for tasks, spaces, rendering and the epi
 from __future__ import annotations
 
 import atexit
-import os
 import warnings
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-os.environ.setdefault("MUJOCO_GL", "egl")
+from tristream.envs.headless_gl import set_defaults
+
+set_defaults()  # MUJOCO_GL=egl, LP_NUM_THREADS=0, before MuJoCo loads
 
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402

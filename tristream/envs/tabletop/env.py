@@ -8,7 +8,9 @@ import atexit
 import os
 import weakref
 
-os.environ.setdefault("MUJOCO_GL", "egl")
+from tristream.envs.headless_gl import set_defaults
+
+set_defaults()  # MUJOCO_GL=egl, LP_NUM_THREADS=0, before MuJoCo loads
 
 from typing import Any  # noqa: E402
 

@@ -174,7 +174,9 @@ class FiLMConvEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         b, n, h, w, _ = images.shape
-        x = images.reshape(b * n, h, w, 3).permute(0, 3, 1, 2).float().div_(255.0)
+        # Contiguous NCHW (transposed while still uint8, the cheaper copy): the permuted view is channels-last,
+        # where CPU GroupNorm and its backward are several times slower (a one-thread learner update: ~14% faster).
+        x = images.reshape(b * n, h, w, 3).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
         cond = (cond.unsqueeze(1) + self.cam_embed.unsqueeze(0)).reshape(b * n, -1)  # [B*n, cond_dim]
         film = torch.split(self.film(cond), [2 * c for c in self.channels], dim=-1)
         for conv, norm, fb in zip(self.convs, self.norms, film):
