@@ -240,7 +240,7 @@ def test_image_encoder_values_do_not_depend_on_the_input_layout():
     from tristream.policies.vla.encoders import FiLMConvEncoder
 
     enc = FiLMConvEncoder(2, 8, (8, 16), (2, 1), group_norm=True, pool="spatial_softmax")
-    images = torch.from_numpy(make_obs(3)["images"].numpy())
+    images = make_obs(3)["images"]
     cond = torch.randn(3, 8)
     got = enc(images, cond)
     # reference: the same layers on the permuted view, no copy
