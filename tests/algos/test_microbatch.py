@@ -6,6 +6,8 @@ from tristream.algos import (LOSSES, REDUCTIONS, compute_policy_loss, fiberpo_do
                              global_normalisers, value_loss)
 from tristream.algos.fiberpo import domain_fiberpo_quantities
 
+pytestmark = pytest.mark.kernels  # trains or compares float results: `make test` reruns it on other CPU kernels
+
 D = torch.float64
 B, L = 12, 6
 

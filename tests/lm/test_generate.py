@@ -10,6 +10,8 @@ from tristream.lm.config import LMConfig
 from tristream.lm.generate import accept_sampled, generate
 from tristream.lm.model import LM
 
+pytestmark = pytest.mark.kernels  # trains or compares float results: `make test` reruns it on other CPU kernels
+
 V = 12
 
 
@@ -30,23 +32,35 @@ def _stride_data(g, B, T):
 
 @pytest.fixture(scope="module")
 def trained():
-    """A small MoE LM trained for 40 steps with the MTP loss on ``_stride_data``: its main model and its
-    MTP block predict the pattern (>95% accuracy), so a correct drafter's d_1 is accepted almost always,
-    while the recursive drafts d_2.. (the MTP block's output standing in for h, never trained that way)
-    are sometimes rejected. float64 so that greedy argmaxes of the chunked verify forward and the
-    one-token forwards cannot differ by rounding."""
+    """A small MoE LM trained with the MTP loss on ``_stride_data`` until, on a held-out batch, its main
+    model predicts >= 95% of the tokens (the ceiling is 18.5 / 19: the first step cannot know the stride)
+    and its MTP block >= 98%. So a correct drafter's d_1 is accepted almost always, while the recursive
+    drafts d_2.. (the MTP block's output standing in for h, never trained that way) are sometimes rejected.
+
+    Training to a criterion, not for a fixed number of steps: how fast it converges depends on the CPU's
+    kernels (AVX-512 and AVX2 give other rounding, and at lr 1e-2 the accuracy dips and recovers at other
+    steps), and the tests below are about decoding, not about convergence speed. It takes 10-30 steps
+    here; 300 without reaching the criterion is a real failure of the model or its loss. float64 for
+    decoding so that greedy argmaxes of the chunked verify forward and the one-token forwards cannot differ
+    by rounding."""
     torch.manual_seed(0)
     model = LM(_small_cfg()).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(0)
-    for _ in range(40):
-        loss, stats = model.loss(_stride_data(g, 16, 20), torch.ones(16, 20), mtp_weight=1.0)
+    held_out = _stride_data(torch.Generator().manual_seed(123), 64, 20)
+    for step in range(1, 301):
+        loss, _ = model.loss(_stride_data(g, 16, 20), torch.ones(16, 20), mtp_weight=1.0)
         opt.zero_grad()
         loss.backward()
         opt.step()
         model.update_router_bias()
-    assert stats["acc"] > 0.9 and stats["mtp_acc"] > 0.9, stats
-    return model.double().eval()
+        if step % 5 == 0:
+            with torch.no_grad():
+                _, held = model.eval().loss(held_out, torch.ones(64, 20), mtp_weight=1.0)
+            model.train()
+            if held["acc"] >= 0.95 and held["mtp_acc"] >= 0.98:
+                return model.double().eval()
+    raise AssertionError(f"300 steps did not reach the accuracy criterion on held-out data: {held}")
 
 
 def _random_model():

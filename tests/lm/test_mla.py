@@ -12,6 +12,8 @@ from tristream.lm.mla import MLA, RopeTable
 from tristream.lm.model import LM
 from tristream.lm.rope import apply_rope, rope_cos_sin
 
+pytestmark = pytest.mark.kernels  # trains or compares float results: `make test` reruns it on other CPU kernels
+
 
 def _cfg(**kw):
     return dataclasses.replace(LMConfig.preset("tiny"), vocab_size=64, **kw)

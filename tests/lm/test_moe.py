@@ -8,6 +8,8 @@ from tristream.lm.config import LMConfig
 from tristream.lm.model import LM
 from tristream.lm.moe import MoE, Router
 
+pytestmark = pytest.mark.kernels  # trains or compares float results: `make test` reruns it on other CPU kernels
+
 
 def _cfg(**kw):
     return dataclasses.replace(LMConfig.preset("tiny"), **kw)
@@ -151,7 +153,9 @@ def _train_and_measure_load(rate: float, steps: int = 60, window: int = 30) -> l
 
 def test_aux_loss_free_balancing_during_training():
     """Real optimizer steps: without bias updates the routers drift out of balance; with them (rate 0.01,
-    large for the short run) the accumulated load stays within 1.5 of the mean in every layer."""
+    large for the short run) the accumulated load stays within 1.5 of the mean in every layer.
+    Margins that rounding cannot cross (same on AVX-512, AVX2 and scalar kernels): without bias updates
+    the worst layer sits near 1.93, with them near 1.16, and the summed ratio near 0.71 against 0.85."""
     without = _train_and_measure_load(0.0)
     with_bias = _train_and_measure_load(0.01)
     print(f"max/mean load per MoE layer, last 30 of 60 steps: without {without}, with {with_bias}")

@@ -7,6 +7,8 @@ from tristream.lm.quant import (FakeQuantLinear, QuantizedLinear, apply_qat, deq
                                 fake_quantize, load_quantized, pack_int4, quantize_groups, quantize_model,
                                 quantized_bytes, remove_qat, save_quantized, unpack_int4)
 
+pytestmark = pytest.mark.kernels  # trains or compares float results: `make test` reruns it on other CPU kernels
+
 
 class Tiny(nn.Module):
     """Stand-in with the LM's naming: embeddings, blocks of Linears, a router and an LM head."""

@@ -23,6 +23,8 @@ from tristream.lm.train import (
 )
 from tristream.metrics.tracker import Tracker, read_metrics
 
+pytestmark = pytest.mark.kernels  # trains or compares float results: `make test` reruns it on other CPU kernels
+
 TOK = ByteTokenizer()
 
 

@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from tristream.policies.vla.heads import DiscreteTokenHead, GaussianChunkHead
 
+pytestmark = pytest.mark.kernels  # trains or compares float results: `make test` reruns it on other CPU kernels
+
 B, D, K, A = 5, 12, 3, 2
 
 

@@ -11,6 +11,8 @@ from tristream.runtime.learner import Learner
 from tristream.runtime.roles import build_policy
 from tristream.types import ObsBatch, Segment
 
+pytestmark = pytest.mark.kernels  # trains or compares float results: `make test` reruns it on other CPU kernels
+
 
 def _segments(env, n_segments=6, rng=None, L=1, K=4, version=0):
     rng = rng or np.random.default_rng(0)
