@@ -84,3 +84,18 @@ def test_rankable_failures_counts_deterministic_and_sampled_outcomes(tmp_path, c
     assert list(out) == ["toy"] and out["toy"]["seeds"] == 3 and out["toy"]["sampled_of"] == 6
     assert out["toy"]["rankable"] <= out["toy"]["failures"] == 3 - out["toy"]["deterministic"]
     assert "1 deterministic + 2 sampled episodes each" in capsys.readouterr().out
+
+
+def test_a_loss_added_by_import_path_trains(tmp_path):
+    """docs/extending.md's worked example: a loss defined outside tristream, named on the command line."""
+    assert main(["train", *FAST, *PIXELS, "algo.loss=examples.clipped_pg:SPEC", "runtime.mode=async",
+                 f"run.dir={tmp_path}", "run.name=r"]) == 0
+    metrics = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    train = [m for m in metrics if m.get("phase") == "train"]
+    assert len(train) == 2 and all(0 < m["weight_mean"] <= 2.0 for m in train)
+
+
+def test_an_unknown_loss_is_named_with_the_valid_ones(tmp_path, capsys):
+    assert main(["train", *FAST, "algo.loss=trpo", f"run.dir={tmp_path}"]) != 0
+    err = capsys.readouterr().err
+    assert "algo.loss" in err and "'trpo'" in err and "fiberpo_domain" in err

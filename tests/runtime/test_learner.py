@@ -8,6 +8,7 @@ import torch
 
 from tristream.envs import make_env
 from tristream.runtime.learner import Learner
+from tristream.runtime.update import update_on
 from tristream.runtime.roles import build_policy
 from tristream.types import ObsBatch, Segment
 
@@ -48,7 +49,7 @@ def test_one_optimizer_step_per_global_batch(setup):
     for gb in (1, 3, 7, n, n + 5):
         algo = dataclasses.replace(cfg.algo, global_batch=gb, micro_batch=2, update_epochs=2)
         learner = Learner(copy.deepcopy(policy), algo, seed=0)
-        stats = learner.update(segs)
+        stats = update_on(learner, segs)
         assert learner.optimizer_steps == 2 * -(-n // gb)
         assert stats["samples"] == n and learner.version == 1
 
@@ -62,7 +63,7 @@ def test_target_kl_ends_the_passes_early(setup, target_kl, epochs):
     n = sum(s.length for s in segs)
     algo = dataclasses.replace(cfg.algo, global_batch=4, micro_batch=2, update_epochs=4, target_kl=target_kl)
     learner = Learner(copy.deepcopy(policy), algo, seed=0)
-    stats = learner.update(segs)
+    stats = update_on(learner, segs)
     assert stats["update_epochs_run"] == epochs and learner.optimizer_steps == epochs * -(-n // 4)
 
 
@@ -75,7 +76,7 @@ def test_micro_batch_size_does_not_change_the_update(setup, loss):
         algo = dataclasses.replace(cfg.algo, loss=loss, global_batch=10, micro_batch=micro, update_epochs=1,
                             advantage="grpo" if loss in ("grpo", "gspo", "fiberpo_domain") else "gae")
         p = copy.deepcopy(policy)
-        Learner(p, algo, seed=0).update(segs)
+        update_on(Learner(p, algo, seed=0), segs)
         results.append(torch.cat([v.flatten() for v in p.state_dict().values()]))
     for r in results[1:]:
         torch.testing.assert_close(r, results[0], atol=2e-5, rtol=1e-4)
@@ -100,11 +101,11 @@ def test_linear_lr_schedule_follows_the_global_step(setup):
     segs = _segments(env)
     algo = dataclasses.replace(cfg.algo, lr=1e-3, lr_schedule="linear")
     learner = Learner(copy.deepcopy(policy), algo, seed=0, total_steps=4)
-    lrs = [learner.update(segs)["lr"] for _ in range(4)]
+    lrs = [update_on(learner, segs)["lr"] for _ in range(4)]
     assert lrs == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])
     assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(2.5e-4)
     constant = Learner(copy.deepcopy(policy), dataclasses.replace(algo, lr_schedule="constant"), total_steps=4)
-    assert [constant.update(segs)["lr"] for _ in range(2)] == pytest.approx([1e-3, 1e-3])
+    assert [update_on(constant, segs)["lr"] for _ in range(2)] == pytest.approx([1e-3, 1e-3])
     # without a step budget (e.g. a learner built outside rl_train) the schedule cannot apply
     assert Learner(copy.deepcopy(policy), algo).lr() == 1e-3
 
@@ -119,7 +120,7 @@ def test_lr_mult_scales_only_its_parameters_step(setup, key, part):
                                    **{key: mult})
         learner = Learner(copy.deepcopy(policy), algo, seed=0)
         before = {n: p.detach().clone() for n, p in learner.policy.named_parameters()}
-        learner.update(segs)  # one Adam step: each parameter moves by about its lr
+        update_on(learner, segs)  # one Adam step: each parameter moves by about its lr
         after = dict(learner.policy.named_parameters())
         moved[mult] = {n: (after[n] - before[n]).abs().max().item() for n in before}
         assert len(learner.optimizer.param_groups) == (1 if mult == 1.0 else 2)
@@ -141,7 +142,7 @@ def test_critic_warmup_trains_only_the_value_head(setup):
     for step in range(3):
         before = {n: p.detach().clone() for n, p in learner.policy.named_parameters()}
         assert learner.warming_up == (step < 2)
-        learner.update(segs)
+        update_on(learner, segs)
         changed = {n for n, p in learner.policy.named_parameters() if not torch.equal(p, before[n])}
         value = {n for n in before if "value" in n}
         assert changed == value if step < 2 else changed == set(before)

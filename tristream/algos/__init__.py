@@ -18,12 +18,12 @@ from .grpo import grpo_loss
 from .gspo import gspo_loss
 from .ppo import decoupled_ppo_loss, ppo_clip_loss, value_loss
 from .reductions import REDUCTIONS, global_normalisers, reduce_loss
-from .registry import LOSSES, compute_policy_loss, get_loss
+from .registry import LOSSES, LossSpec, compute_policy_loss, get_loss, loss_spec, register_loss
 
 __all__ = [
     "gae", "grpo_advantages", "reduce_loss", "global_normalisers", "REDUCTIONS",
     "ppo_clip_loss", "decoupled_ppo_loss", "value_loss", "grpo_loss", "gspo_loss",
     "aggregate_gate", "gated_ratio", "fiberpo_quantities", "fiberpo_loss",
     "domain_gated_ratio", "domain_fiberpo_quantities", "fiberpo_domain_precompute", "DomainPrecomputed",
-    "fiberpo_domain_loss", "LOSSES", "get_loss", "compute_policy_loss",
+    "fiberpo_domain_loss", "LOSSES", "LossSpec", "register_loss", "loss_spec", "get_loss", "compute_policy_loss",
 ]

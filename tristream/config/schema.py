@@ -111,8 +111,8 @@ class RolloutConfig:
 
 @dataclass
 class AlgoConfig:
-    loss: Literal["ppo", "decoupled_ppo", "grpo", "gspo", "fiberpo", "fiberpo_domain"] = f(
-        "ppo", "policy loss (see docs/algorithms.md)")
+    loss: str = f("ppo", "policy loss: ppo, decoupled_ppo, grpo, gspo, fiberpo, fiberpo_domain or one added with "
+                         "tristream.algos.register_loss (docs/algorithms.md, docs/extending.md)")
     advantage: Literal["gae", "grpo"] = f("gae", "advantage estimator")
     loss_reduction: Optional[Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
                                      "seq-mean-token-sum-norm"]] = f(
@@ -133,7 +133,7 @@ class AlgoConfig:
     vf_coef: float = f(0.5, "value loss weight", min=0.0)
     ent_coef: float = f(0.0, "entropy bonus weight", min=0.0)
     max_grad_norm: float = f(1.0, "gradient clipping norm (0: no clipping)", min=0.0)
-    norm_adv: bool = f(True, "normalise GAE advantages over each global step")
+    norm_adv: bool = f(True, "whiten GAE advantages over each mini-batch (docs/algorithms.md)")
     grpo_std_norm: bool = f(True, "GRPO: divide each group's centred returns by the group's std (false: "
                                   "Dr. GRPO, centred only, so a group with nearly equal returns gets nearly "
                                   "zero advantages instead of unit-scale ones)")
@@ -141,7 +141,8 @@ class AlgoConfig:
         "group", "GRPO with grpo_std_norm: divide by each group's own std (GRPO) or by one std over the batch's "
                  "group-centred advantages (group mean, batch std: LitePPO), so groups whose returns barely differ "
                  "keep small advantages")
-    update_epochs: int = f(2, "passes over each global step's data", min=1)
+    update_epochs: int = f(2, "passes over each global step's data (the first as it streams in, the rest "
+                                "shuffled once the step is complete)", min=1)
     critic_warmup: int = f(0, "GAE: global steps at the start that train only the value head (policy frozen), "
                               "so the first policy updates use a fitted critic (RLinf/RL4VLA-style warm-up; they "
                               "count in train.steps)", min=0)
@@ -156,6 +157,11 @@ class AlgoConfig:
     gspo_clip_high: float = f(4e-4, "GSPO upper clip", min=0.0)
 
     def validate(self) -> None:
+        from tristream.algos.registry import loss_spec
+        try:
+            loss_spec(self.loss)
+        except ValueError as e:
+            raise ValueError(f"algo.loss: {e}") from None
         if self.dual_clip is not None and self.dual_clip <= 1.0:
             raise ValueError(f"dual_clip must be > 1 or null, got {self.dual_clip}")
         if self.loss in ("fiberpo", "fiberpo_domain") and self.fiberpo_c_neg > self.fiberpo_c_pos:
@@ -177,6 +183,8 @@ class RuntimeConfig:
     groups_per_worker: int = f(1, "env groups (slots) per env worker, each stepping on its own clock", min=1)
     batch_max: int = f(0, "dynamic batcher (async modes): fire at this many samples (0: half the envs); "
                           "sync is always lockstep", min=0)
+    lockstep: Optional[bool] = f(None, "inference answers every running group of a step in one batch (null: in sync "
+                                       "only; true in async: the batches, hence the sampled actions, of sync)")
     batch_timeout_ms: float = f(5.0, "dynamic batcher: fire after this wait when batch_max is not reached", min=0.0)
     max_policy_lag: int = f(1, "async: how many versions older than the learner a trained sample may be "
                                "(0: the data of sync)", min=0)

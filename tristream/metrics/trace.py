@@ -11,10 +11,19 @@ import os
 import resource
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from tristream.runtime.messages import Telemetry
+
+@dataclass
+class Telemetry:
+    """Any role -> learner: busy spans (name, start, end in time.time() seconds) and counters."""
+
+    role: str
+    pid: int
+    spans: list[tuple[str, float, float]]
+    stats: dict[str, float] = field(default_factory=dict)
 
 
 class Tracer:

@@ -1,18 +1,14 @@
-"""Learner (the "trainer"): turns streamed segments into optimizer steps and versioned weights.
+"""Learner (the "trainer"): advantages of segments, and one optimizer step on a mini-batch of samples.
 
 A segment is a trajectory piece: the "sequence" of the LLM-style losses, whose "tokens" are its decision
-steps times the action head's tokens per chunk. One update:
+steps times the action head's tokens per chunk. :meth:`Learner.prepare` computes values of the bootstrap
+observations and advantages (GAE per segment, or GRPO per episode group); :meth:`Learner.optimizer_step`
+accumulates one mini-batch micro-batch by micro-batch with the mini-batch's token and sequence counts as
+normalisers, so the gradient does not depend on ``micro_batch``. Which mini-batches a global step makes,
+and in what order, is :mod:`tristream.runtime.update`'s job, the same in every mode.
 
-1. values of the bootstrap observations, then advantages (GAE per segment, or GRPO per episode group);
-2. ``update_epochs`` passes; each pass shuffles the segments and cuts the stream of samples into
-   mini-batches of exactly ``global_batch`` samples (the last one may be short, its samples then weigh
-   1/``global_batch`` each as everywhere else; a segment that straddles a boundary is split there);
-3. each mini-batch is accumulated micro-batch by micro-batch with the mini-batch's global token and
-   sequence counts as normalisers, so the gradient does not depend on ``micro_batch``; one optimizer step
-   per mini-batch; then the version goes up by one.
-
-Behaviour log-probs (what inference sampled with) stay separate from the current ones; in sync mode they
-are also the proximal ones.
+Behaviour log-probs (what inference sampled with) stay separate from the proximal ones (the trust region's
+reference), which differ only for stale data or a loss that always recomputes them.
 """
 from __future__ import annotations
 
@@ -23,7 +19,7 @@ import numpy as np
 import torch
 
 from tristream.algos.advantages import gae, grpo_advantages
-from tristream.algos.registry import compute_policy_loss
+from tristream.algos.registry import LossSpec, loss_spec, value_loss
 from tristream.types import ObsBatch, Segment
 
 
@@ -38,7 +34,7 @@ class Samples:
     proximal_logp: torch.Tensor  # [N, L] log-probs of the policy at the start of this update
     advantages: torch.Tensor  # [N]
     returns: torch.Tensor  # [N]
-    row: np.ndarray  # [N] segment index
+    row: np.ndarray  # [N] segment index in the global step
     group_id: np.ndarray  # [N] GRPO group (FiberPO-Domain's prompt group)
     domain_id: np.ndarray  # [N] task family (FiberPO-Domain's domain)
     version: np.ndarray  # [N] policy version that produced each sample
@@ -48,12 +44,12 @@ class Samples:
 
     @staticmethod
     def concat(parts: list["Samples"]) -> "Samples":
-        offsets = np.cumsum([0] + [int(p.row.max()) + 1 if len(p) else 0 for p in parts[:-1]])
+        """Parts of one step (their rows are the step's segment ids already)."""
         cat = lambda name: torch.cat([getattr(p, name) for p in parts])  # noqa: E731
         return Samples(obs=ObsBatch.concat([p.obs for p in parts]), actions=cat("actions"),
                        behaviour_logp=cat("behaviour_logp"), proximal_logp=cat("proximal_logp"),
                        advantages=cat("advantages"), returns=cat("returns"),
-                       row=np.concatenate([p.row + o for p, o in zip(parts, offsets)]),
+                       row=np.concatenate([p.row for p in parts]),
                        group_id=np.concatenate([p.group_id for p in parts]),
                        domain_id=np.concatenate([p.domain_id for p in parts]),
                        version=np.concatenate([p.version for p in parts]))
@@ -112,9 +108,10 @@ class Learner:
         return self._ids.setdefault((kind, key), len(self._ids))
 
     @torch.no_grad()
-    def prepare(self, segments: list[Segment], normalize: bool = True) -> Samples:
+    def prepare(self, segments: list[Segment], normalize: bool = True, first_row: int = 0) -> Samples:
         """Advantages and flat samples for ``segments`` (GRPO: every episode of a group must be there).
-        ``normalize``: apply the batch-level normalisation (:meth:`normalize`) over these segments."""
+        ``normalize``: apply the batch-level normalisation (:meth:`normalize`) over these segments.
+        ``first_row``: the step's segment id of ``segments[0]``. Proximal log-probs = behaviour ones."""
         a = self.algo
         boot_idx = [i for i, s in enumerate(segments) if not s.terminated]
         boot_v = torch.zeros(len(segments))
@@ -157,29 +154,18 @@ class Learner:
         obs = ObsBatch.concat([s.obs for s in segments])
         actions = torch.from_numpy(np.concatenate([s.actions for s in segments]))
         behaviour = torch.from_numpy(np.concatenate([s.behaviour_logp for s in segments]))
-        proximal = behaviour
-        if self.stale(segments):
-            # Stale data: the trust region is measured against the current (proximal) policy, and the
-            # behaviour policy only enters the importance weight.
-            proximal = self._logp_all(obs, actions)
-            self.policy.train()
         return Samples(
             obs=obs,
             actions=actions,
             behaviour_logp=behaviour,
-            proximal_logp=proximal,
+            proximal_logp=behaviour,
             advantages=adv.float(),
             returns=torch.cat(rets).float(),
-            row=np.repeat(np.arange(len(segments)), lengths),
+            row=np.repeat(np.arange(first_row, first_row + len(segments)), lengths),
             group_id=np.repeat([self._id("group", s.group_key) for s in segments], lengths),
             domain_id=np.repeat([self._id("domain", s.task) for s in segments], lengths),
             version=np.concatenate([s.policy_version for s in segments]),
         )
-
-    def stale(self, segments: list[Segment]) -> bool:
-        """Data from an older policy: the trust region is then measured against the current (proximal)
-        policy and the behaviour policy enters only as an importance weight (decoupled PPO)."""
-        return self.algo.loss == "decoupled_ppo" or any(s.policy_version.min() != self.version for s in segments)
 
     def normalize(self, adv: torch.Tensor) -> torch.Tensor:
         """Batch-level normalisation of per-sample advantages [N]: GAE whitened (``algo.norm_adv``); GRPO
@@ -194,53 +180,18 @@ class Learner:
         return adv
 
     @torch.no_grad()
-    def proximal_logp(self, samples: Samples) -> torch.Tensor:
-        out = self._logp_all(samples.obs, samples.actions)
-        self.policy.train()
-        return out
-
-    def _logp_all(self, obs: ObsBatch, actions: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    def proximal_logp(self, samples: Samples, chunk: int = 256) -> torch.Tensor:
+        """Log-probs [N, L] of ``samples``' actions under the current policy (the proximal policy of stale
+        data: the trust region is measured against it, the behaviour policy is only an importance weight)."""
         self.policy.eval()
-        parts = []
-        for lo in range(0, len(obs), chunk):
-            sel = np.arange(lo, min(lo + chunk, len(obs)))
-            o = {"images": obs.images[sel], "state": obs.state[sel], "instruction": [obs.instruction[i] for i in sel]}
-            parts.append(self.policy.evaluate(o, actions[sel]).logp)
+        parts = [self.policy.evaluate(self._obs(samples, sel), samples.actions[sel]).logp
+                 for sel in np.array_split(np.arange(len(samples)), max(1, -(-len(samples) // chunk)))]
+        self.policy.train()
         return torch.cat(parts)
 
     # --- optimisation ---------------------------------------------------------------------------
-    def update(self, segments: list[Segment]) -> dict[str, float]:
-        """Train on one global step's segments; returns metrics averaged over mini-batches."""
-        samples = self.prepare(segments)
-        self.policy.train()
-        sums: dict[str, float] = defaultdict(float)
-        n_minibatches = 0
-        batch = min(self.algo.global_batch, len(samples))
-        counts = np.bincount(samples.row)
-        starts = np.r_[0, np.cumsum(counts)[:-1]]
-        epochs = 0
-        for _ in range(self.algo.update_epochs):
-            order = np.concatenate([np.arange(starts[r], starts[r] + counts[r])
-                                    for r in self.rng.permutation(len(counts))])
-            kls = []
-            for lo in range(0, len(order), self.algo.global_batch):
-                stats = self.optimizer_step(samples, order[lo:lo + self.algo.global_batch], batch)
-                for k, v in stats.items():
-                    sums[k] += v
-                kls.append(stats.get("approx_kl", 0.0))
-                n_minibatches += 1
-            epochs += 1
-            if self.kl_exceeded(sum(kls) / len(kls)):
-                break
-        self.version += 1
-        out = {k: v / n_minibatches for k, v in sums.items()}
-        out["optimizer_steps"] = float(n_minibatches)
-        out["update_epochs_run"] = float(epochs)
-        out["samples"] = float(len(samples))
-        return out
-
     def kl_exceeded(self, approx_kl: float) -> bool:
-        """Early stop of the passes over one global step (``algo.target_kl``)."""
+        """Whether a pass's mean approx KL ends the global step's passes (``algo.target_kl``)."""
         return self.algo.target_kl is not None and approx_kl > self.algo.target_kl
 
     @property
@@ -272,7 +223,7 @@ class Learner:
         subrows = np.split(np.arange(len(idx)), np.flatnonzero(np.diff(samples.row[idx])) + 1)
         share = len(idx) / max(batch or len(idx), len(idx))  # this mini-batch's weight: 1 unless short
         norm = {"tokens": len(idx) * L / share, "seqs": len(subrows) / share, "samples": len(idx) / share}
-        pre = self._domain_precompute(samples, idx, subrows) if a.loss == "fiberpo_domain" else None
+        pre = self._precompute(samples, idx, subrows) if self.loss.precompute else None
         self.optimizer.zero_grad(set_to_none=True)
         stats: dict[str, float] = defaultdict(float)
         first = 0
@@ -309,7 +260,7 @@ class Learner:
         first = idx[np.array([sr[0] for sr in subrows])]
         return {"rows": rows, "sel": sel, "mask": rows(torch.ones(n, L)),
                 "adv": rows(samples.advantages[sel][:, None].expand(n, L).contiguous()),
-                "old": rows(samples.proximal_logp[sel]), "behaviour": rows(samples.behaviour_logp[sel]),
+                "old": rows(samples.proximal_logp[sel]), "behaviour_logp": rows(samples.behaviour_logp[sel]),
                 "group_ids": torch.from_numpy(samples.group_id[first]),
                 "domain_ids": torch.from_numpy(samples.domain_id[first])}
 
@@ -318,15 +269,15 @@ class Learner:
                 "instruction": [samples.obs.instruction[i] for i in sel]}
 
     @torch.no_grad()
-    def _domain_precompute(self, samples: Samples, idx, subrows):
-        """FiberPO-Domain's group and domain aggregates need the whole mini-batch: one no-grad forward."""
-        from tristream.algos.fiberpo import fiberpo_domain_precompute
+    def _precompute(self, samples: Samples, idx, subrows):
+        """A loss's whole-mini-batch aggregate (e.g. FiberPO-Domain's group and domain means): one no-grad
+        forward over the mini-batch, before micro-batching."""
         sel = idx[np.concatenate(subrows)]
         logp = self.policy.evaluate(self._obs(samples, sel), samples.actions[sel]).logp
         lay = self._rows(samples, idx, subrows, logp)
-        return fiberpo_domain_precompute(lay["rows"](logp), lay["old"], lay["adv"], lay["mask"], lay["group_ids"],
-                                         lay["domain_ids"], loss_reduction=self.loss_reduction,
-                                         **self._loss_hparams())
+        return self.loss.precompute(lay["rows"](logp), lay["old"], lay["adv"], lay["mask"],
+                                    **{k: lay[k] for k in self.loss.inputs}, loss_reduction=self.loss_reduction,
+                                    **self.loss.hparams(self.algo))
 
     def _micro(self, samples: Samples, idx: np.ndarray, subrows: list[np.ndarray], norm: dict[str, float],
                precomputed=None) -> dict[str, float]:
@@ -335,19 +286,16 @@ class Learner:
         out = self.policy.evaluate(self._obs(samples, sel), samples.actions[sel])
         lay = self._rows(samples, idx, subrows, out.logp)
         extra = {} if precomputed is None else {"precomputed": precomputed}
-        # Stale PPO data (behaviour != proximal) is trained with the decoupled loss, which adds the
-        # proximal/behaviour importance weight; on fresh data the two are the same function.
-        name = "decoupled_ppo" if a.loss == "ppo" and not torch.equal(lay["old"], lay["behaviour"]) else a.loss
-        loss, diag = compute_policy_loss(
-            name, logp=lay["rows"](out.logp), old_logp=lay["old"], advantages=lay["adv"], mask=lay["mask"],
-            behaviour_logp=lay["behaviour"] if name == "decoupled_ppo" else None,
-            loss_reduction=self.loss_reduction, global_tokens=norm["tokens"], global_seqs=norm["seqs"],
-            group_ids=lay["group_ids"], domain_ids=lay["domain_ids"], **self._loss_hparams(), **extra)
+        spec = self.loss
+        loss, diag = spec.fn(lay["rows"](out.logp), lay["old"], advantages=lay["adv"], mask=lay["mask"],
+                             loss_reduction=self.loss_reduction, num_global_tokens=norm["tokens"],
+                             num_global_seqs=norm["seqs"], **{k: lay[k] for k in spec.inputs},
+                             **spec.hparams(a), **extra)
         entropy = out.entropy.sum() / norm["tokens"]
         total = loss - a.ent_coef * entropy if not self.warming_up else torch.zeros(())
         v_loss = torch.zeros(())
         if a.advantage == "gae" and a.vf_coef > 0:
-            v_loss = 0.5 * ((out.value - samples.returns[sel]) ** 2).sum() / norm["samples"]
+            v_loss, _ = value_loss(out.value, samples.returns[sel], num_global=norm["samples"])
             total = total + a.vf_coef * v_loss
         if total.requires_grad:  # nothing to learn in a warm-up step without a value loss
             total.backward()
@@ -360,26 +308,14 @@ class Learner:
         return stats
 
     @property
-    def loss_reduction(self) -> str:
-        return self.algo.loss_reduction or DEFAULT_REDUCTION[self.algo.loss]
+    def loss(self) -> LossSpec:
+        return loss_spec(self.algo.loss)
 
-    def _loss_hparams(self) -> dict:
-        a = self.algo
-        if a.loss in ("ppo", "decoupled_ppo"):
-            return {"clip_eps": a.clip_eps, "dual_clip": a.dual_clip}
-        if a.loss == "grpo":
-            return {"clip_eps": a.clip_eps, "dual_clip": a.dual_clip}
-        if a.loss == "gspo":
-            return {"clip_eps_low": a.gspo_clip_low, "clip_eps_high": a.gspo_clip_high}
-        return {"c_pos": a.fiberpo_c_pos, "c_neg": a.fiberpo_c_neg, "eps": a.fiberpo_eps}
+    @property
+    def loss_reduction(self) -> str:
+        return self.algo.loss_reduction or self.loss.reduction
 
 
 def _is_value(param_name: str) -> bool:
     """The value head's parameters (value_lr_mult, critic_warmup): by name, as the policies call it."""
     return "value" in param_name
-
-
-# Each loss's natural reduction, used when algo.loss_reduction is null.
-DEFAULT_REDUCTION = {"ppo": "token-mean", "decoupled_ppo": "token-mean", "grpo": "seq-mean-token-mean",
-                     "gspo": "seq-mean-token-mean", "fiberpo": "seq-mean-token-mean",
-                     "fiberpo_domain": "seq-mean-token-mean"}

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from tristream.metrics.trace import Telemetry  # noqa: F401  (a message too; defined with its tracer)
 from tristream.types import ObsBatch, Segment
 
 
@@ -99,13 +100,3 @@ class RoleError:
     role: str
     traceback: str
     pid: int = 0
-
-
-@dataclass
-class Telemetry:
-    """Any role -> learner: busy spans (name, start, end in time.time() seconds) and counters."""
-
-    role: str
-    pid: int
-    spans: list[tuple[str, float, float]]
-    stats: dict[str, float] = field(default_factory=dict)

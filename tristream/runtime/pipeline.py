@@ -5,16 +5,22 @@
     EnvWorker --ObsRequest(group)-----------------> InferenceWorker --ActionReply(group)--> EnvWorker
     EnvWorker --SegmentBatch, RolloutDone---------> Learner (this process)
 
-Scheduling by ``runtime.mode`` (the roles are the same in every mode):
+One scheduling loop serves every ``runtime.mode`` (the roles are the same in every mode):
 
-- ``sync``: lockstep inference (every running group answered in one batch); train after the rollout.
-- ``async-rollout``: groups step on their own clocks through the dynamic batcher; train after the rollout.
-- ``async``: as async-rollout, and the learner trains on the step's segments while they stream in. Weights
-  are published once per global step. With ``runtime.max_policy_lag = L`` an env worker may start the
-  rollout of step j once the learner has finished step j - L - 1 (it then acts with weights up to L
-  versions old, corrected by the decoupled loss); with L = 0 the data are exactly those of ``sync``.
+- ``sync``: lockstep inference (every running group answered in one batch); the step's update starts once
+  its rollout is over; the next rollout starts once the step is trained (lag 0).
+- ``async-rollout``: groups step on their own clocks through the dynamic batcher; otherwise as sync.
+- ``async``: as async-rollout, and the update trains on the step's segments while they stream in; rollouts
+  are admitted up to ``runtime.max_policy_lag`` steps ahead of the learner (:mod:`admission`).
 
-The version of the weights equals the number of completed global steps.
+The update is the same in every mode (:mod:`update`), so async at lag 0 trains exactly as sync. Weights are
+published once per global step: the version of the weights equals the number of completed global steps.
+
+A restart of the roles (a role died) loses the rollouts in flight. If nothing of the current step has been
+trained yet (always so in sync and async-rollout), the step is rolled out again from scratch: its seeds and
+weights are fixed, so it is the same rollout and nothing is half-trained. Otherwise (async, already trained
+on part of it) the step closes with what arrived, an incomplete GRPO group dropped, and the run goes on
+with the next step. Either way the restart is counted in ``restarts/<role>``.
 """
 from __future__ import annotations
 
@@ -25,47 +31,13 @@ from typing import Any, Callable
 import numpy as np
 
 from tristream.metrics.trace import Tracer
+from tristream.runtime.admission import Admission
 from tristream.runtime.backends import make_backend
 from tristream.runtime.learner import Learner
 from tristream.runtime.messages import RoleRestarted, RolloutDone, SegmentBatch, StartRollout, Weights
 from tristream.runtime.roles import policy_spec, shard_plan
-from tristream.runtime.streaming import StreamingUpdate
+from tristream.runtime.update import StepUpdate
 from tristream.types import Segment
-
-
-class RolloutLost(Exception):
-    """A role failed and every role was restarted: the unfinished rollout is gone."""
-
-
-class StopRequested(Exception):
-    """A signal asked the run to stop; the unfinished rollout is dropped (it reruns identically on resume)."""
-
-
-def _order(segments: list[Segment]) -> list[Segment]:
-    """Arrival order depends on process timing; the order of training data must not."""
-    return sorted(segments, key=lambda s: (s.env_id, s.episode_seed, int(s.policy_version[0]), -s.length,
-                                           int(s.env_steps.sum())))
-
-
-def run_rollout(backend, cfg, learner: Learner, global_step: int, restarts: dict[str, int],
-                should_stop: Callable[[], bool] = lambda: False) -> list[Segment]:
-    """Start one global step's episodes on every env worker and gather all its segments."""
-    plan = shard_plan(cfg)
-    backend.send_env_workers(StartRollout(global_step, learner.version, cfg.rollout.episodes_per_env))
-    segments: list[Segment] = []
-    done: set[int] = set()
-    while len(done) < plan.env_workers:
-        if should_stop():
-            raise StopRequested
-        msg = backend.learner_get(timeout=cfg.runtime.timeout_s)
-        if isinstance(msg, SegmentBatch):
-            segments.extend(msg.segments)
-        elif isinstance(msg, RolloutDone) and msg.global_step == global_step:
-            done.add(msg.worker_id)
-        elif isinstance(msg, RoleRestarted):
-            restarts[msg.role] = restarts.get(msg.role, 0) + 1
-            raise RolloutLost
-    return _order(segments)
 
 
 def episode_metrics(segments: list[Segment], trained_at_version: int) -> dict[str, float]:
@@ -99,13 +71,11 @@ def train_loop(cfg, policy, env_spec, *, learner: Learner, start_step: int,
     backend = backend or make_backend(cfg, env_spec, policy_spec(policy))
     tracer = Tracer("learner")
     try:
-        run = _run_streaming if cfg.runtime.mode == "async" else _run_after_rollout
-
         def step_done(step: int, metrics: dict[str, Any]) -> None:
             backend.telemetry.take(tracer.telemetry())
             on_step(step, metrics)
 
-        return run(backend, cfg, learner, tracer, start_step, step_done, should_stop)
+        return _run(backend, cfg, learner, tracer, start_step, step_done, should_stop)
     finally:
         if own:
             backend.close()
@@ -115,107 +85,76 @@ def _publish(backend, learner: Learner) -> None:
     backend.send_inference(Weights(learner.version, {k: v.numpy() for k, v in learner.weights().items()}))
 
 
-def _run_after_rollout(backend, cfg, learner, tracer, step, on_step, should_stop) -> int:
-    """sync and async-rollout: publish, roll out the whole step, then train on it."""
+def _run(backend, cfg, learner, tracer, step, on_step, should_stop) -> int:
+    """Global steps ``step ..`` until ``train.steps``: admit rollouts, gather segments, train, publish.
+
+    Messages come before training: the loop runs one optimizer step only when no message is waiting, so a
+    finished rollout is answered with the next one (admission permitting) within one optimizer step
+    instead of after a whole training block."""
+    streamed = cfg.runtime.mode == "async"
+    workers = shard_plan(cfg).env_workers
+    admission = Admission(workers, max_lag=cfg.runtime.max_policy_lag if streamed else 0, start_step=step,
+                          total_steps=cfg.train.steps)
     restarts: dict[str, int] = {}
-    while step < cfg.train.steps and not should_stop():
-        t0 = time.perf_counter()
-        _publish(backend, learner)
-        try:
-            segments = run_rollout(backend, cfg, learner, step, restarts, should_stop)
-        except StopRequested:
-            break
-        except RolloutLost:  # redo the step: its seeds and weights are fixed, so it is the same rollout
-            continue
-        t_rollout = time.perf_counter() - t0
-        metrics = episode_metrics(segments, learner.version)
-        with tracer.span("train"):
-            metrics |= learner.update(segments)
-        elapsed = time.perf_counter() - t0
-        metrics |= {"rollout_s": t_rollout, "update_s": elapsed - t_rollout, "step_s": elapsed,
-                    "env_steps_per_s": metrics["env_steps"] / elapsed, "version": float(learner.version),
-                    **{f"restarts/{role}": float(n) for role, n in restarts.items()}}
-        step += 1
-        on_step(step, metrics)
-    return step
-
-
-def _run_streaming(backend, cfg, learner, tracer, step, on_step, should_stop) -> int:
-    """async: train on step k's segments as they arrive; start later rollouts within the lag bound.
-
-    Messages come before training: the loop trains one optimizer step only when no message is waiting,
-    so a finished rollout is answered with the next one (admission permitting) within one optimizer step
-    instead of after a whole training block (trained on arrival, batch after batch, the env workers sat
-    idle ~2 of every ~5.5 s here waiting for the dispatch of their next rollout)."""
-    plan = shard_plan(cfg)
-    lag_bound = cfg.runtime.max_policy_lag
-    next_step = {w: step for w in range(plan.env_workers)}  # the rollout each worker runs next
-    running: set[int] = set()
-    finished: dict[int, set[int]] = defaultdict(set)  # global step -> workers done with it
     early: dict[int, list[Segment]] = defaultdict(list)  # segments of steps the learner has not reached
-    collected: list[Segment] = []
-    restarts: dict[str, int] = {}
-    stream = StreamingUpdate(learner, cfg.rollout.group_size)
 
-    def dispatch() -> None:
-        """Admission control: a worker may start rollout j once the learner is at step >= j - lag_bound."""
-        for w in range(plan.env_workers):
-            j = next_step[w]
-            if w not in running and j < cfg.train.steps and j - step <= lag_bound:
-                backend.send_env_worker(w, StartRollout(j, learner.version, cfg.rollout.episodes_per_env))
-                running.add(w)
+    def new_step(first: list[Segment]):
+        update = StepUpdate(learner, envs=range(cfg.rollout.num_envs) if streamed else None,
+                            episodes_per_env=cfg.rollout.episodes_per_env, group_size=cfg.rollout.group_size)
+        update.add(first)
+        return update, list(first), time.perf_counter()
 
     _publish(backend, learner)
-    t0 = time.perf_counter()
+    update, collected, t0 = new_step([])
+    lost = False  # the current step's rollout was cut short by a restart
+    t_rollout = None
     while step < cfg.train.steps:
-        dispatch()
+        for w, j in admission.admit(step):
+            backend.send_env_worker(w, StartRollout(j, learner.version, cfg.rollout.episodes_per_env))
         if should_stop():
             break
-        rollout_over = len(finished[step]) == plan.env_workers
-        if rollout_over:
-            stream.close()
-        if stream.pending or rollout_over:
-            msg = backend.learner_poll()
-        else:
-            msg = backend.learner_get(timeout=cfg.runtime.timeout_s)
+        over = lost or admission.rollout_over(step)
+        if over and t_rollout is None:
+            t_rollout = time.perf_counter() - t0
+            if not streamed:
+                with tracer.span("prepare"):
+                    update.add(collected)
+            update.close()
+        msg = backend.learner_poll() if (update.pending or over) else backend.learner_get(timeout=cfg.runtime.timeout_s)
         if isinstance(msg, SegmentBatch):
             segs = msg.segments
-            if segs[0].global_step == step:
-                collected += segs
-                with tracer.span("prepare"):
-                    stream.add(_order(segs))
-            else:
+            if segs[0].global_step != step:
                 early[segs[0].global_step] += segs
+            else:
+                collected += segs
+                if streamed:
+                    with tracer.span("prepare"):
+                        update.add(segs)
         elif isinstance(msg, RolloutDone):
-            finished[msg.global_step].add(msg.worker_id)
-            running.discard(msg.worker_id)
-            next_step[msg.worker_id] = msg.global_step + 1
+            admission.finished(msg.worker_id, msg.global_step)
         elif isinstance(msg, RoleRestarted):
-            # Every role was restarted: rollouts in flight are gone. Close this step with what arrived
-            # (open GRPO groups are dropped) and go on with fresh rollouts from the next step.
             restarts[msg.role] = restarts.get(msg.role, 0) + 1
             _publish(backend, learner)
-            running.clear()
             early.clear()
-            finished[step] = set(range(plan.env_workers))
-            next_step = {w: step + 1 for w in range(plan.env_workers)}
-        elif stream.pending:
+            if update.started:
+                lost = True
+                admission.restart(step + 1)
+            else:
+                admission.restart(step)
+                update, collected, t0 = new_step([])
+        elif update.pending:
             with tracer.span("train"):
-                stream.train_step()
-        elif rollout_over:  # every segment of the step trained on: close the step
-            metrics = episode_metrics(collected, learner.version) | stream.finish()
+                update.train_step()
+        elif over:  # every segment of the step trained on: close the step
+            metrics = episode_metrics(collected, learner.version) | update.finish()
             elapsed = time.perf_counter() - t0
-            metrics |= {"step_s": elapsed, "env_steps_per_s": metrics["env_steps"] / elapsed,
-                        "version": float(learner.version),
+            metrics |= {"rollout_s": t_rollout, "update_s": elapsed - t_rollout, "step_s": elapsed,
+                        "env_steps_per_s": metrics["env_steps"] / elapsed, "version": float(learner.version),
                         **{f"restarts/{r}": float(n) for r, n in restarts.items()}}
-            del finished[step]
+            admission.forget(step)
             step += 1
             _publish(backend, learner)
             on_step(step, metrics)
-            t0 = time.perf_counter()
-            stream = StreamingUpdate(learner, cfg.rollout.group_size)
-            collected = early.pop(step, [])
-            if collected:
-                with tracer.span("prepare"):
-                    stream.add(_order(collected))
+            update, collected, t0 = new_step(early.pop(step, []))
+            lost, t_rollout = False, None
     return step

@@ -63,8 +63,9 @@ def build_policy(cfg, env_spec, spec: dict[str, Any] | None = None):
 
 
 def batch_max(cfg) -> int:
-    """0 means lockstep (sync); the async modes batch dynamically, by default at half the envs."""
-    if cfg.runtime.mode == "sync":
+    """0 means lockstep (sync, or ``runtime.lockstep``); the async modes batch dynamically, by default at half
+    the envs."""
+    if cfg.runtime.mode == "sync" or cfg.runtime.lockstep:
         return 0
     return cfg.runtime.batch_max or max(1, cfg.rollout.num_envs // 2)
 

@@ -1,0 +1,160 @@
+"""One global step's update: the only way the learner trains, in every mode.
+
+``sync`` and ``async-rollout`` feed the whole step at once (after its rollout); ``async`` feeds segments as
+they arrive and trains between messages. The maths is the same because it is defined on the step's
+canonical sample order (:mod:`tristream.runtime.stream_order`), not on arrival:
+
+1. **Pass 1** cuts the stream into mini-batches of exactly ``algo.global_batch`` samples, in canonical
+   order, as soon as they are ready (GAE: on arrival; GRPO: when the group is complete); a segment that
+   straddles a boundary is split there. The rollout's end cuts the rest as a short mini-batch whose samples
+   weigh 1/``global_batch`` each, as in a full one.
+2. **Passes 2..update_epochs** run once the step is complete: the step's segments in a fresh random order
+   (the learner's seeded rng), cut the same way.
+3. Every mini-batch normalises its own advantages (GAE whitened if ``algo.norm_adv``; GRPO with
+   ``grpo_std_level=batch`` divided by its std), as CleanRL and Stable-Baselines3 do, so no statistic needs
+   the whole step before training starts.
+4. Proximal log-probs: the behaviour ones for fresh data; for data of an older version (or a loss whose
+   spec says ``proximal="always"``) those of the policy when the sample is first trained, kept for the
+   later passes.
+5. ``algo.target_kl`` ends the step's passes after a pass whose mean approx KL exceeds it.
+6. Then the learner's version goes up by one: weights are published once per global step.
+
+With ``runtime.max_policy_lag=0``, async therefore does exactly what sync does (tests/runtime/test_modes.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict, deque
+
+import numpy as np
+
+from tristream.algos.registry import loss_spec
+from tristream.runtime.learner import Learner, Samples
+from tristream.runtime.stream_order import StreamOrder
+from tristream.types import Segment
+
+
+class StepUpdate:
+    def __init__(self, learner: Learner, *, envs=None, episodes_per_env: int = 1, group_size: int = 1):
+        """``envs``: the step's env ids, so that pass 1 can start before the rollout ends (None: at close)."""
+        self.learner = learner
+        algo = learner.algo
+        self.batch_size = algo.global_batch
+        self.order = StreamOrder(envs, episodes_per_env=episodes_per_env, group_size=group_size,
+                                 by_group=algo.advantage == "grpo")
+        self._always_proximal = loss_spec(algo.loss).proximal == "always"
+        self._ready: list[Samples] = []  # prepared, not yet cut into a pass-1 mini-batch
+        self._trained: list[Samples] = []  # pass-1 mini-batches, with their proximal log-probs
+        self._queue: deque[Samples] = deque()  # mini-batches of the current pass waiting for their step
+        self._rows = 0  # segments prepared so far (the step's row ids)
+        self._cut = 0  # samples cut into pass-1 mini-batches so far
+        self._pass = 1
+        self._pass_kl: list[float] = []
+        self.closed = False
+        self.dropped_groups = 0
+        self._sums: dict[str, float] = defaultdict(float)
+        self._steps = 0
+
+    @property
+    def started(self) -> bool:
+        """An optimizer step has been taken on this step's data."""
+        return self._steps > 0
+
+    @property
+    def pending(self) -> bool:
+        """An optimizer step can run now."""
+        return bool(self._queue) or self._next_pass_ready()
+
+    def add(self, segments: list[Segment]) -> None:
+        """Take arriving segments (any order); prepare and cut what the canonical order releases. No training."""
+        self.order.add(segments)
+        self._take(self.order.release())
+
+    def close(self) -> None:
+        """The rollout is over: release everything left (an incomplete GRPO group is dropped: it lost episodes
+        to a restarted env worker) and cut the short last mini-batch. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        rest = self.order.flush()
+        if self.order.by_group:
+            done: dict[tuple, int] = defaultdict(int)
+            for s in rest:
+                done[s.group_key] += bool(s.episode_done)
+            group_size = self.order.group_size
+            self.dropped_groups = sum(1 for n in done.values() if n < group_size)
+            rest = [s for s in rest if done[s.group_key] >= group_size]
+        self._take(rest)
+        if self._ready:
+            self._cut_batch(sum(len(r) for r in self._ready))
+
+    def _take(self, segments: list[Segment]) -> None:
+        if segments:
+            self._ready.append(self.learner.prepare(segments, normalize=False, first_row=self._rows))
+            self._rows += len(segments)
+        while sum(len(r) for r in self._ready) >= self.batch_size:
+            self._cut_batch(self.batch_size)
+
+    def _cut_batch(self, n: int) -> None:
+        ready = Samples.concat(self._ready)
+        batch, rest = ready.select(np.arange(n)), ready.select(np.arange(n, len(ready)))
+        self._ready = [rest] if len(rest) else []
+        self._cut += n
+        self._queue.append(batch)
+
+    def _next_pass_ready(self) -> bool:
+        return (self.closed and not self._queue and not self._ready and self._pass < self.learner.algo.update_epochs
+                and self._trained and not self._stopped())
+
+    def _stopped(self) -> bool:
+        return bool(self._pass_kl) and self.learner.kl_exceeded(float(np.mean(self._pass_kl)))
+
+    def _start_next_pass(self) -> None:
+        """Passes after the first: the whole step, its segments shuffled, cut into mini-batches."""
+        step = Samples.concat(self._trained)
+        counts = np.bincount(step.row)  # rows are the step's segment ids, each contiguous
+        starts = np.r_[0, np.cumsum(counts)[:-1]]
+        rows = [r for r in self.learner.rng.permutation(len(counts)) if counts[r]]
+        order = np.concatenate([np.arange(starts[r], starts[r] + counts[r]) for r in rows])
+        for lo in range(0, len(order), self.batch_size):
+            self._queue.append(step.select(order[lo:lo + self.batch_size]))
+        self._pass += 1
+        self._pass_kl = []
+
+    def train_step(self) -> None:
+        """One optimizer step on the next mini-batch."""
+        learner = self.learner
+        if not self._queue:
+            self._start_next_pass()
+        batch = self._queue.popleft()
+        if self._pass == 1:
+            if self._always_proximal or (batch.version != learner.version).any():
+                batch.proximal_logp = learner.proximal_logp(batch)  # the policy about to be updated
+            self._trained.append(batch)
+        # Only the last mini-batch of a pass can be short, and it is cut when the rollout is over: its samples
+        # weigh 1/global_batch each, or 1/(the step's samples) when the whole step is shorter.
+        full = min(self.batch_size, self._cut)
+        normalised = dataclasses.replace(batch, advantages=learner.normalize(batch.advantages))
+        stats = learner.optimizer_step(normalised, np.arange(len(batch)), full)
+        for k, v in stats.items():
+            self._sums[k] += v
+        self._steps += 1
+        self._pass_kl.append(stats.get("approx_kl", 0.0))
+
+    def finish(self) -> dict[str, float]:
+        """Close, train what is left, bump the version; the step's metrics (means over optimizer steps)."""
+        self.close()
+        while self.pending:
+            self.train_step()
+        self.learner.version += 1
+        out = {k: v / max(self._steps, 1) for k, v in self._sums.items()}
+        return out | {"optimizer_steps": float(self._steps), "samples": float(self._cut),
+                      "update_epochs_run": float(self._pass if self._steps else 0),
+                      "dropped_groups": float(self.dropped_groups)}
+
+
+def update_on(learner: Learner, segments: list[Segment]) -> dict[str, float]:
+    """Train on one whole global step's segments (what sync and async-rollout do); its metrics."""
+    update = StepUpdate(learner)
+    update.add(segments)
+    return update.finish()
