@@ -225,8 +225,20 @@ def cmd_config(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Records the options that take a value (for telling an override from an option's value)."""
+
+    value_options: set[str] = set()  # shared by the parser and its sub-commands
+
+    def add_argument(self, *args, **kwargs):
+        if kwargs.get("action") not in ("store_true", "store_false", "count", "help", "version") \
+                and kwargs.get("nargs") != 0:
+            self.value_options.update(a for a in args if a.startswith("-"))
+        return super().add_argument(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tristream", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="tristream", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     import tristream.envs  # noqa: F401  (registers the built-in envs, so help can list them)
     from tristream.registry import ENVS, POLICIES
     import tristream.policies  # noqa: F401
@@ -313,8 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # Config overrides (key.sub=value) may stand anywhere, except as an option's value (--modes may hold
     # `async:runtime.max_policy_lag=2`); argparse sees only the rest.
-    takes_value = {o for sp in parser._subparsers._group_actions[0].choices.values() for a in sp._actions
-                   if a.nargs != 0 for o in a.option_strings}
+    takes_value = parser.value_options
     is_override = ["=" in a and not a.startswith("-") and (i == 0 or argv[i - 1] not in takes_value)
                    for i, a in enumerate(argv)]
     overrides = [a for a, o in zip(argv, is_override) if o]

@@ -31,7 +31,7 @@ class Samples:
     obs: ObsBatch
     actions: torch.Tensor  # [N, K, A]
     behaviour_logp: torch.Tensor  # [N, L] log-probs of the policy that acted
-    proximal_logp: torch.Tensor  # [N, L] log-probs of the policy at the start of this update
+    proximal_logp: torch.Tensor  # [N, L] the trust region's reference: behaviour, or recomputed (stale data)
     advantages: torch.Tensor  # [N]
     returns: torch.Tensor  # [N]
     row: np.ndarray  # [N] segment index in the global step
