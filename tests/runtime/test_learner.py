@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from tristream.algos import LOSSES
 from tristream.envs import make_env
 from tristream.runtime.learner import Learner
 from tristream.runtime.update import update_on
@@ -67,7 +68,7 @@ def test_target_kl_ends_the_passes_early(setup, target_kl, epochs):
     assert stats["update_epochs_run"] == epochs and learner.optimizer_steps == epochs * -(-n // 4)
 
 
-@pytest.mark.parametrize("loss", ["ppo", "decoupled_ppo", "grpo", "gspo", "fiberpo", "fiberpo_domain"])
+@pytest.mark.parametrize("loss", sorted(LOSSES))  # every registered loss
 def test_micro_batch_size_does_not_change_the_update(setup, loss):
     cfg, env, policy = setup
     segs = _segments(env, n_segments=8)

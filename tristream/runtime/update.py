@@ -27,6 +27,7 @@ import dataclasses
 from collections import defaultdict, deque
 
 import numpy as np
+import torch
 
 from tristream.algos.registry import loss_spec
 from tristream.runtime.learner import Learner, Samples
@@ -45,7 +46,8 @@ class StepUpdate:
         self._always_proximal = loss_spec(algo.loss).proximal == "always"
         self._ready: list[Samples] = []  # prepared, not yet cut into a pass-1 mini-batch
         self._trained: list[Samples] = []  # pass-1 mini-batches, with their proximal log-probs
-        self._queue: deque[Samples] = deque()  # mini-batches of the current pass waiting for their step
+        self._queue: deque[tuple[Samples, np.ndarray]] = deque()  # (samples, mini-batch indices) to train
+        self._step: Samples | None = None  # the whole step, for the passes after the first
         self._rows = 0  # segments prepared so far (the step's row ids)
         self._cut = 0  # samples cut into pass-1 mini-batches so far
         self._pass = 1
@@ -100,7 +102,7 @@ class StepUpdate:
         batch, rest = ready.select(np.arange(n)), ready.select(np.arange(n, len(ready)))
         self._ready = [rest] if len(rest) else []
         self._cut += n
-        self._queue.append(batch)
+        self._queue.append((batch, np.arange(n)))
 
     def _next_pass_ready(self) -> bool:
         return (self.closed and not self._queue and not self._ready and self._pass < self.learner.algo.update_epochs
@@ -111,13 +113,15 @@ class StepUpdate:
 
     def _start_next_pass(self) -> None:
         """Passes after the first: the whole step, its segments shuffled, cut into mini-batches."""
-        step = Samples.concat(self._trained)
+        if self._step is None:
+            self._step = step = Samples.concat(self._trained)
+        step = self._step
         counts = np.bincount(step.row)  # rows are the step's segment ids, each contiguous
         starts = np.r_[0, np.cumsum(counts)[:-1]]
         rows = [r for r in self.learner.rng.permutation(len(counts)) if counts[r]]
         order = np.concatenate([np.arange(starts[r], starts[r] + counts[r]) for r in rows])
-        for lo in range(0, len(order), self.batch_size):
-            self._queue.append(step.select(order[lo:lo + self.batch_size]))
+        for lo in range(0, len(order), self.batch_size):  # indices into the step: no copies of the images
+            self._queue.append((step, order[lo:lo + self.batch_size]))
         self._pass += 1
         self._pass_kl = []
 
@@ -126,16 +130,17 @@ class StepUpdate:
         learner = self.learner
         if not self._queue:
             self._start_next_pass()
-        batch = self._queue.popleft()
-        if self._pass == 1:
+        batch, idx = self._queue.popleft()
+        if self._pass == 1:  # a mini-batch of its own (idx: all of it)
             if self._always_proximal or (batch.version != learner.version).any():
                 batch.proximal_logp = learner.proximal_logp(batch)  # the policy about to be updated
             self._trained.append(batch)
         # Only the last mini-batch of a pass can be short, and it is cut when the rollout is over: its samples
         # weigh 1/global_batch each, or 1/(the step's samples) when the whole step is shorter.
         full = min(self.batch_size, self._cut)
-        normalised = dataclasses.replace(batch, advantages=learner.normalize(batch.advantages))
-        stats = learner.optimizer_step(normalised, np.arange(len(batch)), full)
+        advantages = batch.advantages.clone()
+        advantages[torch.from_numpy(idx)] = learner.normalize(batch.advantages[torch.from_numpy(idx)])
+        stats = learner.optimizer_step(dataclasses.replace(batch, advantages=advantages), idx, full)
         for k, v in stats.items():
             self._sums[k] += v
         self._steps += 1
