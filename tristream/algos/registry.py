@@ -54,6 +54,12 @@ class LossSpec:
         if unknown:
             raise ValueError(f"unknown loss inputs {sorted(unknown)}; valid: {', '.join(INPUTS)}")
 
+    def __call__(self, logp, old_logp, advantages, mask, available: dict, **kwargs):
+        """``fn`` with the inputs it declares taken from ``available`` (name -> tensor) and ``kwargs``
+        (reduction, normalisers, hyper-parameters) passed through."""
+        return self.fn(logp, old_logp, advantages=advantages, mask=mask,
+                       **{k: available[k] for k in self.inputs}, **kwargs)
+
 
 def _clip(algo) -> dict:
     return {"clip_eps": algo.clip_eps, "dual_clip": algo.dual_clip}
@@ -129,9 +135,7 @@ def compute_policy_loss(
     passed only to a loss that declares them. ``global_tokens`` / ``global_seqs``: the mini-batch's
     normalisers when this is one micro-batch. ``hparams`` go to the loss (e.g. ``clip_eps``,
     ``precomputed``, ``norm_len``); an unknown one raises TypeError."""
-    spec = loss_spec(name)
-    given = {"behaviour_logp": old_logp if behaviour_logp is None else behaviour_logp,
-             "group_ids": group_ids, "domain_ids": domain_ids}
-    return spec.fn(logp, old_logp, advantages=advantages, mask=mask, loss_reduction=loss_reduction,
-                   num_global_tokens=global_tokens, num_global_seqs=global_seqs,
-                   **{k: given[k] for k in spec.inputs}, **hparams)
+    available = {"behaviour_logp": old_logp if behaviour_logp is None else behaviour_logp,
+                 "group_ids": group_ids, "domain_ids": domain_ids}
+    return loss_spec(name)(logp, old_logp, advantages, mask, available, loss_reduction=loss_reduction,
+                           num_global_tokens=global_tokens, num_global_seqs=global_seqs, **hparams)

@@ -286,11 +286,9 @@ class Learner:
         out = self.policy.evaluate(self._obs(samples, sel), samples.actions[sel])
         lay = self._rows(samples, idx, subrows, out.logp)
         extra = {} if precomputed is None else {"precomputed": precomputed}
-        spec = self.loss
-        loss, diag = spec.fn(lay["rows"](out.logp), lay["old"], advantages=lay["adv"], mask=lay["mask"],
-                             loss_reduction=self.loss_reduction, num_global_tokens=norm["tokens"],
-                             num_global_seqs=norm["seqs"], **{k: lay[k] for k in spec.inputs},
-                             **spec.hparams(a), **extra)
+        loss, diag = self.loss(lay["rows"](out.logp), lay["old"], lay["adv"], lay["mask"], lay,
+                               loss_reduction=self.loss_reduction, num_global_tokens=norm["tokens"],
+                               num_global_seqs=norm["seqs"], **self.loss.hparams(a), **extra)
         entropy = out.entropy.sum() / norm["tokens"]
         total = loss - a.ent_coef * entropy if not self.warming_up else torch.zeros(())
         v_loss = torch.zeros(())

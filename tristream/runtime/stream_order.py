@@ -33,6 +33,7 @@ class StreamOrder:
         self._episodes: dict[int, int] = defaultdict(int)  # env -> episodes finished
         self._k = self._pos = 0  # GAE cursor: next (k, envs[pos]) to release
         self._group = 0  # GRPO cursor: index of the next group in canonical order
+        self._group_list = [] if envs is None else self._groups()
         self._done: set[int] = set()  # ids of the segments released so far
 
     def add(self, segments: list[Segment]) -> None:
@@ -71,7 +72,7 @@ class StreamOrder:
         return [(ep, members[b]) for ep in range(self.episodes_per_env) for b in blocks]
 
     def _release_groups(self) -> list[Segment]:
-        out, groups = [], self._groups()
+        out, groups = [], self._group_list
         while self._group < len(groups):
             ep, members = groups[self._group]
             if not all(self._episodes[e] > ep for e in members):

@@ -87,22 +87,27 @@ class StepUpdate:
             self.dropped_groups = sum(1 for n in done.values() if n < group_size)
             rest = [s for s in rest if done[s.group_key] >= group_size]
         self._take(rest)
-        if self._ready:
-            self._cut_batch(sum(len(r) for r in self._ready))
+        self._cut_batches(sum(len(r) for r in self._ready))
 
     def _take(self, segments: list[Segment]) -> None:
         if segments:
             self._ready.append(self.learner.prepare(segments, normalize=False, first_row=self._rows))
             self._rows += len(segments)
-        while sum(len(r) for r in self._ready) >= self.batch_size:
-            self._cut_batch(self.batch_size)
+        n = sum(len(r) for r in self._ready)
+        self._cut_batches(n - n % self.batch_size)
 
-    def _cut_batch(self, n: int) -> None:
-        ready = Samples.concat(self._ready)
-        batch, rest = ready.select(np.arange(n)), ready.select(np.arange(n, len(ready)))
+    def _cut_batches(self, n: int) -> None:
+        """Queue the first ``n`` ready samples as mini-batches of ``batch_size`` (the last may be short);
+        one concatenation for all of them."""
+        if n == 0:
+            return
+        ready = Samples.concat(self._ready) if len(self._ready) > 1 else self._ready[0]
+        for lo in range(0, n, self.batch_size):
+            hi = min(lo + self.batch_size, n)
+            self._queue.append((ready.select(np.arange(lo, hi)), np.arange(hi - lo)))
+        rest = ready.select(np.arange(n, len(ready)))
         self._ready = [rest] if len(rest) else []
         self._cut += n
-        self._queue.append((batch, np.arange(n)))
 
     def _next_pass_ready(self) -> bool:
         return (self.closed and not self._queue and not self._ready and self._pass < self.learner.algo.update_epochs
