@@ -2,7 +2,7 @@
 
 Registered names: "tabletop" (the mix of all families), "tabletop/reach", "tabletop/push", "tabletop/pick",
 "tabletop/place" (MuJoCo, imported lazily inside the factory, so ``import tristream.envs`` needs no OpenGL)
-"toy" (pure numpy) and "gym" (any gymnasium env through ``envs/gym_adapter.py``; ``env.gym.id`` names it).
+"toy" (pure numpy), "text" and "text/<domain>" (verifiable text problems for language policies) and "gym" (any gymnasium env through ``envs/gym_adapter.py``; ``env.gym.id`` names it).
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 from tristream.envs.base import Env, EnvSpec, Obs
 from tristream.envs.libero import registry_entries as _libero_entries
 from tristream.envs.metaworld import registry_entries as _metaworld_entries
+from tristream.envs.text import registry_entries as _text_entries
 from tristream.envs.toy import ToyEnv
 from tristream.registry import ENVS, register_env
 
@@ -43,6 +44,7 @@ def _register_builtin() -> None:
         entries[f"tabletop/{fam}"] = _tabletop_factory(fam)
     entries.update(_metaworld_entries())  # optional extra, imported inside the factories
     entries.update(_libero_entries())
+    entries.update(_text_entries())  # verifiable text problems for language policies
     for name, factory in entries.items():
         if name not in ENVS.names():
             register_env(name, factory)

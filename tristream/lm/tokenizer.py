@@ -13,9 +13,10 @@ The specials sit after the bytes so that a byte's id is the byte itself:
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 class ByteTokenizer:
@@ -39,8 +40,9 @@ class ByteTokenizer:
                 out.append(i)
         return out.decode("utf-8", errors="replace")
 
-    def batch(self, seqs: Sequence[Sequence[int]], *, pad_left: bool = False) -> torch.Tensor:
+    def batch(self, seqs: Sequence[Sequence[int]], *, pad_left: bool = False) -> "torch.Tensor":
         """Pad id lists to one LongTensor [B, T_max] with PAD (right padding unless ``pad_left``)."""
+        import torch  # here: text envs decode with this class in processes that never load torch
         if not seqs:
             raise ValueError("batch() needs at least one sequence")
         t = max(len(s) for s in seqs)
