@@ -69,6 +69,29 @@ def test_microbatch_equals_full_batch(name, reduction):
     assert g_full.abs().sum() > 0
 
 
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_domain_short_last_minibatch_matches_its_whole_batch_gradient(reduction):
+    """A global step's short last mini-batch weighs each sample as a full one does: its normalisers are the
+    full mini-batch's (here twice its own). The precompute must use them too, or the cross-trajectory part
+    of the gradient is scaled by 1/share against the rest."""
+    logp0, old, _, mask, adv, gid, did = make_batch()
+    ntok, nseq = (2 * n for n in global_normalisers(mask))
+    logp = logp0.clone().requires_grad_(True)
+    full, _ = compute_policy_loss("fiberpo_domain", logp=logp, old_logp=old, advantages=adv, mask=mask,
+                                  loss_reduction=reduction, group_ids=gid, domain_ids=did, global_tokens=ntok,
+                                  global_seqs=nseq, norm_len=L)
+    g_full, = torch.autograd.grad(full, logp)
+    pre = fiberpo_domain_precompute(logp0, old, adv, mask, gid, did, loss_reduction=reduction, norm_len=L,
+                                    num_global_tokens=ntok, num_global_seqs=nseq)
+    assert (pre.cot_pos != 0).any()
+    logp = logp0.clone().requires_grad_(True)
+    for rows in micro_splits():
+        compute_policy_loss("fiberpo_domain", logp=logp[rows], old_logp=old[rows], advantages=adv[rows],
+                            mask=mask[rows], loss_reduction=reduction, global_tokens=ntok, global_seqs=nseq,
+                            norm_len=L, precomputed=pre.select(rows))[0].backward()
+    torch.testing.assert_close(logp.grad, g_full, rtol=1e-10, atol=1e-13)
+
+
 def test_domain_batch_exercises_cross_gradient():
     """The FiberPO-Domain case above is only meaningful if the group/domain means couple trajectories:
     dropping the precomputed cotangents must change the accumulated gradient."""

@@ -365,6 +365,9 @@ def fiberpo_domain_precompute(
     eps: float = DEFAULT_EPS,
     loss_reduction: str = "seq-mean-token-mean",
     norm_len: float | None = None,
+    *,
+    num_global_tokens: float | None = None,
+    num_global_seqs: float | None = None,
 ) -> DomainPrecomputed:
     """Run once on the WHOLE mini-batch before micro-batching. ``logp`` = the current policy's log-probs
     (values only; no gradient needed). Computes the group/domain aggregates and the cotangent of the
@@ -373,14 +376,17 @@ def fiberpo_domain_precompute(
         cot^l_tau = sum_{level in (g, D)} (d loss / d log s^l_level) / n_level       (n = trajectories)
 
     so that the micro-batch loss ``loss_m(detached aggregates) + sum_tau cot^l_tau (log s^l_tau - sg[.])``
-    accumulates to the exact full-batch gradient."""
+    accumulates to the exact full-batch gradient. ``num_global_tokens`` / ``num_global_seqs``: the normalisers
+    the micro-batches use (None: this mini-batch's own); a short last mini-batch weighed as a full one must
+    pass the full one's, or its cross-trajectory gradient is scaled up against the rest."""
     with torch.enable_grad():
         x, sign, s_pos, s_neg, n_tok = trajectory_aggregates((logp - old_logp).detach(), mask)
         agg = domain_aggregates(s_pos, s_neg, n_tok, group_ids, domain_ids)
         leaves = {k: getattr(agg, k).clone().requires_grad_(True) for k in ("g_pos", "g_neg", "d_pos", "d_neg")}
         agg_leaf = replace(agg, **leaves)
         q = _domain_core(x, sign, s_pos, s_neg, n_tok, agg_leaf, c_pos, c_neg, eps)
-        loss = reduce_loss(-q.G * _adv(advantages, q.G), mask, loss_reduction, norm_len=norm_len)
+        loss = reduce_loss(-q.G * _adv(advantages, q.G), mask, loss_reduction, num_global_tokens=num_global_tokens,
+                           num_global_seqs=num_global_seqs, norm_len=norm_len)
         grads = torch.autograd.grad(loss, list(leaves.values()))
     g = dict(zip(leaves, grads))
     cot = {}
