@@ -19,6 +19,19 @@ def tiny_config(tmp_path, *overrides: str) -> Config:
 def tiny(tmp_path):
     return lambda *o: tiny_config(tmp_path, *o)
 
+
+def text_config(tmp_path, *overrides: str) -> Config:
+    """The lm_text preset (a fresh tiny LM on the text env) cut to seconds: 2 groups of 4 samples per step."""
+    return load_config(Config, "lm_text", [f"run.dir={tmp_path}", "rollout.num_envs=8", "rollout.group_size=4",
+                                           "algo.global_batch=4", "algo.micro_batch=2", "train.steps=2",
+                                           "runtime.groups_per_worker=2", "runtime.batch_max=4",
+                                           "runtime.timeout_s=60", *overrides])
+
+
+@pytest.fixture
+def text(tmp_path):
+    return lambda *o: text_config(tmp_path, *o)
+
 import torch  # noqa: E402
 
 # One intra-op thread: tests run beside other processes on 2 cores, where oversubscribed BLAS threads

@@ -131,8 +131,8 @@ def cmd_sft(args) -> int:
     save_config(cfg, out / "config.yaml")
     tracker = Tracker(out)
     if is_lm:
-        from tristream.lm.train import sft_lm
-        sft_lm(cfg, out, tracker=tracker, progress=not args.no_progress)
+        from tristream.workflow.language import language_sft
+        language_sft(cfg, out, tracker=tracker, progress=not args.no_progress)
     else:
         sft(cfg, args.data, out, _env_spec(cfg), tracker=tracker, progress=not args.no_progress)
     tracker.close()
@@ -145,7 +145,9 @@ def cmd_eval(args) -> int:
     from tristream.workflow.evaluate import evaluate, format_table
     path = Path(args.checkpoint)
     cfg = _eval_config(args, path)
-    if (path / "lm.json").exists():  # a language policy: held-out exact match, fp32 and quantized
+    if (path / "lm.json").exists() and not (path / "policy.json").exists():
+        # an LM of an arithmetic lm.task: held-out exact match, fp32 and quantized (an LM trained on a text
+        # env is also saved as a policy, evaluated below on the env's held-out split)
         from tristream.lm.train import evaluate_checkpoint
         group = cfg.lm.qat_group_size if any(o.startswith("lm.qat_group_size=") for o in args.overrides) else None
         result = evaluate_checkpoint(path, problems=args.episodes, group_size=group)
@@ -186,8 +188,8 @@ def cmd_bench(args) -> int:
                       f"p99 {t['p99']:.2f}, max {t['max']:.2f}; log-sigma {t['log_sigma']:.2f}")
         return 0
     if args.what == "algos":
-        from tristream.bench.algos import LOSSES, bench_algos
-        losses = tuple(x.strip() for x in args.losses.split(",")) if args.losses else LOSSES
+        from tristream.bench.algos import bench_algos
+        losses = tuple(x.strip() for x in args.losses.split(",")) if args.losses else None
         done = bench_algos(cfg, _env_spec(cfg), args.out, losses=losses, seeds=tuple(range(args.seeds)),
                            eval_episodes=args.eval_episodes)
         return 0 if done else 130  # stopped by SIGINT/SIGTERM
@@ -300,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                   "env-only ceiling (0: skip it; lower it for slow "
                                                                   "simulators such as LIBERO)")
     b.add_argument("--out", default="runs/bench", help="throughput, algos, decode: output folder")
-    b.add_argument("--losses", default="", help="algos: losses, comma-separated (default: all)")
+    b.add_argument("--losses", default="", help="algos: losses, comma-separated (default: all; for a "
+                   "language policy grpo, gspo, fiberpo, fiberpo_domain)")
     b.add_argument("--seeds", type=int, default=3, help="algos: seeds per loss and regime")
     b.add_argument("--eval-episodes", type=int, default=100, help="algos: held-out episodes per trained policy")
     b.add_argument("--checkpoint", default="", help="decode: LM folder from `tristream sft --preset lm_tiny --out DIR`")

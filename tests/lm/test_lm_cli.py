@@ -42,3 +42,35 @@ def test_cli_errors_for_lm_commands(tmp_path, capsys):
     assert "lm.json" in capsys.readouterr().err
     assert main(["sft", "--preset", "lm_tiny", "lm.qat=int3", "--out", str(tmp_path / "y")]) == 2
     assert "lm.qat" in capsys.readouterr().err
+
+
+TEXT = ["--preset", "lm_text", "--no-progress", "lm.steps=4", "lm.batch_size=8", "lm.eval_every=4",
+        "lm.eval_problems=8", "lm.log_every=2", "rollout.num_envs=8", "rollout.group_size=4", "algo.global_batch=8",
+        "runtime.batch_max=4", "train.steps=2", "eval.episodes=8", "eval.num_envs=4"]
+
+
+def test_language_workflow_sft_then_rl_then_eval(tmp_path, capsys):
+    """sft -> train train.init=<sft> -> eval, and the recipe that chains them, on the text env."""
+    sft = tmp_path / "sft"
+    assert main(["sft", *TEXT, "lm.teacher_error=0.5", "--out", str(sft)]) == 0
+    assert (sft / "policy.json").exists() and (sft / "lm.json").exists()
+    assert main(["train", *TEXT, f"run.dir={tmp_path}", "run.name=rl", f"train.init={sft}"]) == 0
+    out = capsys.readouterr().out
+    assert "addition" in out and "sort" in out  # the per-domain table
+    assert main(["eval", str(tmp_path / "rl"), "--episodes", "8", "--label", "final"]) == 0  # the run's own config
+    final = tmp_path / "rl" / "checkpoints" / "step_000002" / "eval"  # the run's newest checkpoint
+    ev = json.loads((final / "final.json").read_text())
+    assert set(ev["tasks"]) == {"addition", "reverse", "sort", "count"} and ev["episodes"] == 8
+    rows = [json.loads(line) for line in (final / "final_samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and {"prompt", "completion", "answer", "success"} <= set(rows[0])
+    assert main(["train", *TEXT, f"run.dir={tmp_path}", "run.name=recipe"]) == 0
+    summary = json.loads((tmp_path / "recipe" / "summary.json").read_text())
+    assert set(summary["eval"]) == {"sft", "rl"} and summary["eval"]["rl"]["episodes"] == 8
+    assert (tmp_path / "recipe" / "eval" / "rl_samples.jsonl").exists()
+
+
+def test_bad_language_settings_fail_naming_what_is_valid(tmp_path, capsys):
+    assert main(["sft", "--preset", "lm_tiny", "lm.teacher_error=0.3", "--out", str(tmp_path / "x")]) == 2
+    assert "needs a text env" in capsys.readouterr().err
+    assert main(["train", *TEXT, f"run.dir={tmp_path}", "env.kwargs.domains=[sort,cont]"]) == 2
+    assert "valid domains: addition, reverse, sort, count" in capsys.readouterr().err

@@ -147,3 +147,41 @@ def test_async_answers_a_finished_rollout_before_training(tiny, tmp_path):
     assert [s for s, _ in sent] == [0] * workers + [1] * workers + [2] * workers
     assert all(opt == 0 for s, opt in sent if s == 1)  # step 0's batches were all still untrained
     assert learner.optimizer_steps > 0 and learner.version == 3
+
+
+@pytest.mark.parametrize("reference", ["proximal", "behaviour"])
+def test_ratio_reference_decides_whether_stale_logprobs_are_recomputed(tiny, reference):
+    learner, stream, segs, n = _stream(tiny, f"algo.ratio_reference={reference}")
+    learner.version = 1  # the segments come from version 0: stale
+    stream.add(segs)
+    stream.close()
+    stream.train_step()
+    batch = stream._trained[0]
+    same = bool((batch.proximal_logp == batch.behaviour_logp).all())
+    assert same == (reference == "behaviour")
+
+
+def test_a_trust_region_overshoot_warns_once_naming_the_fixes(tiny, capsys):
+    learner, stream, segs, n = _stream(tiny, "algo.loss=fiberpo", "algo.advantage=grpo", "algo.update_epochs=2")
+    stream.add(segs)  # behaviour log-probs far from the policy's own: every token outside the radius
+    stream.finish()
+    out = capsys.readouterr().out
+    assert out.count("warning:") == 1 and "algo.lr" in out and "train.rl_gaussian_tokens=dim" in out
+    stream = StepUpdate(learner, envs=range(8))
+    stream.add(segs)
+    stream.finish()
+    assert "warning:" not in capsys.readouterr().out  # once per learner
+
+
+def test_decoupled_ppo_rejects_the_behaviour_reference(tiny):
+    from tristream.config import ConfigError
+    with pytest.raises((ConfigError, ValueError), match="ratio_reference=behaviour"):
+        tiny("algo.loss=decoupled_ppo", "algo.ratio_reference=behaviour")
+
+
+def test_fiberpo_gives_a_gaussian_head_one_token_per_dimension(tiny, tmp_path):
+    cfg = tiny("runtime.backend=serial", "algo.loss=fiberpo", "train.steps=1")
+    policy = rl_train(cfg, tmp_path / "run", _spec(cfg), progress=False)
+    assert policy.config.gaussian_tokens == "dim" and policy.tokens_per_chunk == policy.chunk_len * _spec(cfg).action_dim
+    cfg = tiny("runtime.backend=serial", "algo.loss=fiberpo", "train.steps=1", "train.rl_gaussian_tokens=chunk")
+    assert rl_train(cfg, tmp_path / "run2", _spec(cfg), progress=False).tokens_per_chunk == 1

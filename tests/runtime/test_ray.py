@@ -227,3 +227,11 @@ def test_bench_throughput_compares_ray_and_local_interleaved(tmp_path, capsys):
     assert ray_run["median"] > 0 and result["ratio_ray_vs_local"]["sync"] > 0
     assert {"env_worker0", "env_worker1", "inference", "learner"} <= set(ray_run["busy_fraction"])  # roles' telemetry
     assert "sync: ray / local = " in capsys.readouterr().out
+
+
+def test_language_policy_trains_on_ray(text, tmp_path):
+    """The LM on the text env through Ray actors, async: the same roles as a robot policy."""
+    from tests.runtime.test_lm_rl import _rl
+    rows = _rl(text("runtime.backend=ray", "runtime.mode=async", "algo.loss=fiberpo"), tmp_path / "run")
+    assert len(rows) == 2 and all(r["samples"] == 8 and r["episodes"] == 8 for r in rows)
+    assert max(r["policy_lag_max"] for r in rows) <= 1

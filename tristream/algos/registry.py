@@ -37,9 +37,13 @@ class LossSpec:
         that acted; the importance weight of decoupled PPO), ``group_ids`` / ``domain_ids`` ``[R]``.
     proximal: ``"when_stale"``: the proximal (trust-region) log-probs are the behaviour ones unless the data
         come from an older policy version; ``"always"``: recomputed from the current policy every time.
-    precompute: ``(logp, old_logp, advantages, mask, **inputs, loss_reduction, **hparams) -> aggregate``, a
-        no-grad pass over the whole mini-batch whose result's ``select(rows)`` is passed to ``fn`` as
-        ``precomputed=`` (group / domain statistics that micro-batches alone cannot see).
+    precompute: ``(logp, old_logp, advantages, mask, **inputs, loss_reduction, num_global_tokens,
+        num_global_seqs, **hparams) -> aggregate``, a no-grad pass over the whole mini-batch whose result's
+        ``select(rows)`` is passed to ``fn`` as ``precomputed=`` (group / domain statistics that micro-batches
+        alone cannot see).
+    fine_tokens: the loss bounds each token's ratio (a per-token trust region), so a Gaussian action head
+        defaults to one token per action dimension under it (``train.rl_gaussian_tokens`` null): a whole
+        chunk's log-prob moves ~dims times as far as one dimension's, and would leave the token radius at once.
     """
 
     fn: LossFn
@@ -48,6 +52,7 @@ class LossSpec:
     inputs: tuple[str, ...] = ()
     proximal: Literal["when_stale", "always"] = "when_stale"
     precompute: Callable | None = None
+    fine_tokens: bool = False
 
     def __post_init__(self):
         unknown = set(self.inputs) - set(INPUTS)
@@ -62,7 +67,7 @@ class LossSpec:
 
 
 def _clip(algo) -> dict:
-    return {"clip_eps": algo.clip_eps, "dual_clip": algo.dual_clip}
+    return {"clip_eps": algo.clip_eps, "dual_clip": algo.dual_clip, "clip_eps_high": algo.clip_eps_high}
 
 
 def _fiberpo(algo) -> dict:
@@ -78,9 +83,10 @@ LOSSES: dict[str, LossSpec] = {
     "grpo": LossSpec(grpo_loss, "seq-mean-token-mean", _clip),
     "gspo": LossSpec(gspo_loss, "seq-mean-token-mean",
                      lambda a: {"clip_eps_low": a.gspo_clip_low, "clip_eps_high": a.gspo_clip_high}),
-    "fiberpo": LossSpec(fiberpo_loss, "seq-mean-token-mean", _fiberpo),
+    "fiberpo": LossSpec(fiberpo_loss, "seq-mean-token-mean", _fiberpo, fine_tokens=True),
     "fiberpo_domain": LossSpec(fiberpo_domain_loss, "seq-mean-token-mean", _fiberpo,
-                               inputs=("group_ids", "domain_ids"), precompute=fiberpo_domain_precompute),
+                               inputs=("group_ids", "domain_ids"), precompute=fiberpo_domain_precompute,
+                               fine_tokens=True),
 }
 
 

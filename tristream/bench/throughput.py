@@ -121,7 +121,11 @@ def measure(cfg, env_spec, init_state: dict, warmup: int, steps: int) -> dict[st
         raise RuntimeError(f"{cfg.runtime.mode}@{cfg.runtime.backend}: no env steps in the measured window: the "
                            f"roles kept failing (see the restart messages above)")
     cpu_util = (cpu1[0] - window["cpu0"][0]) / max(cpu1[1] - window["cpu0"][1], 1e-9)
+    text = {}
+    if env_spec.extra.get("text"):  # a language policy: its env steps are completions, also count the tokens
+        text["tokens_per_s"] = sum(m["samples"] * m["tokens_per_sample"] for m in measured) / seconds
     return {
+        **text,
         "env_steps_per_s": env_steps / seconds,
         "env_steps": env_steps,
         "seconds": seconds,
@@ -212,6 +216,10 @@ def bench_throughput(cfg, env_spec, out_dir: str | Path, *, modes=MODES, repeats
         result["modes"][mode] = {
             "env_steps_per_s": sps, "median": statistics.median(sps), "min": min(sps), "max": max(sps),
             "cpu_util_median": statistics.median(r["cpu_util"] for r in rs),
+            # training success of the measured steps: how well each mode's data train, beside how fast
+            "success_median": statistics.median(r["success"] for r in rs),
+            **({"tokens_per_s_median": statistics.median(r["tokens_per_s"] for r in rs)} if "tokens_per_s" in last
+               else {}),
             **{k: v for k, v in last.items() if k not in ("telemetry", "window", "env_steps_per_s")},
         }
         trace = chrome_trace(last["telemetry"], out / f"trace_{_file_label(mode)}.json", t_start=last["window"][0])
@@ -232,14 +240,16 @@ def bench_throughput(cfg, env_spec, out_dir: str | Path, *, modes=MODES, repeats
 
 def format_result(result: dict[str, Any]) -> str:
     w = max(14, *(len(m) + 2 for m in result["modes"]))
+    text = all("tokens_per_s" in r for r in result["modes"].values())
     lines = [f"{'mode':<{w}}{'median':>9}{'min':>8}{'max':>8}{'x sync':>8}{'cpu':>6}{'batch':>7}"
-             f"{'lag':>5}  busy fraction per role"]
+             f"{'lag':>5}{'success':>9}" + (f"{'tokens/s':>10}" if text else "") + "  busy fraction per role"]
     for mode, r in result["modes"].items():
         busy = " ".join(f"{k}={v:.2f}" for k, v in r["busy_fraction"].items())
         ratio = result["ratio_vs_sync"][mode]  # None without a sync mode in the run
         x_sync = f"{ratio:8.2f}" if ratio is not None else f"{'-':>8}"
         lines.append(f"{mode:<{w}}{r['median']:9.0f}{r['min']:8.0f}{r['max']:8.0f}{x_sync}"
-                     f"{r['cpu_util_median']:6.0%}{r['inference_batch_mean']:7.1f}{r['policy_lag_max']:5.0f}  {busy}")
+                     f"{r['cpu_util_median']:6.0%}{r['inference_batch_mean']:7.1f}{r['policy_lag_max']:5.0f}"
+                     f"{r['success_median']:9.2f}" + (f"{r['tokens_per_s_median']:10.0f}" if text else "") + f"  {busy}")
     for mode, r in result["modes"].items():
         lines.append(f"cpu cores {mode}: " + " ".join(f"{k}={v:.2f}" for k, v in r["cpu_cores"].items()))
     for mode, ratio in result.get("ratio_ray_vs_local", {}).items():

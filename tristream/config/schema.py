@@ -129,6 +129,8 @@ class AlgoConfig:
     gamma: float = f(0.99, "discount per decision step", min=0.0, max=1.0)
     gae_lambda: float = f(0.95, "GAE lambda", min=0.0, max=1.0)
     clip_eps: float = f(0.2, "PPO ratio clip", min=0.0)
+    clip_eps_high: Optional[float] = f(None, "upper ratio clip of ppo / decoupled_ppo / grpo, 1 + clip_eps_high "
+                                              "(null: clip_eps; larger: DAPO's clip-higher)", min=0.0)
     dual_clip: Optional[float] = f(None, "PPO dual clip constant (> 1) or null")
     vf_coef: float = f(0.5, "value loss weight", min=0.0)
     ent_coef: float = f(0.0, "entropy bonus weight", min=0.0)
@@ -153,6 +155,11 @@ class AlgoConfig:
     fiberpo_eps: float = f(0.03, "FiberPO token radius (tristream default; the paper gives none)", min=0.0)
     fiberpo_c_pos: float = f(0.15, "FiberPO positive-channel budget C+ (tristream default)", min=0.0)
     fiberpo_c_neg: float = f(0.08, "FiberPO negative-channel budget C- (tristream default)", min=0.0)
+    ratio_reference: Literal["proximal", "behaviour"] = f(
+        "proximal", "what the trust region's ratio of stale (async) data is measured against: proximal (the "
+                    "policy when the sample is first trained, recomputed; behaviour is only an importance weight) "
+                    "or behaviour (the policy that generated it, never recomputed: a FiberPO gate then sees and "
+                    "bounds the whole behaviour-to-current drift); docs/algorithms.md")
     gspo_clip_low: float = f(3e-4, "GSPO lower clip", min=0.0)
     gspo_clip_high: float = f(4e-4, "GSPO upper clip", min=0.0)
 
@@ -166,6 +173,9 @@ class AlgoConfig:
             raise ValueError(f"dual_clip must be > 1 or null, got {self.dual_clip}")
         if self.loss in ("fiberpo", "fiberpo_domain") and self.fiberpo_c_neg > self.fiberpo_c_pos:
             raise ValueError("fiberpo_c_neg should not exceed fiberpo_c_pos (the negative channel drifts faster)")
+        if self.ratio_reference == "behaviour" and loss_spec(self.loss).proximal == "always":
+            raise ValueError(f"algo.ratio_reference=behaviour: loss {self.loss!r} always measures its trust region "
+                             f"against recomputed proximal log-probs; use ratio_reference=proximal or another loss")
         if self.critic_warmup > 0 and self.advantage != "gae":
             raise ValueError(f"critic_warmup={self.critic_warmup} needs advantage=gae (advantage={self.advantage!r} "
                              f"uses no critic); set it to 0")
@@ -278,6 +288,9 @@ class LMTrainConfig:
                                     "probability (else uniform), which lets a tiny model past the plateau of "
                                     "uniform problems (docs/lm.md); held-out problems stay uniform",
                                min=0.0, max=0.9)
+    teacher_error: float = f(0.0, "SFT on a text env: probability that a training target is the domain's "
+                                  "typical mistake instead of the answer (an imperfect teacher, which RL against "
+                                  "the checker can correct; docs/language_rl.md)", min=0.0, max=1.0)
     steps: int = f(1000, "SFT optimizer steps", min=0)
     batch_size: int = f(64, "problems per step", min=1)
     lr: float = f(1e-3, "AdamW peak learning rate", min=0.0)

@@ -229,3 +229,60 @@ def _summarise(stats: dict) -> dict:
     stats["mean_accept_len"] = sum(stats["accept_lengths"]) / rounds
     stats["accept_rate"] = stats["accepted"] / stats["drafted"] if stats["drafted"] else 0.0
     return stats
+
+
+def sample_with_logp(model: LM, prompt: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+                     top_p: float = 1.0, greedy: bool = False, eos_id: int, pad_id: int,
+                     banned: tuple[int, ...] = (), generator: torch.Generator | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample continuations of ``prompt`` [B, T0] (long, one length) on the MLA cache, for RL rollouts.
+
+    Returns (tokens [B, max_new_tokens] long: the sampled ids, ``pad_id`` after each row's first
+    ``eos_id``; logp [B, max_new_tokens] float32: log softmax(logits / temperature) of each sampled token,
+    0 after the row's eos). That is the distribution a teacher-forced forward of the same weights gives,
+    so the learner recomputes these log-probs exactly. ``greedy``: the argmax token (log-probs still of
+    the tempered distribution). ``top_p`` < 1 samples from the nucleus, but the log-probs stay those of
+    the whole tempered distribution (what the learner can recompute; as vLLM reports them). ``banned``:
+    token ids never sampled (their logits are -inf in the distribution too, e.g. PAD and BOS).
+    """
+    if temperature <= 0:
+        raise ValueError(f"sample_with_logp: temperature must be > 0 (log-probs need a distribution), got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"sample_with_logp: top_p must be in (0, 1], got {top_p}")
+    B, T0 = prompt.shape
+    if T0 + max_new_tokens > model.cfg.max_position_embeddings:
+        raise ValueError(f"sample_with_logp: prompt length {T0} + max_new_tokens {max_new_tokens} exceeds "
+                         f"LMConfig.max_position_embeddings={model.cfg.max_position_embeddings}")
+    tokens = prompt.new_full((B, max_new_tokens), pad_id)
+    logp = torch.zeros(B, max_new_tokens)
+    ended = torch.zeros(B, dtype=torch.bool, device=prompt.device)
+    with torch.inference_mode():
+        cache = model.new_cache(B, capacity=T0 + max_new_tokens)
+        logits = model(prompt, cache, last_only=True).logits[:, -1]
+        for t in range(max_new_tokens):
+            logits = logits.float()
+            if banned:
+                logits[:, list(banned)] = float("-inf")
+            lp = torch.log_softmax(logits / temperature, dim=-1)
+            if greedy:
+                tok = lp.argmax(-1)
+            else:
+                probs = lp.exp()
+                if top_p < 1:
+                    probs = _nucleus(probs, top_p)
+                tok = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            tokens[:, t] = torch.where(ended, pad_id, tok)
+            logp[:, t] = torch.where(ended, 0.0, lp.gather(1, tok[:, None])[:, 0])
+            ended |= tok == eos_id
+            if t == max_new_tokens - 1 or bool(ended.all()):
+                break
+            logits = model(tok[:, None], cache).logits[:, -1]
+    return tokens.clone(), logp.clone()
+
+
+def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """probs [B, V] restricted to the smallest set of top tokens whose mass reaches ``top_p`` (unnormalised:
+    multinomial normalises)."""
+    sorted_p, order = probs.sort(-1, descending=True)
+    keep = sorted_p.cumsum(-1) - sorted_p < top_p  # the first token always stays
+    return torch.zeros_like(probs).scatter(-1, order, sorted_p * keep)

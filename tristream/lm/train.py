@@ -74,13 +74,18 @@ def exact_match(model: LM, task: ArithmeticTask, problems: list[Problem], *, bat
     from tristream.lm.generate import generate
     was_training = model.training
     model.eval()
-    completions: list[str] = []
-    for i in range(0, len(problems), batch_size):
-        chunk = problems[i:i + batch_size]
-        prompt = TOKENIZER.batch([TOKENIZER.encode(p.prompt, bos=True) for p in chunk])
-        out, _ = generate(model, prompt, task.answer_width + 1, temperature=0.0, draft_k=draft_k,
-                          eos_id=TOKENIZER.EOS)
-        completions += [TOKENIZER.decode(row[prompt.shape[1]:].tolist()) for row in out]
+    completions: list[str] = [""] * len(problems)
+    by_len: dict[int, list[int]] = {}
+    for i, p in enumerate(problems):  # one batch holds one prompt length (a text mix has several)
+        by_len.setdefault(len(p.prompt), []).append(i)
+    for rows in by_len.values():
+        for j in range(0, len(rows), batch_size):
+            chunk = rows[j:j + batch_size]
+            prompt = TOKENIZER.batch([TOKENIZER.encode(problems[i].prompt, bos=True) for i in chunk])
+            out, _ = generate(model, prompt, task.answer_width + 1, temperature=0.0, draft_k=draft_k,
+                              eos_id=TOKENIZER.EOS)
+            for i, row in zip(chunk, out):
+                completions[i] = TOKENIZER.decode(row[prompt.shape[1]:].tolist())
     model.train(was_training)
     rewards = [task.reward(p.prompt, c) for p, c in zip(problems, completions)]
     return {"exact_match": sum(rewards) / len(rewards), "n": len(rewards), "completions": completions}
@@ -110,11 +115,16 @@ def _qat_bits(lm) -> int | None:
     return {"none": None, "int8": 8, "int4": 4}[lm.qat]
 
 
-def sft_lm(cfg, out_dir: str | Path, *, tracker=None, progress: bool = True) -> LM:
-    """Train ``cfg.lm.steps`` SFT steps of a fresh LM on ``cfg.lm.task``; save it to ``out_dir``; return it."""
+def sft_lm(cfg, out_dir: str | Path, *, task=None, tracker=None, progress: bool = True) -> LM:
+    """Train ``cfg.lm.steps`` SFT steps of a fresh LM on ``task`` (default: the arithmetic ``cfg.lm.task``;
+    anything with its ``problems`` / ``reward`` / ``answer_width``, e.g. a text env's domain mix); save it to
+    ``out_dir``; return it."""
     lm, out = cfg.lm, Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    task, mcfg = task_from(lm), model_config(lm)
+    if lm.teacher_error and task is None:
+        raise ValueError(f"lm.teacher_error={lm.teacher_error} needs a text env (env.name=text...): the arithmetic "
+                         f"lm.task has no mistake model")
+    task, mcfg = task if task is not None else task_from(lm), model_config(lm)
     torch.manual_seed(cfg.run.seed)
     if lm.init:  # continue from a saved LM (e.g. a QAT stage after SFT): its architecture, this run's bias update
         model = load_lm(lm.init)[0]
@@ -127,7 +137,8 @@ def sft_lm(cfg, out_dir: str | Path, *, tracker=None, progress: bool = True) -> 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: _lr_factor(i, lm))
     bits = _qat_bits(lm)
     eval_set = heldout(task, lm.eval_problems)
-    print(f"[tristream] LM SFT: task {task.describe()}, training operand digits 0 with p={lm.zero_digit_prob}; "
+    print(f"[tristream] LM SFT: task {task.describe()}, training operand digits 0 with p={lm.zero_digit_prob}, "
+          f"teacher error {lm.teacher_error}; "
           f"model {lm.config} "
           f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params{', from ' + lm.init if lm.init else ''}), "
           f"{lm.steps} steps x {lm.batch_size}, "
@@ -138,8 +149,9 @@ def sft_lm(cfg, out_dir: str | Path, *, tracker=None, progress: bool = True) -> 
     for step in bar:
         if bits and step == lm.qat_start:
             apply_qat(model, bits, lm.qat_group_size)  # same Parameters: the optimizer state carries over
+        noisy = {"teacher_error": lm.teacher_error} if lm.teacher_error else {}
         tokens, mask = encode(task.problems("train", lm.batch_size, seed=cfg.run.seed * 10_000_019 + step,
-                                            zero_digit_prob=lm.zero_digit_prob))
+                                            zero_digit_prob=lm.zero_digit_prob, **noisy))
         loss, stats = model.loss(tokens, mask, mtp_weight=lm.mtp_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()

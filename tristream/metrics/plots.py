@@ -27,7 +27,7 @@ def learning_curve(run_dir: str | Path, out: str | Path | None = None) -> Path:
         ax.set_xlabel("env steps")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    evals = read_metrics(run_dir, "eval")
+    evals = [r for r in read_metrics(run_dir, "eval") if "success" in r]  # (a language SFT logs exact_match)
     for r in evals:
         axes[0].axhline(r["success"], ls="--", alpha=0.5, color="C1" if r.get("label") == "rl" else "C2",
                         label=f"eval {r.get('label', '')}: {r['success']:.2f}")

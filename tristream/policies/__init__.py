@@ -1,4 +1,5 @@
-"""Policies: the Policy interface (base.py), the built-in small VLA (vla/), save/load (io.py).
+"""Policies: the Policy interface (base.py), the built-in small VLA (vla/), the language model (lm.py, for
+text envs), save/load (io.py).
 
 Add a policy by registering a factory ``factory(env_spec, **kwargs) -> Policy``:
     from tristream.registry import register_policy
@@ -14,6 +15,14 @@ from .base import ActOutput, EvalOutput, Policy
 from .vla import VLAConfig, VLAPolicy, make_vla_policy
 
 register_policy("vla", make_vla_policy, overwrite=True)  # overwrite: harmless on module reload
+
+
+def _make_lm_policy(env_spec, **kwargs: Any) -> Policy:
+    from .lm import make_lm_policy  # lazy: the language model's modules load only when asked for
+    return make_lm_policy(env_spec, **kwargs)
+
+
+register_policy("lm", _make_lm_policy, overwrite=True)
 
 
 def make_policy(name: str, env_spec, **kwargs: Any) -> Policy:

@@ -45,6 +45,11 @@ class Policy(nn.Module):
     def evaluate(self, obs: dict[str, Any], actions: torch.Tensor) -> EvalOutput:
         raise NotImplementedError
 
+    def token_mask(self, actions: torch.Tensor) -> torch.Tensor | None:
+        """[B, L] float mask of the log-prob units that count in the losses (a language policy's generated
+        tokens, not its padding); None: all of them."""
+        return None
+
     def value(self, obs: dict[str, Any]) -> torch.Tensor:
         """State value [B] (used for bootstrapping)."""
         raise NotImplementedError

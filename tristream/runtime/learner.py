@@ -75,6 +75,7 @@ class Learner:
         self.version = 0
         self.optimizer_steps = 0
         self._ids: dict[tuple, int] = {}  # stable small ints for GRPO groups and task domains
+        self._warned_trust_region = False
 
     @staticmethod
     def _param_groups(policy, algo) -> list[dict]:
@@ -190,6 +191,21 @@ class Learner:
         return torch.cat(parts)
 
     # --- optimisation ---------------------------------------------------------------------------
+    def check_trust_region(self, stats: dict[str, float]) -> None:
+        """Warn (once per learner) when the first optimizer step measured against a moved policy finds most
+        tokens outside the loss's token radius or most trajectories zeroed: the step size overshoots the
+        trust region, so the loss mostly discards its data instead of bounding its drift."""
+        outside, zeroed = stats.get("token_clip_frac", 0.0), stats.get("traj_zeroed_frac", 0.0)
+        if self._warned_trust_region or max(outside, zeroed) <= 0.5:
+            return
+        self._warned_trust_region = True
+        print(f"[tristream] warning: at policy version {self.version}, one optimizer step already moved "
+              f"{outside:.0%} of the tokens outside the trust region's radius and zeroed {zeroed:.0%} of the "
+              f"trajectories (raw ratio mean {stats.get('raw_ratio_mean', float('nan')):.3g}, max "
+              f"{stats.get('raw_ratio_max', float('nan')):.3g}). Lower algo.lr, use finer tokens "
+              f"(train.rl_gaussian_tokens=dim for a Gaussian head), or widen the budgets (algo.fiberpo_eps, "
+              f"algo.fiberpo_c_pos, algo.fiberpo_c_neg)", flush=True)
+
     def kl_exceeded(self, approx_kl: float) -> bool:
         """Whether a pass's mean approx KL ends the global step's passes (``algo.target_kl``)."""
         return self.algo.target_kl is not None and approx_kl > self.algo.target_kl
@@ -222,16 +238,20 @@ class Learner:
         # Sub-rows: a segment's samples inside this mini-batch (the loss's "sequences").
         subrows = np.split(np.arange(len(idx)), np.flatnonzero(np.diff(samples.row[idx])) + 1)
         share = len(idx) / max(batch or len(idx), len(idx))  # this mini-batch's weight: 1 unless short
-        norm = {"tokens": len(idx) * L / share, "seqs": len(subrows) / share, "samples": len(idx) / share}
-        pre = self._precompute(samples, idx, subrows) if self.loss.precompute else None
+        tokens = self.policy.token_mask(samples.actions[idx])  # a language policy's generated tokens
+        tokens = len(idx) * L if tokens is None else max(float(tokens.sum()), 1.0)
+        norm = {"tokens": tokens / share, "seqs": len(subrows) / share, "samples": len(idx) / share}
+        pre = self._precompute(samples, idx, subrows, norm) if self.loss.precompute else None
         self.optimizer.zero_grad(set_to_none=True)
         stats: dict[str, float] = defaultdict(float)
-        first = 0
+        ratio_max, first = 0.0, 0
         for last in range(len(subrows)):  # micro-batches cut only between sub-rows
             n = sum(len(sr) for sr in subrows[first:last + 1])
             if n >= a.micro_batch or last == len(subrows) - 1:
                 part = None if pre is None else pre.select(torch.arange(first, last + 1))
-                for key, v in self._micro(samples, idx, subrows[first:last + 1], norm, part).items():
+                micro = self._micro(samples, idx, subrows[first:last + 1], norm, part)
+                ratio_max = max(ratio_max, micro.pop("raw_ratio_max"))
+                for key, v in micro.items():
                     stats[key] += v
                 first = last + 1
         if self.warming_up:  # only the value function learns: the policy's own weights keep no gradient
@@ -239,6 +259,8 @@ class Learner:
                 if not _is_value(name):
                     p.grad = None
         stats = {k: v / share for k, v in stats.items()}  # report the mini-batch's means, not its weight
+        stats["raw_ratio_max"] = ratio_max
+        stats["tokens_per_sample"] = tokens / len(idx)  # a language policy's mean response length
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), a.max_grad_norm or float("inf"))
         self.optimizer.step()
         self.optimizer_steps += 1
@@ -258,7 +280,8 @@ class Learner:
             return x.new_zeros(R, T, L).index_put((r_idx, t_idx), x).reshape(R, T * L)
 
         first = idx[np.array([sr[0] for sr in subrows])]
-        return {"rows": rows, "sel": sel, "mask": rows(torch.ones(n, L)),
+        mask = self.policy.token_mask(samples.actions[sel])
+        return {"rows": rows, "sel": sel, "mask": rows(torch.ones(n, L) if mask is None else mask),
                 "adv": rows(samples.advantages[sel][:, None].expand(n, L).contiguous()),
                 "old": rows(samples.proximal_logp[sel]), "behaviour_logp": rows(samples.behaviour_logp[sel]),
                 "group_ids": torch.from_numpy(samples.group_id[first]),
@@ -269,14 +292,15 @@ class Learner:
                 "instruction": [samples.obs.instruction[i] for i in sel]}
 
     @torch.no_grad()
-    def _precompute(self, samples: Samples, idx, subrows):
+    def _precompute(self, samples: Samples, idx, subrows, norm: dict[str, float]):
         """A loss's whole-mini-batch aggregate (e.g. FiberPO-Domain's group and domain means): one no-grad
-        forward over the mini-batch, before micro-batching."""
+        forward over the mini-batch, before micro-batching, with the micro-batches' normalisers."""
         sel = idx[np.concatenate(subrows)]
         logp = self.policy.evaluate(self._obs(samples, sel), samples.actions[sel]).logp
         lay = self._rows(samples, idx, subrows, logp)
         return self.loss.precompute(lay["rows"](logp), lay["old"], lay["adv"], lay["mask"],
                                     **{k: lay[k] for k in self.loss.inputs}, loss_reduction=self.loss_reduction,
+                                    num_global_tokens=norm["tokens"], num_global_seqs=norm["seqs"],
                                     **self.loss.hparams(self.algo))
 
     def _micro(self, samples: Samples, idx: np.ndarray, subrows: list[np.ndarray], norm: dict[str, float],
@@ -289,7 +313,8 @@ class Learner:
         loss, diag = self.loss(lay["rows"](out.logp), lay["old"], lay["adv"], lay["mask"], lay,
                                loss_reduction=self.loss_reduction, num_global_tokens=norm["tokens"],
                                num_global_seqs=norm["seqs"], **self.loss.hparams(a), **extra)
-        entropy = out.entropy.sum() / norm["tokens"]
+        mask = lay["mask"]
+        entropy = (lay["rows"](out.entropy) * mask).sum() / norm["tokens"]
         total = loss - a.ent_coef * entropy if not self.warming_up else torch.zeros(())
         v_loss = torch.zeros(())
         if a.advantage == "gae" and a.vf_coef > 0:
@@ -300,7 +325,12 @@ class Learner:
         # loss, value loss and entropy are normalised by the whole mini-batch, so they add up over
         # micro-batches; the loss's diagnostics are micro-batch means, weighted here to add up too.
         weight = len(sel) / norm["samples"]
-        stats = {"policy_loss": loss.item(), "value_loss": v_loss.item(), "entropy": entropy.item()}
+        # The raw importance ratio current / behaviour, whatever the loss does with it (a gated or clipped
+        # ratio is bounded by construction and says nothing about how far the policy drifted).
+        with torch.no_grad():
+            raw = (lay["rows"](out.logp) - lay["behaviour_logp"]).exp() * mask
+        stats = {"policy_loss": loss.item(), "value_loss": v_loss.item(), "entropy": entropy.item(),
+                 "raw_ratio_mean": float(raw.sum()) / norm["tokens"], "raw_ratio_max": float(raw.max())}
         for k, v in diag.items():
             stats[k] = float(v.detach()) * weight
         return stats

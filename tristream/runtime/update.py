@@ -15,7 +15,7 @@ canonical sample order (:mod:`tristream.runtime.stream_order`), not on arrival:
    the whole step before training starts.
 4. Proximal log-probs: the behaviour ones for fresh data; for data of an older version (or a loss whose
    spec says ``proximal="always"``) those of the policy when the sample is first trained, kept for the
-   later passes.
+   later passes (``algo.ratio_reference=behaviour``: never recomputed).
 5. ``algo.target_kl`` ends the step's passes after a pass whose mean approx KL exceeds it.
 6. Then the learner's version goes up by one: weights are published once per global step.
 
@@ -44,6 +44,7 @@ class StepUpdate:
         self.order = StreamOrder(envs, episodes_per_env=episodes_per_env, group_size=group_size,
                                  by_group=algo.advantage == "grpo")
         self._always_proximal = loss_spec(algo.loss).proximal == "always"
+        self._recompute_stale = algo.ratio_reference == "proximal"
         self._ready: list[Samples] = []  # prepared, not yet cut into a pass-1 mini-batch
         self._trained: list[Samples] = []  # pass-1 mini-batches, with their proximal log-probs
         self._queue: deque[tuple[Samples, np.ndarray]] = deque()  # (samples, mini-batch indices) to train
@@ -56,6 +57,7 @@ class StepUpdate:
         self.dropped_groups = 0
         self._sums: dict[str, float] = defaultdict(float)
         self._steps = 0
+        self._checked_budget = False
 
     @property
     def started(self) -> bool:
@@ -137,7 +139,7 @@ class StepUpdate:
             self._start_next_pass()
         batch, idx = self._queue.popleft()
         if self._pass == 1:  # a mini-batch of its own (idx: all of it)
-            if self._always_proximal or (batch.version != learner.version).any():
+            if self._always_proximal or (self._recompute_stale and (batch.version != learner.version).any()):
                 batch.proximal_logp = learner.proximal_logp(batch)  # the policy about to be updated
             self._trained.append(batch)
         # Only the last mini-batch of a pass can be short, and it is cut when the rollout is over: its samples
@@ -146,8 +148,11 @@ class StepUpdate:
         advantages = batch.advantages.clone()
         advantages[torch.from_numpy(idx)] = learner.normalize(batch.advantages[torch.from_numpy(idx)])
         stats = learner.optimizer_step(dataclasses.replace(batch, advantages=advantages), idx, full)
-        for k, v in stats.items():
-            self._sums[k] += v
+        if not self._checked_budget and stats.get("raw_ratio_max", 1.0) != 1.0:
+            self._checked_budget = True  # the step's first optimizer step whose policy has moved from the data's
+            learner.check_trust_region(stats)
+        for k, v in stats.items():  # "_max" statistics: the step's largest; the rest: means over its optimizer steps
+            self._sums[k] = max(self._sums.get(k, v), v) if k.endswith("_max") else self._sums[k] + v
         self._steps += 1
         self._pass_kl.append(stats.get("approx_kl", 0.0))
 
@@ -157,7 +162,7 @@ class StepUpdate:
         while self.pending:
             self.train_step()
         self.learner.version += 1
-        out = {k: v / max(self._steps, 1) for k, v in self._sums.items()}
+        out = {k: v if k.endswith("_max") else v / max(self._steps, 1) for k, v in self._sums.items()}
         return out | {"optimizer_steps": float(self._steps), "samples": float(self._cut),
                       "update_epochs_run": float(self._pass if self._steps else 0),
                       "dropped_groups": float(self.dropped_groups)}

@@ -1,10 +1,12 @@
-"""``tristream eval``: success per task family on held-out seeds, with 95% confidence intervals and GIFs.
+"""``tristream eval``: success per task family on held-out seeds, with 95% confidence intervals and GIFs
+(text envs: every prompt, completion and answer in ``<label>_samples.jsonl``).
 
 Held-out seeds start at ``eval.seed_offset`` (10**7 by default); training and demonstrations use seeds
 below it. Envs run in this process, batched through one policy forward per decision step.
 """
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -16,6 +18,8 @@ import torch
 
 from tristream.runtime.roles import make_env
 from tristream.types import ObsBatch
+
+TEXT_KEYS = ("prompt", "completion", "answer")  # what a text env's info adds, kept per episode
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -69,7 +73,8 @@ def evaluate(policy, cfg, *, episodes: int | None = None, out_dir: str | Path | 
                 if terminated or truncated:
                     results.append({"episode": s["episode"], "seed": seeds[s["episode"]], "task": envs[i].task,
                                     "success": bool(info.get("success", False)), "return": s["return"],
-                                    "length": s["steps"]})
+                                    "length": s["steps"],
+                                    **{k: info[k] for k in TEXT_KEYS if k in info}})
                     start(i)
                     break
             else:
@@ -77,6 +82,13 @@ def evaluate(policy, cfg, *, episodes: int | None = None, out_dir: str | Path | 
     for env in envs:
         env.close()
     summary = summarize(results)
+    if out_dir is not None and results and "completion" in results[0]:  # a text env: what the model wrote
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / f"{label}_samples.jsonl", "w") as fh:
+            for r in sorted(results, key=lambda r: r["episode"]):
+                fh.write(json.dumps({k: r[k] for k in ("task", "seed", "success", *TEXT_KEYS)}) + "\n")
+        summary["samples"] = str(out / f"{label}_samples.jsonl")
     frames = {ep: fr for ep, fr in frames.items() if fr}
     if out_dir is not None and frames:
         out = Path(out_dir)

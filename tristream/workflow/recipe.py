@@ -1,5 +1,7 @@
 """The default recipe (the main job): collect demos -> SFT -> RL -> evaluate SFT and RL -> summary.
-Envs without a scripted expert skip demos and SFT: RL starts from a fresh policy, evaluated as "init"."""
+Envs without a scripted expert skip demos and SFT: RL starts from a fresh policy, evaluated as "init".
+A language policy (policy.name=lm) on a text env replaces demos and behaviour cloning by SFT on the
+env's training problems (``--preset lm_text``)."""
 from __future__ import annotations
 
 import json
@@ -38,6 +40,21 @@ def _demos_and_sft(cfg, run_dir: Path, demos: Path, sft_dir: Path, env_spec, tim
         timings["sft_s"] = time.perf_counter() - t
 
 
+def _language_sft(cfg, run_dir: Path, sft_dir: Path, timings: dict, progress: bool) -> None:
+    from tristream.workflow.language import is_text_env, language_sft
+    if not is_text_env(cfg.env):
+        raise ValueError(f"the recipe of a language policy (policy.name=lm) needs a text env (env.name=text or "
+                         f"text/<domain>), got env.name={cfg.env.name!r}")
+    if not (sft_dir / "policy.safetensors").exists():
+        t = time.perf_counter()
+        print(f"[tristream] 1-2/4 SFT of the language policy: {cfg.lm.steps} steps on the text env's training "
+              f"problems -> {sft_dir}")
+        tracker = Tracker(run_dir)
+        language_sft(cfg, sft_dir, tracker=tracker, progress=progress)
+        tracker.close()
+        timings["sft_s"] = time.perf_counter() - t
+
+
 def run_recipe(cfg, run_dir: Path, env_spec, *, resume: bool = False, progress: bool = True) -> dict:
     """Every stage writes into ``run_dir``; a stage whose output already exists is skipped, so
     ``--resume`` continues an interrupted recipe where it stopped."""
@@ -47,7 +64,10 @@ def run_recipe(cfg, run_dir: Path, env_spec, *, resume: bool = False, progress: 
     sft_dir = run_dir / "sft"
     timings: dict[str, float] = {}
     with StopFlag() as stop:
-        if env_spec.has_expert:
+        if cfg.policy.name == "lm":  # a language policy: SFT on the text env's own problems, no demos
+            start, start_label = sft_dir, "sft"
+            _language_sft(cfg, run_dir, sft_dir, timings, progress)
+        elif env_spec.has_expert:
             start, start_label = sft_dir, "sft"
             _demos_and_sft(cfg, run_dir, demos, sft_dir, env_spec, timings, progress, stop)
         else:  # nothing to imitate: RL starts from a fresh policy, kept in init/ as the baseline to beat

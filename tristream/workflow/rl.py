@@ -10,6 +10,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from tristream.algos.registry import loss_spec
 from tristream.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from tristream.metrics.plots import learning_curve
 from tristream.metrics.tracker import Tracker, console_line
@@ -60,6 +61,10 @@ def set_exploration(policy, log_std: float) -> None:
         head.set_log_std(log_std)
 
 
+def _has_gaussian_head(policy) -> bool:
+    return hasattr(policy, "set_gaussian_tokens") and getattr(getattr(policy, "config", None), "head", None) == "gaussian"
+
+
 def rl_train(cfg, run_dir: str | Path, env_spec, *, init: str | Path | None = None, resume: bool = False,
              progress: bool = True, stop: StopFlag | None = None):
     """RL from ``init`` (a policy folder; None: a fresh policy) or, with ``resume``, from the run's last
@@ -93,6 +98,10 @@ def rl_train(cfg, run_dir: str | Path, env_spec, *, init: str | Path | None = No
             if not hasattr(policy, "set_gaussian_tokens"):
                 raise ValueError(f"train.rl_gaussian_tokens: {type(policy).__name__} has no Gaussian head to split")
             policy.set_gaussian_tokens(cfg.train.rl_gaussian_tokens)
+        elif loss_spec(cfg.algo.loss).fine_tokens and _has_gaussian_head(policy):
+            print(f"[tristream] loss {cfg.algo.loss} bounds every token's ratio: the Gaussian head uses one token "
+                  f"per action dimension (train.rl_gaussian_tokens=chunk to keep one per chunk)")
+            policy.set_gaussian_tokens("dim")
         learner = Learner(policy, cfg.algo, seed=cfg.run.seed + 2, total_steps=cfg.train.steps)
         start = 0
     print(shard_plan(cfg).describe())

@@ -1,0 +1,103 @@
+"""The language model as a Policy: behaviour log-probs are the learner's teacher-forced ones, the token mask,
+and what happens to a generation when new weights arrive."""
+import numpy as np
+import pytest
+import torch
+
+from tristream.envs import make_env
+from tristream.policies import make_policy
+from tristream.policies.lm import TOKENIZER
+from tristream.runtime.channels import SerialChannel
+from tristream.runtime.inference import InferenceWorker
+from tristream.runtime.messages import ObsRequest, Weights
+from tristream.types import ObsBatch
+
+pytestmark = pytest.mark.kernels
+
+
+def _batch(env, n, seed0=0):
+    return ObsBatch.stack([env.reset(seed=seed0 + i) for i in range(n)])
+
+
+@pytest.fixture(scope="module")
+def env():
+    return make_env("text")
+
+
+def test_behaviour_logp_equals_the_teacher_forced_forward(env):
+    """fp32, 1e-5: what inference samples with is what the learner recomputes (prompts of four lengths)."""
+    torch.manual_seed(0)
+    policy = make_policy("lm", env.spec)
+    obs = _batch(env, 32).as_dict()
+    assert len({len(p) for p in obs["instruction"]}) > 1
+    out = policy.act(obs)
+    policy.train()  # the learner's mode
+    ev = policy.evaluate(obs, out.actions)
+    assert torch.allclose(ev.logp, out.logp, atol=1e-5, rtol=0)
+    assert torch.isfinite(ev.entropy).all() and (ev.entropy[policy.token_mask(out.actions) == 0] == 0).all()
+
+
+def test_completions_end_in_padding_and_never_sample_specials(env):
+    torch.manual_seed(1)
+    policy = make_policy("lm", env.spec)
+    with torch.no_grad():
+        policy.model.lm_head.weight.zero_()  # uniform over every token: EOS, PAD and BOS come up if allowed
+    out = policy.act(_batch(env, 256).as_dict())
+    tok = out.actions[:, 0].long()
+    assert out.actions.shape == (256, 1, env.spec.action_dim)
+    assert not ((tok == TOKENIZER.BOS).any())
+    mask = policy.token_mask(out.actions)
+    for row, m, lp in zip(tok, mask, out.logp):
+        n = int(m.sum())
+        assert (m[:n] == 1).all() and (row[n:] == TOKENIZER.PAD).all() and (lp[n:] == 0).all()
+        assert n == len(row) or row[n - 1] == TOKENIZER.EOS  # ends at EOS or at max_new_tokens
+    assert (mask.sum(1) < env.spec.action_dim).any()  # some rows stopped early
+
+
+def test_greedy_is_deterministic_and_temperature_is_in_the_logprobs(env):
+    torch.manual_seed(2)
+    policy = make_policy("lm", env.spec)
+    obs = _batch(env, 8).as_dict()
+    a, b = policy.act(obs, deterministic=True), policy.act(obs, deterministic=True)
+    assert torch.equal(a.actions, b.actions)
+    policy.temperature = 2.0
+    hot = policy.evaluate(obs, a.actions).logp
+    policy.temperature = 1.0
+    assert not torch.allclose(hot, policy.evaluate(obs, a.actions).logp)
+
+
+def test_bad_settings_fail_clearly(env):
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        make_policy("lm", env.spec, temperature=0.0)
+    with pytest.raises(ValueError, match="needs a text env"):
+        make_policy("lm", make_env("toy").spec)
+
+
+def _worker(policy):
+    env_inbox, inbox = SerialChannel(), SerialChannel()
+    return InferenceWorker(policy, inbox, {0: env_inbox}, num_groups=1, batch_max=1, seed=5), inbox, env_inbox
+
+
+def test_a_generation_finishes_with_the_weights_it_started_with(env):
+    """The documented rule: a completion is generated in one forward call; weights that arrive meanwhile
+    wait in the inbox and apply from the next batch. Each reply carries the version that generated all
+    of its tokens, and its log-probs are that version's."""
+    torch.manual_seed(3)
+    policy = make_policy("lm", env.spec)
+    w0 = {k: v.clone() for k, v in policy.state_dict().items()}
+    w1 = {k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v for k, v in w0.items()}
+    worker, inbox, env_inbox = _worker(policy)
+    obs = _batch(env, 4)
+    inbox.put(Weights(0, w0))
+    inbox.put(ObsRequest(0, 0, 0, [0, 1, 2, 3], obs, 0, 0.0, 1))
+    worker.poll(timeout=0)
+    inbox.put(Weights(1, w1))  # arrives after the first generation started: it does not touch it
+    inbox.put(ObsRequest(0, 0, 0, [0, 1, 2, 3], obs, 0, 0.0, 2))
+    worker.poll(timeout=0)
+    first, second = env_inbox.get(), env_inbox.get()
+    assert (first.version, second.version) == (0, 1)
+    check = make_policy("lm", env.spec)
+    for reply, weights in ((first, w0), (second, w1)):
+        check.load_state_dict(weights)
+        logp = check.evaluate(obs.as_dict(), torch.from_numpy(reply.actions)).logp
+        assert np.allclose(logp.detach().numpy(), reply.logp, atol=1e-5)
