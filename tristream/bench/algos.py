@@ -147,11 +147,12 @@ def _plot(table: dict, path: Path) -> Path:
     for col, (regime, by_loss) in enumerate(table.items()):
         for row, key in enumerate(keys):
             ax = axes[row][col]
-            for loss, r in by_loss.items():
+            for j, (loss, r) in enumerate(by_loss.items()):  # one colour per loss in every panel
                 curves = [c[key] for c in r["curves"] if key in c]
                 if curves:
                     n = min(len(c) for c in curves)
-                    ax.plot(range(1, n + 1), [statistics.mean(c[i] for c in curves) for i in range(n)], label=loss)
+                    ax.plot(range(1, n + 1), [statistics.mean(c[i] for c in curves) for i in range(n)], label=loss,
+                            color=f"C{j}")
             if key in ("raw_ratio_max", "grad_norm"):
                 ax.set_yscale("log")
             ax.set_ylabel(key, fontsize=7)
@@ -161,6 +162,6 @@ def _plot(table: dict, path: Path) -> Path:
                 ax.legend(fontsize=6)
         axes[-1][col].set_xlabel("global step")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=60)
     plt.close(fig)
     return path
