@@ -260,10 +260,7 @@ def sample_with_logp(model: LM, prompt: torch.Tensor, max_new_tokens: int, *, te
         cache = model.new_cache(B, capacity=T0 + max_new_tokens)
         logits = model(prompt, cache, last_only=True).logits[:, -1]
         for t in range(max_new_tokens):
-            logits = logits.float()
-            if banned:
-                logits[:, list(banned)] = float("-inf")
-            lp = torch.log_softmax(logits / temperature, dim=-1)
+            lp = tempered_logp(logits, temperature, banned)
             if greedy:
                 tok = lp.argmax(-1)
             else:
@@ -278,6 +275,15 @@ def sample_with_logp(model: LM, prompt: torch.Tensor, max_new_tokens: int, *, te
                 break
             logits = model(tok[:, None], cache).logits[:, -1]
     return tokens.clone(), logp.clone()
+
+
+def tempered_logp(logits: torch.Tensor, temperature: float, banned: tuple[int, ...] = ()) -> torch.Tensor:
+    """log softmax(logits / temperature) in fp32 over [..., V], ``banned`` ids at -inf: the distribution RL
+    rollouts sample from and the learner's teacher-forced forward scores (one definition for both)."""
+    logits = logits.float()
+    if banned:
+        logits = logits.index_fill(-1, torch.tensor(banned, device=logits.device), float("-inf"))
+    return torch.log_softmax(logits / temperature, dim=-1)
 
 
 def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:

@@ -144,12 +144,12 @@ def sft_lm(cfg, out_dir: str | Path, *, task=None, tracker=None, progress: bool 
           f"{lm.steps} steps x {lm.batch_size}, "
           f"mtp_weight {lm.mtp_weight}, qat {lm.qat}, router bias {mcfg.router_bias_update} rate "
           f"{mcfg.router_bias_update_rate} ({lm.router_bias_schedule})")
+    noisy = {"teacher_error": lm.teacher_error} if lm.teacher_error else {}  # (ArithmeticTask has no mistakes)
     bar = tqdm(range(lm.steps), desc="sft-lm", unit="step", disable=not progress)
     t0, window, loads, last_eval = time.perf_counter(), [], [], None
     for step in bar:
         if bits and step == lm.qat_start:
             apply_qat(model, bits, lm.qat_group_size)  # same Parameters: the optimizer state carries over
-        noisy = {"teacher_error": lm.teacher_error} if lm.teacher_error else {}
         tokens, mask = encode(task.problems("train", lm.batch_size, seed=cfg.run.seed * 10_000_019 + step,
                                             zero_digit_prob=lm.zero_digit_prob, **noisy))
         loss, stats = model.loss(tokens, mask, mtp_weight=lm.mtp_weight)

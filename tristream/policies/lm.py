@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from tristream.lm.config import LMConfig
-from tristream.lm.generate import sample_with_logp
+from tristream.lm.generate import sample_with_logp, tempered_logp
 from tristream.lm.model import LM
 from tristream.lm.tokenizer import ByteTokenizer
 from tristream.policies.base import ActOutput, EvalOutput, Policy
@@ -90,9 +90,7 @@ class LMPolicy(Policy):
         # the logits that predict completion token j sit at position len(prompt) - 1 + j
         pos = (lengths[:, None] - 1 + torch.arange(L)[None, :]).clamp(max=tokens.shape[1] - 1)
         logits = logits.gather(1, pos[..., None].expand(B, L, logits.shape[-1]))
-        logits = logits.float()
-        logits[..., list(NEVER_SAMPLED)] = float("-inf")
-        logp_all = torch.log_softmax(logits / self.temperature, dim=-1)
+        logp_all = tempered_logp(logits, self.temperature, NEVER_SAMPLED)
         mask = self.token_mask(actions)
         # where(), not a product: PAD's log-prob is -inf (never sampled), and -inf * 0 is nan
         logp = torch.where(mask > 0, logp_all.gather(-1, comp[..., None])[..., 0], 0.0)
