@@ -1,4 +1,4 @@
-"""tristream command line: collect | sft | train | eval | bench | env | config.
+"""tristream command line: collect | sft | dpo | train | eval | bench | env | config.
 
 Every command takes config overrides as ``key.sub=value`` words (``tristream config keys`` lists them
 all, with types, defaults and help) and ``--preset NAME`` (a YAML file in tristream/config/presets/ or a
@@ -140,6 +140,23 @@ def cmd_sft(args) -> int:
     return 0
 
 
+def cmd_dpo(args) -> int:
+    from tristream.config import save_config
+    from tristream.metrics.tracker import Tracker
+    from tristream.workflow.language import language_dpo
+    cfg = _load(args)
+    if cfg.dpo.steps < 1:
+        raise ValueError(f"dpo.steps is {cfg.dpo.steps} in this config: set it, e.g. dpo.steps=100")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    tracker = Tracker(out)
+    language_dpo(cfg, args.init, out, pairs=args.data, tracker=tracker, progress=not args.no_progress)
+    tracker.close()
+    print(f"[tristream] DPO language policy saved to {out}")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from tristream.policies.io import load_policy
     from tristream.workflow.evaluate import evaluate, format_table
@@ -188,10 +205,10 @@ def cmd_bench(args) -> int:
                       f"p99 {t['p99']:.2f}, max {t['max']:.2f}; log-sigma {t['log_sigma']:.2f}")
         return 0
     if args.what == "algos":
-        from tristream.bench.algos import bench_algos
+        from tristream.bench.algos import bench_algos, parse_regimes
         losses = tuple(x.strip() for x in args.losses.split(",")) if args.losses else None
         done = bench_algos(cfg, _env_spec(cfg), args.out, losses=losses, seeds=tuple(range(args.seeds)),
-                           eval_episodes=args.eval_episodes)
+                           regimes=parse_regimes(args.regimes) or None, eval_episodes=args.eval_episodes)
         return 0 if done else 130  # stopped by SIGINT/SIGTERM
     if args.what == "decode":
         if not args.checkpoint:
@@ -274,6 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "language policies (policy.name=lm, e.g. --preset lm_tiny: SFT on the lm.task arithmetic task)")
     s.add_argument("--out", required=True, help="output folder for the policy")
     s.set_defaults(func=cmd_sft)
+    dp = common(sub.add_parser("dpo", epilog=epilog, help="DPO of a language policy after SFT, on preference pairs "
+                               "(a JSONL file, or rejection-sampled from the model and ranked by the checker)"),
+                preset="lm_text", preset_help="default: lm_text")
+    dp.add_argument("--init", required=True, help="the SFT folder to start from (tristream sft --preset lm_text --out DIR)")
+    dp.add_argument("--data", default=None, help="JSONL of {prompt, chosen, rejected} per line (default: dpo.pairs; "
+                                                 "empty: rejection-sample pairs from the --init model)")
+    dp.add_argument("--out", required=True, help="output folder for the policy")
+    dp.set_defaults(func=cmd_dpo)
     e = common(sub.add_parser("eval", epilog=epilog, help="success per task on held-out seeds, 95%% CIs, GIFs; for a "
                               "language policy, held-out exact match of fp32, fake-quantized and INT8/INT4 weights"),
                preset=None,
@@ -304,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="runs/bench", help="throughput, algos, decode: output folder")
     b.add_argument("--losses", default="", help="algos: losses, comma-separated (default: all; for a "
                    "language policy grpo, gspo, fiberpo, fiberpo_domain)")
+    b.add_argument("--regimes", default="", help="algos: regimes, comma-separated, each NAME[:KEY=VALUE]... "
+                   "(default: default and aggressive), e.g. fp32,int4:rollout.weights=int4")
     b.add_argument("--seeds", type=int, default=3, help="algos: seeds per loss and regime")
     b.add_argument("--eval-episodes", type=int, default=100, help="algos: held-out episodes per trained policy")
     b.add_argument("--checkpoint", default="", help="decode: LM folder from `tristream sft --preset lm_tiny --out DIR`")

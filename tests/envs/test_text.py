@@ -6,6 +6,7 @@ import pytest
 
 from tristream.envs import make_env
 from tristream.envs.text.domains import DOMAINS, make_domain
+from tristream.envs.text.env import TextEnv
 from tristream.envs.text.mix import TextMix
 from tristream.lm.tokenizer import ByteTokenizer
 
@@ -113,3 +114,66 @@ def test_mistakes_are_the_documented_ones():
     assert make_domain("sort").mistake("sort:132=") == "321"
     assert make_domain("count").mistake("count:a:aab=") == "3"
     assert make_domain("addition", 2).mistake("99+11=") == "000"  # 99 + 11 without carries: 0 0, no carry out
+
+
+def test_thinking_traces_are_the_worked_steps_of_their_answers():
+    """Addition: answer digit j = (a_j + b_j + carry into j) mod 10, with carry j the trace's digit j - 1;
+    count: the trace ends at the answer; the mistakes' traces lead to the mistakes."""
+    add, count = make_domain("addition"), make_domain("count")
+    rng = random.Random(0)
+    for _ in range(200):
+        p = add.sample(rng, "train")
+        a, b = p.prompt[:-1].split("+")
+        for wrong in (False, True):
+            carries = [0] + [int(c) for c in add.trace(p.prompt, wrong)]
+            answer = add.mistake(p.prompt) if wrong else add.answer(p.prompt)
+            digits = [(int(x) + int(y) + (0 if wrong else carries[j])) % 10 for j, (x, y) in enumerate(zip(a, b))]
+            assert answer == "".join(map(str, digits)) + str(carries[-1])
+        q = count.sample(rng, "train")
+        assert count.trace(q.prompt)[-1] == count.answer(q.prompt)[-1]
+        assert count.trace(q.prompt, wrong=True)[-1] == count.mistake(q.prompt)[-1]
+        assert len(add.trace(p.prompt)) == add.trace_width and len(count.trace(q.prompt)) == count.trace_width
+    assert not make_domain("reverse").thinks and not make_domain("sort").thinks
+
+
+def test_modes_tag_prompts_and_the_checker_reads_only_the_final_answer():
+    mix = TextMix(modes=["direct", "think"])
+    assert mix.tasks == ["addition/direct", "addition/think", "reverse/direct", "sort/direct", "count/direct",
+                         "count/think"]
+    held = mix.problems("heldout", 400, seed=3)
+    labels = [mix.label(p.domain, p.mode) for p in held]
+    assert {t: labels.count(t) for t in mix.tasks} == {"addition/direct": 50, "addition/think": 50,
+                                                       "reverse/direct": 100, "sort/direct": 100,
+                                                       "count/direct": 50, "count/think": 50}
+    for p in held:
+        assert p.prompt.startswith("/think " if p.mode == "think" else "/no_think ")
+        assert (">" in p.answer) == (p.mode == "think")
+        assert mix.reward(p.prompt, p.answer) == 1.0
+        final = p.answer.rsplit(">", 1)[-1]
+        assert mix.reward(p.prompt, final) == 1.0  # a direct answer to a thinking prompt counts
+        assert mix.reward(p.prompt, "123>" + final) == 1.0  # whatever the trace says
+        assert mix.reward(p.prompt, final + ">") == 0.0
+    assert mix.answer_width == 4 + 1 + 5  # addition's trace, ">", its answer
+    train = mix.problems("train", 400, seed=0)
+    assert {p.mode for p in train if p.domain == "count"} == {"direct", "think"}
+    assert {p.mode for p in train if p.domain == "sort"} == {"direct"}
+
+
+def test_text_env_with_modes_reports_tasks_per_mode_and_tokens():
+    env = TextEnv(modes=["direct", "think"])
+    assert env.spec.tasks == tuple(TextMix(modes=["direct", "think"]).tasks) and env.spec.action_dim == 11
+    for seed in range(10_000_000, 10_000_008):
+        env.reset(seed)
+        ids = TOK.encode(env.problem.answer, eos=True)
+        action = np.full(env.spec.action_dim, TOK.PAD, np.float32)
+        action[:len(ids)] = ids
+        _, r, done, _, info = env.step(action)
+        assert r == 1.0 and done and info["task"] == f"{env.problem.domain}/{env.problem.mode}"
+        assert info["tokens"] == len(ids)
+
+
+def test_bad_modes_fail_naming_the_valid_ones():
+    with pytest.raises(ValueError, match="direct, think"):
+        TextMix(modes=["direct", "slow"])
+    with pytest.raises(ValueError, match=r"\['reverse'\] have no thinking form.*addition"):
+        TextMix(["addition", "reverse"], modes=["think"])

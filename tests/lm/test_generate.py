@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tristream.lm.config import LMConfig
-from tristream.lm.generate import accept_sampled, generate
+from tristream.lm.generate import accept_sampled, generate, sample_with_logp
 from tristream.lm.model import LM
 
 pytestmark = pytest.mark.kernels  # trains or compares float results: `make test` reruns it on other CPU kernels
@@ -265,3 +265,40 @@ def test_sampled_speculative_matches_main_distribution(temperature, batch1_runs)
         counts = torch.bincount(code(samples), minlength=64).double()
         stat, df = _chi2(counts, probs)
         assert stat < _chi2_threshold(df), (name, stat, df)
+
+
+def test_speculative_rollout_sampling_follows_plain_sampling_with_exact_logprobs():
+    """sample_with_logp with MTP drafts (RL rollouts): the next 3 tokens match the main model's exact
+    distribution (chi-square, 0.1%), as plain sampling's do; the behaviour log-probs are the tempered main
+    model's; greedy rollouts equal plain greedy ones. (eos / pad outside the 4-token vocabulary: no early end.)"""
+    model = _sampling_model()
+    prompt = torch.tensor([[1, 3, 0, 2]])
+    temperature = 0.8
+    seqs, probs = _exact_three_token_probs(model, prompt, temperature)
+    kw = dict(temperature=temperature, eos_id=98, pad_id=99)
+    g = torch.Generator().manual_seed(1)
+    batched, logp, stats = sample_with_logp(model, prompt.expand(3000, -1), 3, draft_k=2, generator=g, **kw)
+    assert stats["rounds"] > 0
+    single = [sample_with_logp(model, prompt, 3, draft_k=2, generator=g, **kw) for _ in range(300)]
+    assert sum(s["accept_lengths"][0] > 1 for _, _, s in single) > 30  # drafts were kept, not only rejected
+    for name, samples in {"batched": batched, "batch 1": torch.cat([t for t, _, _ in single])}.items():
+        code = samples[:, 0] * 16 + samples[:, 1] * 4 + samples[:, 2]
+        stat, df = _chi2(torch.bincount(code, minlength=64).double(), probs)
+        assert stat < _chi2_threshold(df), (name, stat, df)
+    with torch.no_grad():  # behaviour log-probs = teacher-forced log softmax(logits / T) of the same tokens
+        logits = model(torch.cat([prompt.expand(len(batched), -1), batched], 1)).logits[:, 3:6]
+        expect = torch.log_softmax(logits / temperature, -1).gather(-1, batched[..., None])[..., 0]
+    assert torch.allclose(logp.double(), expect, atol=1e-5)
+    greedy = dict(kw, greedy=True)
+    plain = sample_with_logp(model, prompt.expand(4, -1), 3, **greedy)
+    spec = sample_with_logp(model, prompt.expand(4, -1), 3, draft_k=3, **greedy)
+    assert torch.equal(plain[0], spec[0]) and torch.allclose(plain[1], spec[1], atol=1e-6)
+    with pytest.raises(ValueError, match="MTP block"):
+        sample_with_logp(_no_mtp(model), prompt, 3, draft_k=1, **kw)
+
+
+def _no_mtp(model):
+    import copy
+    m = copy.deepcopy(model)
+    m.mtp = None
+    return m

@@ -60,13 +60,53 @@ def test_language_workflow_sft_then_rl_then_eval(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "rl"), "--episodes", "8", "--label", "final"]) == 0  # the run's own config
     final = tmp_path / "rl" / "checkpoints" / "step_000002" / "eval"  # the run's newest checkpoint
     ev = json.loads((final / "final.json").read_text())
-    assert set(ev["tasks"]) == {"addition", "reverse", "sort", "count"} and ev["episodes"] == 8
+    assert set(ev["tasks"]) == {"addition/direct", "addition/think", "reverse/direct", "sort/direct", "count/direct",
+                                "count/think"} and ev["episodes"] == 8  # every domain in each of its modes
+    assert ev["mean_tokens"] > 0 and "success_per_1k_tokens" in ev["tasks"]["count/think"]
     rows = [json.loads(line) for line in (final / "final_samples.jsonl").read_text().splitlines()]
-    assert len(rows) == 8 and {"prompt", "completion", "answer", "success"} <= set(rows[0])
-    assert main(["train", *TEXT, f"run.dir={tmp_path}", "run.name=recipe"]) == 0
+    assert len(rows) == 8 and {"prompt", "completion", "answer", "success", "tokens"} <= set(rows[0])
+    pairs = _pairs_file(tmp_path)
+    assert main(["train", *TEXT, f"run.dir={tmp_path}", "run.name=recipe", "dpo.steps=2", "dpo.batch_size=2",
+                 f"dpo.pairs={pairs}"]) == 0  # SFT -> DPO -> RL -> eval
+    assert "acc/1k tok" in capsys.readouterr().out  # the token-efficiency table
     summary = json.loads((tmp_path / "recipe" / "summary.json").read_text())
-    assert set(summary["eval"]) == {"sft", "rl"} and summary["eval"]["rl"]["episodes"] == 8
+    assert set(summary["eval"]) == {"sft", "dpo", "rl"} and summary["eval"]["rl"]["episodes"] == 8
     assert (tmp_path / "recipe" / "eval" / "rl_samples.jsonl").exists()
+    assert (tmp_path / "recipe" / "dpo" / "policy.json").exists()
+
+
+def _pairs_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p, "chosen": c, "rejected": r}) + "\n" for p, c, r in
+                            [("/no_think 1234+1234=", "24680", "24600"), ("/think count:a:aabb=", "1222>2", "1233>3"),
+                             ("/no_think rev:abc=", "cba", "abc")]))
+    return path
+
+
+def test_dpo_command_from_a_pairs_file_and_its_errors(tmp_path, capsys):
+    sft = tmp_path / "sft"
+    assert main(["sft", *TEXT, "--out", str(sft)]) == 0
+    out = tmp_path / "dpo"
+    assert main(["dpo", *TEXT, "--init", str(sft), "--data", str(_pairs_file(tmp_path)), "--out", str(out),
+                 "dpo.steps=3", "dpo.batch_size=2", "dpo.log_every=1"]) == 0
+    for name in ("policy.json", "lm.json", "dpo.json", "config.yaml", "metrics.jsonl"):
+        assert (out / name).exists(), name
+    result = json.loads((out / "dpo.json").read_text())
+    assert result["pairs"]["pairs"] == 3 and {"before", "after"} == set(result["heldout_exact_match"])
+    assert {"reward_margin", "reward_accuracy", "chosen_logp", "rejected_logp"} <= set(result["last"])
+    capsys.readouterr()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "1+1=", "chosen": "2"}\n')
+    assert main(["dpo", *TEXT, "--init", str(sft), "--data", str(bad), "--out", str(out), "dpo.steps=1"]) == 2
+    assert "bad.jsonl:1: missing key(s) rejected" in capsys.readouterr().err
+    assert main(["dpo", *TEXT, "--init", str(sft), "--out", str(out), "dpo.steps=0"]) == 2
+    assert "dpo.steps" in capsys.readouterr().err
+    assert main(["dpo", *TEXT, "--init", str(tmp_path / "nowhere"), "--out", str(out), "dpo.steps=1"]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    # rejection sampling from a 4-step model: nothing right, so no pair; the error says what to change
+    assert main(["dpo", *TEXT, "--init", str(sft), "--out", str(out), "dpo.steps=1", "dpo.prompts=4",
+                 "dpo.samples_per_prompt=2"]) == 2
+    assert "dpo.prompts" in capsys.readouterr().err
 
 
 def test_bad_language_settings_fail_naming_what_is_valid(tmp_path, capsys):

@@ -101,3 +101,44 @@ def test_a_generation_finishes_with_the_weights_it_started_with(env):
         check.load_state_dict(weights)
         logp = check.evaluate(obs.as_dict(), torch.from_numpy(reply.actions)).logp
         assert np.allclose(logp.detach().numpy(), reply.logp, atol=1e-5)
+
+
+def test_low_bit_rollouts_serve_a_fresh_export_of_the_current_weights(env):
+    from tristream.lm.quant import QuantizedLinear
+    torch.manual_seed(0)
+    policy = make_policy("lm", env.spec)
+    policy.configure_rollout(weights="int4", group_size=32)
+    served = policy.serving_model()
+    assert served is not policy.model and policy.serving_model() is served  # exported once per weights
+    assert any(isinstance(m, QuantizedLinear) for m in served.modules())
+    state = {k: v + 0.01 if v.is_floating_point() else v for k, v in policy.state_dict().items()}
+    policy.load_state_dict(state)  # a publication
+    assert policy.serving_model() is not served
+    obs = _batch(env, 16).as_dict()
+    out = policy.act(obs)
+    diff = (policy.evaluate(obs, out.actions).logp - out.logp).abs()[policy.token_mask(out.actions) > 0]
+    assert 1e-4 < diff.max() and diff.mean() < 0.5  # the learner's fp32 log-probs differ from the INT4 rollout's
+    stats = policy.rollout_stats()
+    assert stats["completions"] == 16 and stats["exports"] == 2 and stats["new_tokens"] > 0
+    assert policy.rollout_stats() == {}  # counters since the last call
+
+
+def test_speculative_rollouts_keep_exact_behaviour_logprobs(env):
+    torch.manual_seed(0)
+    policy = make_policy("lm", env.spec)
+    policy.configure_rollout(speculative_k=2)
+    obs = _batch(env, 16).as_dict()
+    out = policy.act(obs)
+    assert torch.allclose(policy.evaluate(obs, out.actions).logp, out.logp, atol=1e-5, rtol=0)
+    stats = policy.rollout_stats()
+    assert stats["rounds"] > 0 and stats["emitted"] >= stats["rounds"] and stats["drafted"] > 0
+
+
+def test_rollout_settings_are_for_language_policies_only(env):
+    from tristream.config import Config, ConfigError, load_config
+    with pytest.raises(ValueError, match="language policies"):
+        make_policy("vla", make_env("tabletop").spec).configure_rollout(speculative_k=2)
+    with pytest.raises((ValueError, ConfigError), match="only a language policy"):
+        load_config(Config, "default", ["rollout.weights=int4"])
+    with pytest.raises((ValueError, ConfigError), match="already weights each token"):
+        load_config(Config, "default", ["algo.rollout_is_cap=2"])

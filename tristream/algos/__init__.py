@@ -3,6 +3,7 @@
 See docs/algorithms.md. Log-probs are ``[B, L]`` over the action head's tokens with a mask.
 """
 from .advantages import gae, grpo_advantages
+from .dpo import dpo_loss
 from .fiberpo import (
     DomainPrecomputed,
     aggregate_gate,
@@ -22,7 +23,7 @@ from .registry import LOSSES, LossSpec, compute_policy_loss, get_loss, loss_spec
 
 __all__ = [
     "gae", "grpo_advantages", "reduce_loss", "global_normalisers", "REDUCTIONS",
-    "ppo_clip_loss", "decoupled_ppo_loss", "value_loss", "grpo_loss", "gspo_loss",
+    "ppo_clip_loss", "decoupled_ppo_loss", "dpo_loss", "value_loss", "grpo_loss", "gspo_loss",
     "aggregate_gate", "gated_ratio", "fiberpo_quantities", "fiberpo_loss",
     "domain_gated_ratio", "domain_fiberpo_quantities", "fiberpo_domain_precompute", "DomainPrecomputed",
     "fiberpo_domain_loss", "LOSSES", "LossSpec", "register_loss", "loss_spec", "get_loss", "compute_policy_loss",

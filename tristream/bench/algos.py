@@ -33,7 +33,21 @@ LANGUAGE_REGIMES = {"default": [], "aggressive": ["algo.update_epochs=8", "algo.
                                                   "runtime.mode=async", "runtime.max_policy_lag=2"]}
 # Logged per update and plotted side by side (absent keys, e.g. a loss without trajectory zones, are skipped).
 CURVES = ("success", "raw_ratio_mean", "raw_ratio_max", "approx_kl", "clip_frac", "token_clip_frac",
-          "traj_pass_frac", "traj_rollback_frac", "traj_zeroed_frac", "grad_norm", "entropy", "tokens_per_sample")
+          "traj_pass_frac", "traj_rollback_frac", "traj_zeroed_frac", "grad_norm", "entropy", "tokens_per_sample",
+          "rollout_logp_diff_mean", "rollout_kl")
+
+
+def parse_regimes(text: str) -> dict[str, list[str]]:
+    """``"NAME[:KEY=VALUE]...,..."`` -> {name: overrides}, e.g. ``fp32,int4:rollout.weights=int4``."""
+    regimes: dict[str, list[str]] = {}
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        name, *overrides = item.split(":")
+        bad = [o for o in overrides if "=" not in o]
+        if not name or bad or name in regimes:
+            raise ValueError(f"bench algos --regimes: {item!r} must be NAME[:KEY=VALUE]... with a new name "
+                             f"(e.g. int4:rollout.weights=int4)")
+        regimes[name] = overrides
+    return regimes
 
 
 def defaults_for(cfg) -> tuple[tuple[str, ...], dict[str, list[str]]]:

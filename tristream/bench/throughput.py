@@ -30,9 +30,14 @@ from tristream.metrics.trace import chrome_trace
 from tristream.runtime.backends import make_backend
 from tristream.runtime.learner import Learner
 from tristream.runtime.pipeline import train_loop
-from tristream.runtime.roles import build_policy, env_kwargs, shard_plan
+from tristream.runtime.roles import apply_rl_qat, build_policy, env_kwargs, shard_plan
 
 MODES = ("sync", "async-rollout", "async")
+
+
+# a language policy's extra figures (medians over repeats) and their columns
+TEXT_FIGURES = ("tokens_per_s", "rollout_tokens_per_s", "accept_len", "rollout_logp_diff_mean", "rollout_kl")
+TEXT_COLUMNS = (("tokens/s", 10), ("gen tok/s", 11), ("accept", 8), ("|dlogp|", 9), ("kl", 8))
 
 
 def cpu_times() -> tuple[float, float]:
@@ -87,7 +92,8 @@ def measure(cfg, env_spec, init_state: dict, warmup: int, steps: int) -> dict[st
     torch.manual_seed(cfg.run.seed)
     policy = build_policy(cfg, env_spec)
     policy.load_state_dict(init_state)
-    learner = Learner(policy, cfg.algo, seed=cfg.run.seed + 2)
+    apply_rl_qat(cfg, policy)  # lm.qat: the learner computes through fake-quantized weights, as in training
+    learner = Learner(policy, cfg.algo, seed=cfg.run.seed + 2, rollout_mismatch=cfg.rollout.weights != "fp32")
     backend = make_backend(cfg, env_spec)
     marks: list[tuple[float, dict]] = []
     window: dict[str, Any] = {}
@@ -124,6 +130,10 @@ def measure(cfg, env_spec, init_state: dict, warmup: int, steps: int) -> dict[st
     text = {}
     if env_spec.extra.get("text"):  # a language policy: its env steps are completions, also count the tokens
         text["tokens_per_s"] = sum(m["samples"] * m["tokens_per_sample"] for m in measured) / seconds
+        text.update(rollout_figures(telemetry))
+        for key in ("rollout_logp_diff_mean", "rollout_kl"):
+            if key in measured[0]:
+                text[key] = statistics.mean(m[key] for m in measured)
     return {
         **text,
         "env_steps_per_s": env_steps / seconds,
@@ -143,6 +153,23 @@ def measure(cfg, env_spec, init_state: dict, warmup: int, steps: int) -> dict[st
         "telemetry": telemetry,
         "window": (window["t0"], t1),
     }
+
+
+def rollout_figures(telemetry: list) -> dict[str, float]:
+    """A language policy's generation speed from the inference worker's counters: rollout_tokens_per_s
+    (generated tokens per second of the worker's busy time, the decoding speed the pipeline got) and, for
+    speculative sampling, accept_len (tokens emitted per verifying forward)."""
+    counts: dict[str, float] = defaultdict(float)
+    busy = 0.0
+    for t in telemetry:
+        if t.role == "inference":
+            busy += sum(b - a for _, a, b in t.spans)
+            for k, v in t.stats.get("rollout", {}).items():
+                counts[k] += v
+    out = {"rollout_tokens_per_s": counts["new_tokens"] / busy} if busy and counts["new_tokens"] else {}
+    if counts["rounds"]:
+        out["accept_len"] = counts["emitted"] / counts["rounds"]
+    return out
 
 
 def cpu_cores(telemetry: list, machine_cores: float) -> dict[str, float]:
@@ -218,8 +245,7 @@ def bench_throughput(cfg, env_spec, out_dir: str | Path, *, modes=MODES, repeats
             "cpu_util_median": statistics.median(r["cpu_util"] for r in rs),
             # training success of the measured steps: how well each mode's data train, beside how fast
             "success_median": statistics.median(r["success"] for r in rs),
-            **({"tokens_per_s_median": statistics.median(r["tokens_per_s"] for r in rs)} if "tokens_per_s" in last
-               else {}),
+            **{f"{k}_median": statistics.median(r[k] for r in rs) for k in TEXT_FIGURES if k in last},
             **{k: v for k, v in last.items() if k not in ("telemetry", "window", "env_steps_per_s")},
         }
         trace = chrome_trace(last["telemetry"], out / f"trace_{_file_label(mode)}.json", t_start=last["window"][0])
@@ -242,14 +268,20 @@ def format_result(result: dict[str, Any]) -> str:
     w = max(14, *(len(m) + 2 for m in result["modes"]))
     text = all("tokens_per_s" in r for r in result["modes"].values())
     lines = [f"{'mode':<{w}}{'median':>9}{'min':>8}{'max':>8}{'x sync':>8}{'cpu':>6}{'batch':>7}"
-             f"{'lag':>5}{'success':>9}" + (f"{'tokens/s':>10}" if text else "") + "  busy fraction per role"]
+             f"{'lag':>5}{'success':>9}" + ("".join(f"{h:>{n}}" for h, n in TEXT_COLUMNS) if text else "")
+             + "  busy fraction per role"]
     for mode, r in result["modes"].items():
         busy = " ".join(f"{k}={v:.2f}" for k, v in r["busy_fraction"].items())
         ratio = result["ratio_vs_sync"][mode]  # None without a sync mode in the run
         x_sync = f"{ratio:8.2f}" if ratio is not None else f"{'-':>8}"
+        cells = ""
+        if text:
+            for (head, n), key in zip(TEXT_COLUMNS, TEXT_FIGURES):
+                v = r.get(f"{key}_median")
+                cells += f"{'-':>{n}}" if v is None else f"{v:{n}.{0 if 'tokens' in key else 3}f}"
         lines.append(f"{mode:<{w}}{r['median']:9.0f}{r['min']:8.0f}{r['max']:8.0f}{x_sync}"
                      f"{r['cpu_util_median']:6.0%}{r['inference_batch_mean']:7.1f}{r['policy_lag_max']:5.0f}"
-                     f"{r['success_median']:9.2f}" + (f"{r['tokens_per_s_median']:10.0f}" if text else "") + f"  {busy}")
+                     f"{r['success_median']:9.2f}" + cells + f"  {busy}")
     for mode, r in result["modes"].items():
         lines.append(f"cpu cores {mode}: " + " ".join(f"{k}={v:.2f}" for k, v in r["cpu_cores"].items()))
     for mode, ratio in result.get("ratio_ray_vs_local", {}).items():

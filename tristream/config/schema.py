@@ -107,6 +107,13 @@ class RolloutConfig:
     episodes_per_env: int = f(1, "episodes each env runs per global step (rollouts are episodic)", min=1)
     segment_len: int = f(8, "decision steps per streamed trajectory segment", min=1)
     group_size: int = f(1, "envs that share each episode seed (a GRPO group: same task and initial state)", min=1)
+    speculative_k: int = f(0, "language policies: draft tokens per round of MTP self-speculative sampling in "
+                              "rollouts (0: plain decoding); exact: the samples follow the full model's distribution",
+                           min=0, max=8)
+    weights: Literal["fp32", "int8", "int4"] = f(
+        "fp32", "language policies: the weights rollouts are generated with: fp32, or the round-to-nearest INT8 / "
+                "INT4 export of the learner's weights (re-exported on each publication; group size lm.qat_group_size); "
+                "the learner keeps training fp32 (docs/lm.md, Low-bit rollouts)")
 
 
 @dataclass
@@ -160,6 +167,10 @@ class AlgoConfig:
                     "policy when the sample is first trained, recomputed; behaviour is only an importance weight) "
                     "or behaviour (the policy that generated it, never recomputed: a FiberPO gate then sees and "
                     "bounds the whole behaviour-to-current drift); docs/algorithms.md")
+    rollout_is_cap: Optional[float] = f(
+        None, "training-inference mismatch correction: weight each token's policy loss by the truncated importance "
+              "weight min(pi_learner / pi_rollout, cap), with pi_learner recomputed before the update (verl/AReaL's "
+              "TIS; for low-bit or otherwise mismatched rollouts); null: off", min=1.0)
     gspo_clip_low: float = f(3e-4, "GSPO lower clip", min=0.0)
     gspo_clip_high: float = f(4e-4, "GSPO upper clip", min=0.0)
 
@@ -176,6 +187,10 @@ class AlgoConfig:
         if self.ratio_reference == "behaviour" and loss_spec(self.loss).proximal == "always":
             raise ValueError(f"algo.ratio_reference=behaviour: loss {self.loss!r} always measures its trust region "
                              f"against recomputed proximal log-probs; use ratio_reference=proximal or another loss")
+        if self.rollout_is_cap is not None and "behaviour_logp" in loss_spec(self.loss).inputs:
+            raise ValueError(f"algo.rollout_is_cap: loss {self.loss!r} already weights each token by "
+                             f"pi_proximal / pi_behaviour (decoupled PPO); use it with grpo, gspo, fiberpo or "
+                             f"fiberpo_domain, or set algo.rollout_is_cap=null")
         if self.critic_warmup > 0 and self.advantage != "gae":
             raise ValueError(f"critic_warmup={self.critic_warmup} needs advantage=gae (advantage={self.advantage!r} "
                              f"uses no critic); set it to 0")
@@ -323,6 +338,26 @@ class LMTrainConfig:
 
 
 @dataclass
+class DPOConfig:
+    """Direct preference optimisation of a language policy after SFT (tristream dpo; docs/lm.md, DPO)."""
+    steps: int = f(0, "DPO optimizer steps (the recipe's DPO stage runs when > 0)", min=0)
+    pairs: str = f("", "a JSONL file of {prompt, chosen, rejected} pairs; empty: rejection-sample them from the SFT "
+                       "model (chosen = a completion the checker accepts, rejected = one it rejects, same prompt)")
+    prompts: int = f(1024, "rejection sampling: training prompts sampled", min=1)
+    samples_per_prompt: int = f(8, "rejection sampling: completions per prompt (temperature policy.kwargs.temperature)",
+                                min=2)
+    beta: float = f(0.1, "DPO beta: the strength of the implicit KL to the reference (the SFT model)", min=1e-6)
+    label_smoothing: float = f(0.0, "probability that a pair's preference is flipped (conservative DPO)",
+                               min=0.0, max=0.49)
+    batch_size: int = f(32, "pairs per optimizer step", min=1)
+    lr: float = f(2e-5, "AdamW peak learning rate (linear warm-up, then linear decay to lr x min_lr_ratio)", min=0.0)
+    min_lr_ratio: float = f(0.1, "the schedule decays to lr x this (JoyAI-Flash: 1e-6 -> 1e-7)", min=0.0, max=1.0)
+    warmup_steps: int = f(10, "linear warm-up steps", min=0)
+    max_grad_norm: float = f(1.0, "gradient clipping norm (0: off)", min=0.0)
+    log_every: int = f(10, "steps between metric rows / console lines", min=1)
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -335,9 +370,15 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     lm: LMTrainConfig = field(default_factory=LMTrainConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     def validate(self) -> None:
+        if (self.rollout.speculative_k or self.rollout.weights != "fp32") and self.policy.name != "lm":
+            raise ValueError(f"rollout.speculative_k={self.rollout.speculative_k} / rollout.weights="
+                             f"{self.rollout.weights}: only a language policy (policy.name=lm) generates with MTP "
+                             f"drafts or low-bit weights; policy.name={self.policy.name!r} needs speculative_k=0 and "
+                             f"weights=fp32")
         if self.rollout.num_envs % (self.runtime.env_workers * self.runtime.groups_per_worker):
             raise ValueError(
                 f"rollout.num_envs={self.rollout.num_envs} must divide evenly into runtime.env_workers="

@@ -113,18 +113,34 @@ def _plain(model, prompt, max_new_tokens, temperature, eos_id, generator):
     return new, {"main_forwards": forwards, "mtp_forwards": 0}
 
 
-def _speculative(model, prompt, max_new_tokens, temperature, draft_k, eos_id, generator):
+def _speculative(model, prompt, max_new_tokens, temperature, draft_k, eos_id, generator, dist=None,
+                 keep_logits=False):
+    """``dist``: logits [..., V] -> the probabilities [..., V] to sample from (default softmax(logits / T));
+    greedy decoding takes its argmax. ``keep_logits``: also return the main model's logits of every emitted
+    token [B, n, V] (what scores it)."""
     B, T0 = prompt.shape
     greedy = temperature <= 0
+    probs = dist or (lambda logits: _probs(logits, temperature))
+    target = probs if dist is not None else (lambda logits: logits)  # greedy decoding takes its argmax
+
+    def pick(logits):
+        if greedy:
+            return target(logits).argmax(-1)
+        return torch.multinomial(probs(logits), 1, generator=generator)[:, 0]
+
     cache = model.new_cache(B, capacity=T0 + max_new_tokens + draft_k + 1)
     mtp_cache = model.new_cache(B, capacity=T0 + max_new_tokens + draft_k + 1, mtp=True)
     stats = {"main_forwards": 0, "mtp_forwards": 0, "rounds": 0, "accept_lengths": [], "drafted": 0,
              "accepted": 0}
+    kept: list[torch.Tensor] = []  # logits of the emitted tokens, per round
     if max_new_tokens <= 0:
-        return prompt.new_zeros(B, 0), _summarise(stats)
+        new = prompt.new_zeros(B, 0)
+        return (new, _summarise(stats), None) if keep_logits else (new, _summarise(stats))
     out = model(prompt, cache, last_only=True)
     stats["main_forwards"] += 1
-    x = _pick(out.logits[:, -1], temperature, generator)  # [B] the next token, already decided
+    x = pick(out.logits[:, -1])  # [B] the next token, already decided
+    if keep_logits:
+        kept.append(out.logits[:, -1:])
     new = x[:, None]
     ended = torch.zeros(B, dtype=torch.bool, device=prompt.device)
     # MTP inputs not yet in its cache: main hidden h_j and token x_{j+1} for positions j = mtp_cache.length..
@@ -141,9 +157,9 @@ def _speculative(model, prompt, max_new_tokens, temperature, draft_k, eos_id, ge
             for i in range(k):
                 logits = o.logits[:, -1]
                 if greedy:
-                    d = logits.argmax(-1)
+                    d = target(logits).argmax(-1)
                 else:
-                    q = _probs(logits, temperature)
+                    q = probs(logits)
                     d = torch.multinomial(q, 1, generator=generator)[:, 0]
                     q_probs.append(q)
                 drafts.append(d)
@@ -155,12 +171,15 @@ def _speculative(model, prompt, max_new_tokens, temperature, draft_k, eos_id, ge
         n = cache.length
         verify = model(torch.stack([x, *drafts], dim=1), cache)  # logits [B, k + 1, V]
         stats["main_forwards"] += 1
-        m, nxt = _accept(verify.logits, drafts, q_probs, temperature, generator)
+        m, nxt = _accept(target(verify.logits) if greedy else probs(verify.logits), drafts, q_probs, greedy,
+                         generator)
         cache.truncate(n + m + 1)  # keep x_n and the accepted drafts
 
         accepted = torch.stack(drafts[:m], dim=1) if m else new.new_zeros(B, 0)
         emitted = torch.cat([accepted, nxt[:, None]], dim=1)  # [B, m + 1]
         new = torch.cat([new, emitted], dim=1)
+        if keep_logits:
+            kept.append(verify.logits[:, :m + 1])
         if k > 0:
             pend_h, pend_tok = verify.hidden[:, :m + 1], emitted
         else:  # no drafting this round: the MTP block catches up next time
@@ -171,22 +190,25 @@ def _speculative(model, prompt, max_new_tokens, temperature, draft_k, eos_id, ge
         stats["drafted"] += k
         stats["accepted"] += m
         stats["accept_lengths"].append(m + 1)
+    if keep_logits:
+        return new, _summarise(stats), torch.cat(kept, dim=1)
     return new, _summarise(stats)
 
 
-def _accept(logits, drafts, q_probs, temperature, generator):
-    """Verification: logits [B, k+1, V] of the main model at [x_n, d_1..d_k]; drafts k x [B].
+def _accept(target, drafts, q_probs, greedy, generator):
+    """Verification: ``target`` [B, k+1, V] of the main model at [x_n, d_1..d_k] (its probabilities; greedy:
+    anything whose argmax is the main model's token); drafts k x [B].
 
     Returns (m, next token [B]): m = accepted drafts (the smallest over rows), and the token each row
     emits after them.
     """
-    k = logits.shape[1] - 1
-    d = torch.stack(drafts, 1) if k else logits.new_zeros(logits.shape[0], 0, dtype=torch.long)
-    if temperature <= 0:
-        m_row, nxt = accept_greedy(logits, d)
+    k = target.shape[1] - 1
+    d = torch.stack(drafts, 1) if k else target.new_zeros(target.shape[0], 0, dtype=torch.long)
+    if greedy:
+        m_row, nxt = accept_greedy(target, d)
     else:
-        q = torch.stack(q_probs, 1) if k else logits.new_zeros(logits.shape[0], 0, logits.shape[2])
-        m_row, nxt = accept_sampled(_probs(logits, temperature), q, d, generator)
+        q = torch.stack(q_probs, 1) if k else target.new_zeros(target.shape[0], 0, target.shape[2])
+        m_row, nxt = accept_sampled(target, q, d, generator)
     m = int(m_row.min())
     if m == k:
         return m, nxt
@@ -233,48 +255,72 @@ def _summarise(stats: dict) -> dict:
 
 def sample_with_logp(model: LM, prompt: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
                      top_p: float = 1.0, greedy: bool = False, eos_id: int, pad_id: int,
-                     banned: tuple[int, ...] = (), generator: torch.Generator | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+                     banned: tuple[int, ...] = (), draft_k: int = 0, generator: torch.Generator | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Sample continuations of ``prompt`` [B, T0] (long, one length) on the MLA cache, for RL rollouts.
 
     Returns (tokens [B, max_new_tokens] long: the sampled ids, ``pad_id`` after each row's first
     ``eos_id``; logp [B, max_new_tokens] float32: log softmax(logits / temperature) of each sampled token,
-    0 after the row's eos). That is the distribution a teacher-forced forward of the same weights gives,
+    0 after the row's eos; stats: main_forwards and, with ``draft_k``, the speculative statistics of
+    :func:`generate`). That is the distribution a teacher-forced forward of the same weights gives,
     so the learner recomputes these log-probs exactly. ``greedy``: the argmax token (log-probs still of
     the tempered distribution). ``top_p`` < 1 samples from the nucleus, but the log-probs stay those of
     the whole tempered distribution (what the learner can recompute; as vLLM reports them). ``banned``:
     token ids never sampled (their logits are -inf in the distribution too, e.g. PAD and BOS).
+    ``draft_k`` > 0: MTP self-speculative sampling with k draft tokens per round, with the
+    speculative-sampling rule applied to the same (tempered, banned, nucleus) distribution, so the tokens
+    follow exactly the distribution plain sampling draws from; log-probs come from the verifying forward.
     """
     if temperature <= 0:
         raise ValueError(f"sample_with_logp: temperature must be > 0 (log-probs need a distribution), got {temperature}")
     if not 0 < top_p <= 1:
         raise ValueError(f"sample_with_logp: top_p must be in (0, 1], got {top_p}")
+    if draft_k < 0 or (draft_k and model.mtp is None):
+        raise ValueError(f"sample_with_logp: draft_k={draft_k} needs draft_k >= 0 and, when > 0, an MTP block "
+                         f"(num_nextn_predict_layers=1)")
     B, T0 = prompt.shape
     if T0 + max_new_tokens > model.cfg.max_position_embeddings:
         raise ValueError(f"sample_with_logp: prompt length {T0} + max_new_tokens {max_new_tokens} exceeds "
                          f"LMConfig.max_position_embeddings={model.cfg.max_position_embeddings}")
     tokens = prompt.new_full((B, max_new_tokens), pad_id)
     logp = torch.zeros(B, max_new_tokens)
-    ended = torch.zeros(B, dtype=torch.bool, device=prompt.device)
+
+    def dist(logits):  # what is sampled from: tempered, banned, nucleus
+        probs = tempered_logp(logits, temperature, banned).exp()
+        if top_p < 1:
+            probs = _nucleus(probs, top_p)
+            probs = probs / probs.sum(-1, keepdim=True)
+        return probs
+
     with torch.inference_mode():
+        if draft_k:
+            new, stats, logits = _speculative(model, prompt, max_new_tokens, 0.0 if greedy else temperature, draft_k,
+                                              eos_id, generator, dist=dist, keep_logits=True)
+            lp = tempered_logp(logits, temperature, banned).gather(-1, new[..., None])[..., 0]
+            is_eos = new == eos_id
+            after = (is_eos.cumsum(1) - is_eos.long()) > 0  # past the row's first eos
+            n = new.shape[1]
+            tokens[:, :n] = new.masked_fill(after, pad_id)
+            logp[:, :n] = lp.masked_fill(after, 0.0)
+            return tokens.clone(), logp.clone(), stats
+        ended = torch.zeros(B, dtype=torch.bool, device=prompt.device)
         cache = model.new_cache(B, capacity=T0 + max_new_tokens)
         logits = model(prompt, cache, last_only=True).logits[:, -1]
+        forwards = 1
         for t in range(max_new_tokens):
             lp = tempered_logp(logits, temperature, banned)
             if greedy:
                 tok = lp.argmax(-1)
             else:
-                probs = lp.exp()
-                if top_p < 1:
-                    probs = _nucleus(probs, top_p)
-                tok = torch.multinomial(probs, 1, generator=generator)[:, 0]
+                tok = torch.multinomial(dist(logits) if top_p < 1 else lp.exp(), 1, generator=generator)[:, 0]
             tokens[:, t] = torch.where(ended, pad_id, tok)
             logp[:, t] = torch.where(ended, 0.0, lp.gather(1, tok[:, None])[:, 0])
             ended |= tok == eos_id
             if t == max_new_tokens - 1 or bool(ended.all()):
                 break
             logits = model(tok[:, None], cache).logits[:, -1]
-    return tokens.clone(), logp.clone()
+            forwards += 1
+    return tokens.clone(), logp.clone(), {"main_forwards": forwards, "mtp_forwards": 0}
 
 
 def tempered_logp(logits: torch.Tensor, temperature: float, banned: tuple[int, ...] = ()) -> torch.Tensor:

@@ -50,6 +50,18 @@ class Policy(nn.Module):
         tokens, not its padding); None: all of them."""
         return None
 
+    def configure_rollout(self, speculative_k: int = 0, weights: str = "fp32", group_size: int = 32) -> None:
+        """How ``act`` generates on the inference worker (``rollout.speculative_k``, ``rollout.weights``, the
+        low-bit group size); only a language policy has these choices."""
+        if speculative_k or weights != "fp32":
+            raise ValueError(f"rollout.speculative_k={speculative_k} and rollout.weights={weights!r} apply to language "
+                             f"policies (policy.name=lm); {type(self).__name__} acts with its own fp32 weights "
+                             f"(set rollout.speculative_k=0 rollout.weights=fp32)")
+
+    def rollout_stats(self) -> dict[str, float]:
+        """Generation counters since the last call (a language policy's tokens and speculative rounds)."""
+        return {}
+
     def value(self, obs: dict[str, Any]) -> torch.Tensor:
         """State value [B] (used for bootstrapping)."""
         raise NotImplementedError

@@ -12,6 +12,11 @@ calls, so every token of a completion comes from one policy version: the one the
 
 Prompts of different lengths are generated in one pass per length (the cache holds one length per batch);
 the text domains write every prompt of a domain at one length, so a batch costs one pass per domain.
+
+How rollouts are generated (:meth:`configure_rollout`, set on the inference worker's copy from
+``rollout.speculative_k`` / ``rollout.weights``): MTP self-speculative sampling, exact in distribution;
+and generation from a round-to-nearest INT8 / INT4 export of the current weights, rebuilt whenever the
+weights change (each publication), while ``evaluate`` (the learner) stays fp32.
 """
 from __future__ import annotations
 
@@ -48,6 +53,45 @@ class LMPolicy(Policy):
         self.model = model
         self.temperature, self.top_p = float(temperature), float(top_p)
         self.tokens_per_chunk = int(env_spec.action_dim)  # max new tokens per completion
+        self.speculative_k, self.rollout_weights, self.group_size = 0, "fp32", 32
+        self._served: tuple[tuple[int, ...], LM] | None = None  # (weights' versions, their low-bit export)
+        self._stats: dict[str, float] = defaultdict(float)
+
+    def configure_rollout(self, speculative_k: int = 0, weights: str = "fp32", group_size: int = 32) -> None:
+        if speculative_k and self.model.mtp is None:
+            raise ValueError(f"rollout.speculative_k={speculative_k} needs an LM with an MTP block "
+                             f"(num_nextn_predict_layers=1); this one has none")
+        if weights not in ("fp32", "int8", "int4"):
+            raise ValueError(f"rollout.weights must be fp32, int8 or int4, got {weights!r}")
+        self.speculative_k, self.rollout_weights, self.group_size = int(speculative_k), weights, int(group_size)
+        self._served = None
+
+    def apply_qat(self, bits: int, group_size: int) -> None:
+        """Compute through fake-quantized Linear weights from now on (QAT; the parameters stay fp32)."""
+        from tristream.lm.quant import apply_qat
+        apply_qat(self.model, bits, group_size)
+
+    def serving_model(self) -> LM:
+        """The model rollouts generate with: this policy's, or the low-bit export of its current weights
+        (re-exported when any weight changed in place: a publication's load_state_dict, an optimizer step)."""
+        if self.rollout_weights == "fp32":
+            return self.model
+        versions = tuple(p._version for p in self.model.parameters())
+        if self._served is None or self._served[0] != versions:
+            import copy
+
+            from tristream.lm.quant import quantize_model, remove_qat
+            bits = {"int8": 8, "int4": 4}[self.rollout_weights]
+            export = quantize_model(remove_qat(copy.deepcopy(self.model)), bits, self.group_size).eval()
+            self._served = (versions, export)
+            self._stats["exports"] += 1
+        return self._served[1]
+
+    def rollout_stats(self) -> dict[str, float]:
+        """Generation counters since the last call: completions, new_tokens (EOS included), main_forwards,
+        and for speculative sampling rounds, emitted (tokens over all rounds), drafted, accepted."""
+        out, self._stats = dict(self._stats), defaultdict(float)
+        return out
 
     # --- rollouts -----------------------------------------------------------------------------------
     def _prompts(self, obs: dict[str, Any]) -> list[list[int]]:
@@ -64,12 +108,20 @@ class LMPolicy(Policy):
             by_len[len(p)].append(i)
         was_training = self.model.training
         self.model.eval()
+        model = self.serving_model()
         for rows in by_len.values():  # one cached generation per prompt length
-            t, lp = sample_with_logp(self.model, torch.tensor([prompts[i] for i in rows]), L,
-                                     temperature=self.temperature, top_p=self.top_p, greedy=deterministic,
-                                     eos_id=TOKENIZER.EOS, pad_id=TOKENIZER.PAD, banned=NEVER_SAMPLED)
+            t, lp, stats = sample_with_logp(model, torch.tensor([prompts[i] for i in rows]), L,
+                                            temperature=self.temperature, top_p=self.top_p, greedy=deterministic,
+                                            eos_id=TOKENIZER.EOS, pad_id=TOKENIZER.PAD, banned=NEVER_SAMPLED,
+                                            draft_k=self.speculative_k)
             tokens[rows], logp[rows] = t, lp
+            self._stats["main_forwards"] += stats["main_forwards"]
+            for key in ("rounds", "drafted", "accepted"):
+                self._stats[key] += stats.get(key, 0)
+            self._stats["emitted"] += sum(stats.get("accept_lengths", ()))
         self.model.train(was_training)
+        self._stats["completions"] += B
+        self._stats["new_tokens"] += float((tokens != TOKENIZER.PAD).sum())
         return ActOutput(actions=tokens[:, None, :].float(), logp=logp, value=torch.zeros(B))
 
     # --- training -----------------------------------------------------------------------------------

@@ -69,7 +69,8 @@ class InferenceWorker:
             sizes, delays = self.batch_sizes, self.queue_delays
             self.batch_sizes, self.queue_delays = [], []
             self.telemetry_inbox.put(self.tracer.telemetry(batch_sizes=sizes, queue_delay_s=delays,
-                                                           version=self.version))
+                                                           version=self.version,
+                                                           rollout=self.policy.rollout_stats()))
 
     def close(self) -> None:
         self._shm.close()

@@ -62,6 +62,17 @@ def build_policy(cfg, env_spec, spec: dict[str, Any] | None = None):
     return make_policy(cfg.policy.name, env_spec, **cfg.policy.factory_kwargs())
 
 
+def apply_rl_qat(cfg, policy) -> None:
+    """``lm.qat=int8|int4`` on a language policy in RL: it computes through fake-quantized weights (fp32 master
+    weights, straight-through gradients), the learner's and the inference worker's copy alike, as in SFT."""
+    if cfg.lm.qat == "none":
+        return
+    if not hasattr(policy, "apply_qat"):
+        raise ValueError(f"lm.qat={cfg.lm.qat} in RL applies to language policies (policy.name=lm); "
+                         f"{type(policy).__name__} has no quantization-aware form (set lm.qat=none)")
+    policy.apply_qat({"int8": 8, "int4": 4}[cfg.lm.qat], cfg.lm.qat_group_size)
+
+
 def batch_max(cfg) -> int:
     """0 means lockstep (sync, or ``runtime.lockstep``); the async modes batch dynamically, by default at half
     the envs."""
@@ -73,7 +84,10 @@ def batch_max(cfg) -> int:
 def build_inference_worker(cfg, env_spec, inbox, env_inboxes, telemetry_inbox=None, *, deterministic: bool = False,
                            policy_spec: dict[str, Any] | None = None):
     from tristream.runtime.inference import InferenceWorker
-    return InferenceWorker(build_policy(cfg, env_spec, policy_spec), inbox, env_inboxes,
+    policy = build_policy(cfg, env_spec, policy_spec)
+    apply_rl_qat(cfg, policy)
+    policy.configure_rollout(cfg.rollout.speculative_k, cfg.rollout.weights, cfg.lm.qat_group_size)
+    return InferenceWorker(policy, inbox, env_inboxes,
                            num_groups=shard_plan(cfg).num_groups,
                            batch_max=batch_max(cfg), batch_timeout_ms=cfg.runtime.batch_timeout_ms,
                            seed=cfg.run.seed + 1, deterministic=deterministic, telemetry_inbox=telemetry_inbox)

@@ -14,8 +14,8 @@ canonical sample order (:mod:`tristream.runtime.stream_order`), not on arrival:
    ``grpo_std_level=batch`` divided by its std), as CleanRL and Stable-Baselines3 do, so no statistic needs
    the whole step before training starts.
 4. Proximal log-probs: the behaviour ones for fresh data; for data of an older version (or a loss whose
-   spec says ``proximal="always"``) those of the policy when the sample is first trained, kept for the
-   later passes (``algo.ratio_reference=behaviour``: never recomputed).
+   spec says ``proximal="always"``, or rollouts from low-bit weights) those of the policy when the sample
+   is first trained, kept for the later passes (``algo.ratio_reference=behaviour``: never recomputed).
 5. ``algo.target_kl`` ends the step's passes after a pass whose mean approx KL exceeds it.
 6. Then the learner's version goes up by one: weights are published once per global step.
 
@@ -43,7 +43,8 @@ class StepUpdate:
         self.batch_size = algo.global_batch
         self.order = StreamOrder(envs, episodes_per_env=episodes_per_env, group_size=group_size,
                                  by_group=algo.advantage == "grpo")
-        self._always_proximal = loss_spec(algo.loss).proximal == "always"
+        # recomputed on fresh data too: a loss that asks for it, or rollouts from other weights than the learner's
+        self._always_proximal = loss_spec(algo.loss).proximal == "always" or learner.tracks_mismatch
         self._recompute_stale = algo.ratio_reference == "proximal"
         self._ready: list[Samples] = []  # prepared, not yet cut into a pass-1 mini-batch
         self._trained: list[Samples] = []  # pass-1 mini-batches, with their proximal log-probs

@@ -19,7 +19,7 @@ import torch
 from tristream.runtime.roles import make_env
 from tristream.types import ObsBatch
 
-TEXT_KEYS = ("prompt", "completion", "answer")  # what a text env's info adds, kept per episode
+TEXT_KEYS = ("prompt", "completion", "answer", "tokens")  # what a text env's info adds, kept per episode
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -102,17 +102,25 @@ def evaluate(policy, cfg, *, episodes: int | None = None, out_dir: str | Path | 
 
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
-    by_task: dict[str, list[bool]] = defaultdict(list)
+    """Success with its Wilson CI, overall and per task; for a text env also the mean generated tokens per
+    episode and the token efficiency, correct answers per 1,000 generated tokens."""
+    by_task: dict[str, list[dict]] = defaultdict(list)
     for r in results:
-        by_task[r["task"]].append(r["success"])
-    tasks = {}
-    for task, v in sorted(by_task.items()):
-        lo, hi = wilson_interval(sum(v), len(v))
-        tasks[task] = {"success": float(np.mean(v)), "ci95": [lo, hi], "episodes": len(v)}
+        by_task[r["task"]].append(r)
+    tasks = {task: _rates(rs) for task, rs in sorted(by_task.items())}
+    return {**_rates(results), "tasks": tasks,
+            "return": float(np.mean([r["return"] for r in results])) if results else 0.0}
+
+
+def _rates(results: list[dict[str, Any]]) -> dict[str, Any]:
     n_succ = sum(r["success"] for r in results)
     lo, hi = wilson_interval(n_succ, len(results))
-    return {"success": n_succ / max(len(results), 1), "ci95": [lo, hi], "episodes": len(results), "tasks": tasks,
-            "return": float(np.mean([r["return"] for r in results])) if results else 0.0}
+    out = {"success": n_succ / max(len(results), 1), "ci95": [lo, hi], "episodes": len(results)}
+    if results and "tokens" in results[0]:
+        tokens = sum(r["tokens"] for r in results)
+        out["mean_tokens"] = tokens / len(results)
+        out["success_per_1k_tokens"] = 1000.0 * n_succ / max(tokens, 1)
+    return out
 
 
 def _add_frame(frames: list[np.ndarray], env, obs: dict[str, Any]) -> None:
@@ -123,8 +131,26 @@ def _add_frame(frames: list[np.ndarray], env, obs: dict[str, Any]) -> None:
         frames.append(frame)
 
 
+def format_token_table(rows: dict[str, dict[str, Any]]) -> str:
+    """A text env's cost per evaluated checkpoint: mean generated tokens and correct answers per 1,000
+    generated tokens, per task ("" when the results have no token counts)."""
+    labels = list(rows)
+    if not labels or "mean_tokens" not in rows[labels[0]]:
+        return ""
+    tasks = sorted({t for r in rows.values() for t in r["tasks"]})
+    w = max([10, *(len(t) + 1 for t in tasks)])
+    header = f"{'task':<{w}}" + "".join(f"{lab + ' tokens':>16}{lab + ' acc/1k tok':>18}" for lab in labels)
+    lines = [header, "-" * len(header)]
+    for t in [*tasks, "all"]:
+        cells = [rows[lab] if t == "all" else rows[lab]["tasks"].get(t) for lab in labels]
+        lines.append(f"{t:<{w}}" + "".join(f"{c['mean_tokens']:>16.2f}{c['success_per_1k_tokens']:>18.1f}" if c
+                                          else " " * 34 for c in cells))
+    return "\n".join(lines)
+
+
 def format_table(rows: dict[str, dict[str, Any]]) -> str:
-    """Success per task family for several evaluated checkpoints (columns), with 95% CIs."""
+    """Success per task family for several evaluated checkpoints (columns), with 95% CIs (and for a text
+    env the token table below it)."""
     labels = list(rows)
     tasks = sorted({t for r in rows.values() for t in r["tasks"]})
     w = max([10, *(len(t) + 1 for t in tasks)])
@@ -139,4 +165,6 @@ def format_table(rows: dict[str, dict[str, Any]]) -> str:
                                           for lab in labels))
     lines.append(f"{'all':<{w}}" + "".join(cell(rows[lab]) for lab in labels))
     lines.append(f"{'return':<{w}}" + "".join(f"{rows[lab]['return']:.2f}".rjust(22) for lab in labels))
+    if tokens := format_token_table(rows):  # a text env: what the answers cost
+        lines += ["", "Generated tokens per episode and correct answers per 1,000 generated tokens:", tokens]
     return "\n".join(lines)

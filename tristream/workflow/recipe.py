@@ -1,7 +1,7 @@
 """The default recipe (the main job): collect demos -> SFT -> RL -> evaluate SFT and RL -> summary.
 Envs without a scripted expert skip demos and SFT: RL starts from a fresh policy, evaluated as "init".
 A language policy (policy.name=lm) on a text env replaces demos and behaviour cloning by SFT on the
-env's training problems (``--preset lm_text``)."""
+env's training problems (``--preset lm_text``), then DPO when ``dpo.steps`` > 0."""
 from __future__ import annotations
 
 import json
@@ -55,6 +55,17 @@ def _language_sft(cfg, run_dir: Path, sft_dir: Path, timings: dict, progress: bo
         timings["sft_s"] = time.perf_counter() - t
 
 
+def _language_dpo(cfg, run_dir: Path, sft_dir: Path, dpo_dir: Path, timings: dict, progress: bool) -> None:
+    from tristream.workflow.language import language_dpo
+    if not (dpo_dir / "policy.safetensors").exists():
+        t = time.perf_counter()
+        print(f"[tristream] 2b/4 DPO of the language policy: {cfg.dpo.steps} steps -> {dpo_dir}")
+        tracker = Tracker(run_dir)
+        language_dpo(cfg, sft_dir, dpo_dir, tracker=tracker, progress=progress)
+        tracker.close()
+        timings["dpo_s"] = time.perf_counter() - t
+
+
 def run_recipe(cfg, run_dir: Path, env_spec, *, resume: bool = False, progress: bool = True) -> dict:
     """Every stage writes into ``run_dir``; a stage whose output already exists is skipped, so
     ``--resume`` continues an interrupted recipe where it stopped."""
@@ -63,10 +74,15 @@ def run_recipe(cfg, run_dir: Path, env_spec, *, resume: bool = False, progress: 
     demos = run_dir / "demos.hdf5"
     sft_dir = run_dir / "sft"
     timings: dict[str, float] = {}
+    baselines: dict[str, Path] = {}  # stages before RL's start that are evaluated too (SFT before DPO)
     with StopFlag() as stop:
         if cfg.policy.name == "lm":  # a language policy: SFT on the text env's own problems, no demos
             start, start_label = sft_dir, "sft"
             _language_sft(cfg, run_dir, sft_dir, timings, progress)
+            if cfg.dpo.steps > 0 and not stop():  # SFT -> DPO -> RL
+                baselines["sft"] = sft_dir
+                start, start_label = run_dir / "dpo", "dpo"
+                _language_dpo(cfg, run_dir, sft_dir, start, timings, progress)
         elif env_spec.has_expert:
             start, start_label = sft_dir, "sft"
             _demos_and_sft(cfg, run_dir, demos, sft_dir, env_spec, timings, progress, stop)
@@ -89,9 +105,11 @@ def run_recipe(cfg, run_dir: Path, env_spec, *, resume: bool = False, progress: 
         if stop():
             return {}
     t = time.perf_counter()
-    print(f"[tristream] 4/4 evaluating {start_label} and RL on {cfg.eval.episodes} held-out episodes each")
-    results = {start_label: evaluate(load_policy(start), cfg, out_dir=run_dir / "eval", label=start_label),
-               "rl": evaluate(rl_policy, cfg, out_dir=run_dir / "eval", label="rl")}
+    print(f"[tristream] 4/4 evaluating {', '.join([*baselines, start_label])} and RL on {cfg.eval.episodes} "
+          f"held-out episodes each")
+    results = {label: evaluate(load_policy(path), cfg, out_dir=run_dir / "eval", label=label)
+               for label, path in {**baselines, start_label: start}.items()}
+    results["rl"] = evaluate(rl_policy, cfg, out_dir=run_dir / "eval", label="rl")
     timings["eval_s"] = time.perf_counter() - t
     tracker = Tracker(run_dir, tensorboard=False)
     for label, r in results.items():

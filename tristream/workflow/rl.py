@@ -17,7 +17,7 @@ from tristream.metrics.tracker import Tracker, console_line
 from tristream.policies.io import load_policy
 from tristream.runtime.learner import Learner
 from tristream.runtime.pipeline import train_loop
-from tristream.runtime.roles import build_policy, shard_plan
+from tristream.runtime.roles import apply_rl_qat, build_policy, shard_plan
 
 
 class StopFlag:
@@ -85,7 +85,9 @@ def rl_train(cfg, run_dir: str | Path, env_spec, *, init: str | Path | None = No
     if resume:
         ckpt = latest_checkpoint(run_dir)
         policy, state = load_checkpoint(ckpt)
-        learner = Learner(policy, cfg.algo, seed=cfg.run.seed + 2, total_steps=cfg.train.steps)
+        apply_rl_qat(cfg, policy)
+        learner = Learner(policy, cfg.algo, seed=cfg.run.seed + 2, total_steps=cfg.train.steps,
+                          rollout_mismatch=cfg.rollout.weights != "fp32")
         learner.load_state_dict(state["learner"])
         start, totals = int(state["step"]), state["totals"]
         print(f"[tristream] resuming from {ckpt} (global step {start}, policy version {learner.version})")
@@ -102,7 +104,9 @@ def rl_train(cfg, run_dir: str | Path, env_spec, *, init: str | Path | None = No
             print(f"[tristream] loss {cfg.algo.loss} bounds every token's ratio: the Gaussian head uses one token "
                   f"per action dimension (train.rl_gaussian_tokens=chunk to keep one per chunk)")
             policy.set_gaussian_tokens("dim")
-        learner = Learner(policy, cfg.algo, seed=cfg.run.seed + 2, total_steps=cfg.train.steps)
+        apply_rl_qat(cfg, policy)
+        learner = Learner(policy, cfg.algo, seed=cfg.run.seed + 2, total_steps=cfg.train.steps,
+                          rollout_mismatch=cfg.rollout.weights != "fp32")
         start = 0
     print(shard_plan(cfg).describe())
     tracker = Tracker(run_dir)

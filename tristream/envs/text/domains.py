@@ -9,7 +9,12 @@ computes the answer from the prompt itself, so any prompt can be checked without
     sort      "sort:530812="   -> "012358"  the digits in ascending order
     count     "count:b:abcbdab=" -> "3"     how often the letter before the second ':' occurs after it
 
-``difficulty`` is the number of digits (addition) or characters (the others). Each domain also has a
+``difficulty`` is the number of digits (addition) or characters (the others).
+
+Thinking mode: addition and count also have a short worked trace, written before the answer and separated
+from it by ``>``: the carry out of every digit position (addition, in writing order), or the running count
+after every letter (count, last digit). ``"2740+3190="`` -> ``"0010>58310"``. The checker reads only what
+follows the last ``>``, so a trace costs tokens but never changes the reward. Each domain also has a
 typical mistake (dropped carries, a copy instead of a reversal, descending order, off by one): the answers
 of an imperfect teacher, for SFT data that RL against the checker can improve on. Splits are disjoint by
 construction: a problem is held out when a hash of its prompt falls in ``heldout_fraction``, so a sampler
@@ -26,13 +31,20 @@ from dataclasses import dataclass
 from tristream.lm.tasks import ArithmeticTask
 
 SPLITS = ("train", "heldout")
+TRACE_END = ">"  # separates a thinking-mode trace from the final answer
+
+
+def final_answer(completion: str) -> str:
+    """What the checker reads: the completion after its last ``>`` (all of it without one), stripped."""
+    return completion.strip().rsplit(TRACE_END, 1)[-1].strip()
 
 
 @dataclass(frozen=True)
 class TextProblem:
     prompt: str
-    answer: str
+    answer: str  # the target completion: the answer, or in thinking mode the trace, ">" and the answer
     domain: str
+    mode: str = "direct"  # "direct" or "think"
 
 
 class Domain:
@@ -61,24 +73,40 @@ class Domain:
         ``lm.teacher_error``); never equal to :meth:`answer` unless the problem makes them coincide."""
         raise NotImplementedError
 
+    trace_width = 0  # characters of the thinking-mode trace (0: the domain has no thinking form)
+
+    def trace(self, prompt: str, wrong: bool = False) -> str:
+        """The worked steps of ``prompt`` that lead to its answer (to the domain's :meth:`mistake` when
+        ``wrong``), written before the answer in thinking mode; domains with ``trace_width`` 0 have none."""
+        raise NotImplementedError(f"text domain {self.name!r} has no thinking form")
+
+    @property
+    def thinks(self) -> bool:
+        return self.trace_width > 0
+
     def reward(self, prompt: str, completion: str) -> float:
-        """1.0 when ``completion`` (surrounding whitespace ignored) is exactly the answer, else 0.0."""
-        return float(completion.strip() == self.answer(prompt))
+        """1.0 when the final answer of ``completion`` (after the last ``>``, whitespace ignored) is exactly
+        the answer, else 0.0."""
+        return float(final_answer(completion) == self.answer(prompt))
 
     def split_of(self, prompt: str) -> str:
         h = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big") / 2.0 ** 64
         return "heldout" if h < self.heldout_fraction else "train"
 
     def sample(self, rng: random.Random, split: str, zero_digit_prob: float = 0.0,
-               teacher_error: float = 0.0) -> TextProblem:
+               teacher_error: float = 0.0, mode: str = "direct") -> TextProblem:
         """A problem of ``split`` (rejection sampling on the prompt hash). ``zero_digit_prob``: addition's
         easier training operands (lm.tasks); other domains ignore it. ``teacher_error``: the probability that
-        the answer given is the domain's :meth:`mistake` (imperfect SFT targets; the checker is unchanged)."""
+        the answer given is the domain's :meth:`mistake` (imperfect SFT targets; the checker is unchanged).
+        ``mode="think"``: the target completion is the trace, ``>`` and the answer."""
         while True:
             prompt = self._draw(rng, zero_digit_prob)
             if self.split_of(prompt) == split:
                 wrong = teacher_error > 0 and rng.random() < teacher_error
-                return TextProblem(prompt, self.mistake(prompt) if wrong else self.answer(prompt), self.name)
+                answer = self.mistake(prompt) if wrong else self.answer(prompt)
+                if mode == "think":
+                    answer = self.trace(prompt, wrong) + TRACE_END + answer
+                return TextProblem(prompt, answer, self.name, mode)
 
     def describe(self) -> str:
         return f"{self.name} (difficulty {self.difficulty})"
@@ -112,6 +140,21 @@ class Addition(Domain):
 
     def split_of(self, prompt):  # the same split as lm.tasks, so an arithmetic-only SFT model is comparable
         return self.task.split_of(prompt)
+
+    @property
+    def trace_width(self):
+        return self.difficulty
+
+    def trace(self, prompt, wrong=False):
+        """The carry out of every digit position, in writing order (all 0 for the dropped-carry mistake)."""
+        if wrong:
+            return "0" * self.difficulty
+        a, b = prompt[:-1].split("+")
+        carries, c = [], 0
+        for x, y in zip(a, b):
+            c = (int(x) + int(y) + c) // 10
+            carries.append(str(c))
+        return "".join(carries)
 
 
 class _Characters(Domain):
@@ -180,6 +223,19 @@ class Count(Domain):
     def mistake(self, prompt):
         """Off by one (the target letter itself counted too)."""
         return str(int(self.answer(prompt)) + 1)
+
+    @property
+    def trace_width(self):
+        return self.difficulty
+
+    def trace(self, prompt, wrong=False):
+        """The running count after every letter, its last digit (starting from 1 for the off-by-one mistake)."""
+        target, _, text = _body(self, prompt, rf"[{self.letters}]:[{self.letters}]+").partition(":")
+        n, out = int(wrong), []
+        for ch in text:
+            n += ch == target
+            out.append(str(n % 10))
+        return "".join(out)
 
 
 def _body(domain: Domain, prompt: str, pattern: str) -> str:
