@@ -142,3 +142,5 @@ def test_rollout_settings_are_for_language_policies_only(env):
         load_config(Config, "default", ["rollout.weights=int4"])
     with pytest.raises((ValueError, ConfigError), match="already weights each token"):
         load_config(Config, "default", ["algo.rollout_is_cap=2"])
+    with pytest.raises((ValueError, ConfigError), match="ratio_reference=behaviour never recomputes"):
+        load_config(Config, "lm_text", ["rollout.weights=int4", "algo.ratio_reference=behaviour"])

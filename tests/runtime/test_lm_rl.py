@@ -39,7 +39,7 @@ def test_serial_and_local_agree_on_the_text_env(text, tmp_path):
 
 def test_low_bit_and_speculative_rollouts_log_the_mismatch_and_correct_it(text, tmp_path):
     rows = _rl(text("runtime.backend=serial", "rollout.weights=int4", "rollout.speculative_k=2",
-                    "algo.rollout_is_cap=2.0"), tmp_path / "int4")
+                    "algo.rollout_is_cap=2.0", "algo.loss=fiberpo_domain"), tmp_path / "int4")  # a precompute too
     for r in rows:
         assert r["rollout_logp_diff_mean"] > 1e-4 and r["rollout_logp_diff_max"] >= r["rollout_logp_diff_mean"]
         assert r["rollout_kl"] >= 0 and 0 < r["rollout_is_weight_mean"] <= 2.0
@@ -57,6 +57,7 @@ def test_truncated_importance_weight_by_hand(text):
     lay = {"mask": torch.tensor([[1.0, 1.0, 0.0]]), "old": torch.tensor([[0.0, math.log(3.0), 5.0]]),
            "behaviour_logp": torch.zeros(1, 3), "adv": torch.full((1, 3), 0.5)}
     out = learner._mismatch(lay, tokens=2.0)
+    lay["adv"] = lay["adv"] * learner._is_weight(lay)  # what _rows does for the loss and any precompute
     assert out["rollout_logp_diff_mean"] == pytest.approx(math.log(3.0) / 2)
     assert out["rollout_logp_diff_max"] == pytest.approx(math.log(3.0))
     assert out["rollout_kl"] == pytest.approx((3.0 - 1.0 - math.log(3.0)) / 2)

@@ -379,6 +379,12 @@ class Config:
                              f"{self.rollout.weights}: only a language policy (policy.name=lm) generates with MTP "
                              f"drafts or low-bit weights; policy.name={self.policy.name!r} needs speculative_k=0 and "
                              f"weights=fp32")
+        mismatched = self.rollout.weights != "fp32" or self.algo.rollout_is_cap is not None
+        if mismatched and self.algo.ratio_reference == "behaviour":
+            raise ValueError(f"algo.ratio_reference=behaviour never recomputes the proximal log-probs, which "
+                             f"rollout.weights={self.rollout.weights} / algo.rollout_is_cap={self.algo.rollout_is_cap} "
+                             f"need (the learner's log-probs to compare the rollout's with); use "
+                             f"ratio_reference=proximal")
         if self.rollout.num_envs % (self.runtime.env_workers * self.runtime.groups_per_worker):
             raise ValueError(
                 f"rollout.num_envs={self.rollout.num_envs} must divide evenly into runtime.env_workers="

@@ -157,8 +157,9 @@ def dpo_train(model: LM, pairs: Sequence[Pair], d, *, seed: int = 0, tracker=Non
     """``d.steps`` DPO steps (``d``: the config's dpo section) of ``model`` on ``pairs``, against a frozen copy
     of ``model`` as the reference; returns (the trained model, the logged rows)."""
     if not pairs:
-        raise ValueError("DPO needs at least one pair (rejection sampling found none: every sampled completion was "
-                         "right or every one wrong; raise dpo.prompts or dpo.samples_per_prompt)")
+        raise ValueError(f"DPO needs at least one pair, got none (rejection sampling: every prompt's completions were "
+                         f"all right or all wrong; raise dpo.prompts={d.prompts} or dpo.samples_per_prompt="
+                         f"{d.samples_per_prompt}, or give a pairs file)")
     ref_c, ref_r = reference_logp(copy.deepcopy(model), pairs)  # once: the reference never changes
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=d.lr, betas=(0.9, 0.95), weight_decay=0.0)

@@ -285,11 +285,22 @@ class Learner:
 
         first = idx[np.array([sr[0] for sr in subrows])]
         mask = self.policy.token_mask(samples.actions[sel])
-        return {"rows": rows, "sel": sel, "mask": rows(torch.ones(n, L) if mask is None else mask),
-                "adv": rows(samples.advantages[sel][:, None].expand(n, L).contiguous()),
-                "old": rows(samples.proximal_logp[sel]), "behaviour_logp": rows(samples.behaviour_logp[sel]),
-                "group_ids": torch.from_numpy(samples.group_id[first]),
-                "domain_ids": torch.from_numpy(samples.domain_id[first])}
+        lay = {"rows": rows, "sel": sel, "mask": rows(torch.ones(n, L) if mask is None else mask),
+               "adv": rows(samples.advantages[sel][:, None].expand(n, L).contiguous()),
+               "old": rows(samples.proximal_logp[sel]), "behaviour_logp": rows(samples.behaviour_logp[sel]),
+               "group_ids": torch.from_numpy(samples.group_id[first]),
+               "domain_ids": torch.from_numpy(samples.domain_id[first])}
+        if self.algo.rollout_is_cap is not None:  # the loss and any whole-mini-batch precompute see the same
+            lay["adv"] = lay["adv"] * self._is_weight(lay)
+        return lay
+
+    @torch.no_grad()
+    def _is_weight(self, lay: dict) -> torch.Tensor:
+        """Truncated importance weight per token [R, T]: min(pi_learner / pi_rollout, algo.rollout_is_cap) =
+        min(exp(proximal - behaviour), C); 0 on masked tokens. For a loss linear in the advantage, weighting
+        the advantage weights the token's loss."""
+        d = torch.where(lay["mask"] > 0, lay["old"] - lay["behaviour_logp"], 0.0)
+        return d.exp().clamp(max=self.algo.rollout_is_cap) * (lay["mask"] > 0)
 
     def _obs(self, samples: Samples, sel: np.ndarray) -> dict:
         return {"images": samples.obs.images[sel], "state": samples.obs.state[sel],
@@ -343,22 +354,19 @@ class Learner:
     @torch.no_grad()
     def _mismatch(self, lay: dict, tokens: float) -> dict[str, float]:
         """Rollout-vs-learner log-prob mismatch per token of a micro-batch, d = proximal - behaviour (the
-        learner's fp32 log-prob of a token minus the rollout's), as sums over the mini-batch's ``tokens``:
-        mean |d|, max |d| and the KL(rollout || learner) estimate k3 = mean(exp(d) - 1 - d). With
-        ``algo.rollout_is_cap`` C the advantages ``lay["adv"]`` are multiplied in place by the truncated
-        importance weight min(exp(d), C) (for a loss linear in A, the token's loss weighted by it)."""
+        learner's log-prob of a token, taken when its mini-batch is first trained, minus the rollout's), as
+        sums over the mini-batch's ``tokens``: mean |d|, max |d| and the KL(rollout || learner) estimate
+        k3 = mean(exp(d) - 1 - d); with ``algo.rollout_is_cap`` C also the mean truncated weight and the share
+        of tokens capped. A step's later mini-batches are scored after its earlier optimizer steps, so their
+        d includes that movement of the learner besides the rollout weights' difference."""
         mask = lay["mask"] > 0
         d = torch.where(mask, lay["old"] - lay["behaviour_logp"], 0.0)
         out = {"rollout_logp_diff_mean": float(d.abs().sum()) / tokens,
                "rollout_logp_diff_max": float(d.abs().max()) if d.numel() else 0.0,
                "rollout_kl": float(torch.where(mask, d.exp() - 1 - d, 0.0).sum()) / tokens}
-        cap = self.algo.rollout_is_cap
-        if cap is not None:
-            w = d.exp()
-            out["rollout_is_capped_frac"] = float(((w > cap) & mask).sum()) / tokens
-            w = w.clamp(max=cap)
-            out["rollout_is_weight_mean"] = float(torch.where(mask, w, 0.0).sum()) / tokens
-            lay["adv"] = lay["adv"] * w
+        if self.algo.rollout_is_cap is not None:
+            out["rollout_is_capped_frac"] = float(((d.exp() > self.algo.rollout_is_cap) & mask).sum()) / tokens
+            out["rollout_is_weight_mean"] = float(self._is_weight(lay).sum()) / tokens
         return out
 
     @property

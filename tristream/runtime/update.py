@@ -149,7 +149,9 @@ class StepUpdate:
         advantages = batch.advantages.clone()
         advantages[torch.from_numpy(idx)] = learner.normalize(batch.advantages[torch.from_numpy(idx)])
         stats = learner.optimizer_step(dataclasses.replace(batch, advantages=advantages), idx, full)
-        if not self._checked_budget and stats.get("raw_ratio_max", 1.0) != 1.0:
+        # (with low-bit rollouts the raw ratio is off 1 from the start: the learner's own movement is the KL)
+        moved = stats.get("approx_kl", 0.0) != 0.0 if learner.tracks_mismatch else stats.get("raw_ratio_max", 1.0) != 1.0
+        if not self._checked_budget and moved:
             self._checked_budget = True  # the step's first optimizer step whose policy has moved from the data's
             learner.check_trust_region(stats)
         for k, v in stats.items():  # "_max" statistics: the step's largest; the rest: means over its optimizer steps

@@ -50,7 +50,7 @@ def language_dpo(cfg, init: str | Path, out_dir: str | Path, *, pairs: str | Pat
     from tristream.lm.train import exact_match, heldout
     env, d, out = _text_env(cfg, "DPO"), cfg.dpo, Path(out_dir)
     if d.steps < 1:
-        raise ValueError("DPO needs dpo.steps >= 1 (e.g. dpo.steps=100)")
+        raise ValueError(f"DPO needs dpo.steps >= 1, got dpo.steps={d.steps} (e.g. dpo.steps=100)")
     policy = load_policy(init)
     if getattr(policy, "registry_name", None) != "lm":
         raise ValueError(f"DPO needs a language policy (policy.name=lm, e.g. tristream sft --preset lm_text); "
