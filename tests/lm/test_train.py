@@ -12,7 +12,7 @@ from tristream.lm.tasks import make_task
 from tristream.lm.tokenizer import ByteTokenizer
 from tristream.lm.train import (
     _bias_rate_factor,
-    _lr_factor,
+    lr_factor,
     encode,
     exact_match,
     frozen_bias_load,
@@ -59,10 +59,10 @@ def test_encode_masks_answer_and_eos_only():
 
 def test_lr_schedule_warms_up_then_decays_to_the_floor(tmp_path):
     lm = lm_cfg(tmp_path, "lm.steps=100", "lm.warmup_steps=10", "lm.min_lr_ratio=0.1").lm
-    assert _lr_factor(0, lm) == pytest.approx(0.1) and _lr_factor(9, lm) == pytest.approx(1.0)
-    assert _lr_factor(10, lm) == pytest.approx(1.0) and _lr_factor(100, lm) == pytest.approx(0.1)
+    assert lr_factor(0, lm) == pytest.approx(0.1) and lr_factor(9, lm) == pytest.approx(1.0)
+    assert lr_factor(10, lm) == pytest.approx(1.0) and lr_factor(100, lm) == pytest.approx(0.1)
     lin = dataclasses.replace(lm, schedule="linear")
-    assert _lr_factor(55, lin) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_factor(55, lin) == pytest.approx(0.1 + 0.9 * 0.5)
 
 
 def test_bias_rate_follows_the_lr_decay_only_when_asked(tmp_path, monkeypatch):
@@ -70,7 +70,7 @@ def test_bias_rate_follows_the_lr_decay_only_when_asked(tmp_path, monkeypatch):
     assert all(_bias_rate_factor(i, lm) == 1.0 for i in (0, 5, 50, 100))  # constant (the default)
     dec = dataclasses.replace(lm, router_bias_schedule="lr_decay")
     assert _bias_rate_factor(0, dec) == 1.0 and _bias_rate_factor(9, dec) == 1.0  # warm-up: full rate
-    assert _bias_rate_factor(55, dec) == pytest.approx(_lr_factor(55, dec)) and _bias_rate_factor(100, dec) == pytest.approx(0.1)
+    assert _bias_rate_factor(55, dec) == pytest.approx(lr_factor(55, dec)) and _bias_rate_factor(100, dec) == pytest.approx(0.1)
     rates = []  # what sft_lm hands the model after each optimizer step
     original = LM.update_router_bias
     monkeypatch.setattr(LM, "update_router_bias", lambda self, rate=None: rates.append(rate) or original(self, rate))

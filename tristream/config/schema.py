@@ -350,7 +350,8 @@ class DPOConfig:
     label_smoothing: float = f(0.0, "probability that a pair's preference is flipped (conservative DPO)",
                                min=0.0, max=0.49)
     batch_size: int = f(32, "pairs per optimizer step", min=1)
-    lr: float = f(2e-5, "AdamW peak learning rate (linear warm-up, then linear decay to lr x min_lr_ratio)", min=0.0)
+    lr: float = f(2e-5, "AdamW peak learning rate (linear warm-up, then decay to lr x min_lr_ratio)", min=0.0)
+    schedule: Literal["cosine", "linear"] = f("linear", "decay after warm-up")
     min_lr_ratio: float = f(0.1, "the schedule decays to lr x this (JoyAI-Flash: 1e-6 -> 1e-7)", min=0.0, max=1.0)
     warmup_steps: int = f(10, "linear warm-up steps", min=0)
     max_grad_norm: float = f(1.0, "gradient clipping norm (0: off)", min=0.0)

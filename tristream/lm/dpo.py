@@ -29,10 +29,10 @@ from tristream.algos.dpo import dpo_loss
 from tristream.lm.generate import sample_with_logp, tempered_logp
 from tristream.lm.model import LM
 from tristream.lm.tasks import Problem
-from tristream.lm.tokenizer import ByteTokenizer
+from tristream.lm.tokenizer import NEVER_SAMPLED, ByteTokenizer
+from tristream.lm.train import encode, lr_factor
 
 TOKENIZER = ByteTokenizer()
-BANNED = (TOKENIZER.PAD, TOKENIZER.BOS)  # never sampled: a completion is bytes and EOS
 PAIR_KEYS = ("prompt", "chosen", "rejected")
 
 
@@ -84,10 +84,9 @@ def write_pairs(pairs: Sequence[Pair], path: str | Path) -> Path:
 def sequence_logp(model: LM, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
     """log pi(completion + EOS | BOS prompt) per row [N]: one teacher-forced forward of right-padded rows
     (gradients flow when enabled)."""
-    from tristream.lm.train import encode
     tokens, mask = encode([Problem(p, c) for p, c in zip(prompts, completions)])  # mask: target tokens
     logits = model(tokens).logits[:, :-1]  # position t predicts token t + 1
-    logp = tempered_logp(logits, 1.0, BANNED).gather(-1, tokens[:, 1:, None])[..., 0]
+    logp = tempered_logp(logits, 1.0, NEVER_SAMPLED).gather(-1, tokens[:, 1:, None])[..., 0]
     return torch.where(mask[:, 1:] > 0, logp, 0.0).sum(-1)
 
 
@@ -124,7 +123,7 @@ def rejection_pairs(model: LM, task, *, prompts: int, samples_per_prompt: int, m
             part = idx[lo:lo + batch_rows]
             prompt = torch.tensor([TOKENIZER.encode(rows[i], bos=True) for i in part])
             tokens, _, _ = sample_with_logp(model, prompt, max_new_tokens, temperature=temperature, eos_id=TOKENIZER.EOS,
-                                         pad_id=TOKENIZER.PAD, banned=BANNED, generator=gen)
+                                         pad_id=TOKENIZER.PAD, banned=NEVER_SAMPLED, generator=gen)
             for i, t in zip(part, tokens.tolist()):
                 completions[i] = TOKENIZER.decode(t)
     model.train(was_training)
@@ -144,14 +143,6 @@ def rejection_pairs(model: LM, task, *, prompts: int, samples_per_prompt: int, m
     return pairs, stats
 
 
-def _lr_factor(step: int, d) -> float:
-    """Linear warm-up over ``warmup_steps``, then linear decay to ``min_lr_ratio``."""
-    if step < d.warmup_steps:
-        return (step + 1) / d.warmup_steps
-    frac = min(1.0, (step - d.warmup_steps) / max(1, d.steps - d.warmup_steps))
-    return d.min_lr_ratio + (1 - d.min_lr_ratio) * (1.0 - frac)
-
-
 def dpo_train(model: LM, pairs: Sequence[Pair], d, *, seed: int = 0, tracker=None, progress: bool = True
               ) -> tuple[LM, list[dict[str, float]]]:
     """``d.steps`` DPO steps (``d``: the config's dpo section) of ``model`` on ``pairs``, against a frozen copy
@@ -163,7 +154,7 @@ def dpo_train(model: LM, pairs: Sequence[Pair], d, *, seed: int = 0, tracker=Non
     ref_c, ref_r = reference_logp(copy.deepcopy(model), pairs)  # once: the reference never changes
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=d.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: _lr_factor(i, d))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(i, d))
     rng = np.random.default_rng(seed)
     order = np.empty(0, dtype=np.int64)
     rows, window = [], []

@@ -54,3 +54,7 @@ class ByteTokenizer:
                 else:
                     out[b, :len(s)] = torch.tensor(list(s), dtype=torch.long)
         return out
+
+
+# Ids a generated completion never contains (it is bytes and EOS): PAD marks its end, BOS starts prompts.
+NEVER_SAMPLED = (ByteTokenizer.PAD, ByteTokenizer.BOS)

@@ -95,7 +95,9 @@ def heldout(task: ArithmeticTask, n: int) -> list[Problem]:
     return task.problems("heldout", n, seed=EVAL_SEED)
 
 
-def _lr_factor(step: int, lm) -> float:
+def lr_factor(step: int, lm) -> float:
+    """Learning-rate multiplier after ``step`` optimizer steps of a section with ``steps``, ``warmup_steps``,
+    ``schedule`` (cosine | linear) and ``min_lr_ratio`` (cfg.lm, cfg.dpo): linear warm-up, then decay."""
     if step < lm.warmup_steps:
         return (step + 1) / lm.warmup_steps
     frac = min(1.0, (step - lm.warmup_steps) / max(1, lm.steps - lm.warmup_steps))
@@ -108,7 +110,7 @@ def _bias_rate_factor(step: int, lm) -> float:
     ``router_bias_schedule=lr_decay`` the learning rate's factor once warm-up is over (1 during it)."""
     if lm.router_bias_schedule == "constant" or step < lm.warmup_steps:
         return 1.0
-    return _lr_factor(step, lm)
+    return lr_factor(step, lm)
 
 
 def _qat_bits(lm) -> int | None:
@@ -134,7 +136,7 @@ def sft_lm(cfg, out_dir: str | Path, *, task=None, tracker=None, progress: bool 
         model = LM(mcfg)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lm.lr, weight_decay=lm.weight_decay, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: _lr_factor(i, lm))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(i, lm))
     bits = _qat_bits(lm)
     eval_set = heldout(task, lm.eval_problems)
     print(f"[tristream] LM SFT: task {task.describe()}, training operand digits 0 with p={lm.zero_digit_prob}, "

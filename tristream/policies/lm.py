@@ -29,11 +29,10 @@ import torch
 from tristream.lm.config import LMConfig
 from tristream.lm.generate import sample_with_logp, tempered_logp
 from tristream.lm.model import LM
-from tristream.lm.tokenizer import ByteTokenizer
+from tristream.lm.tokenizer import NEVER_SAMPLED, ByteTokenizer
 from tristream.policies.base import ActOutput, EvalOutput, Policy
 
 TOKENIZER = ByteTokenizer()
-NEVER_SAMPLED = (TOKENIZER.PAD, TOKENIZER.BOS)  # a completion is bytes and EOS: PAD marks its end, BOS starts prompts
 
 
 class LMPolicy(Policy):
