@@ -21,7 +21,7 @@ import torch
 
 from tristream.config.scoped import load_cli_config
 from tristream.policies.io import load_policy
-from tristream.runtime.roles import make_env
+from tristream.envs.from_config import env_from_config
 from tristream.types import ObsBatch
 
 
@@ -69,7 +69,7 @@ def main(argv=None) -> dict[str, dict[str, int]]:
     results = {}
     print(f"{args.policy}: {args.seeds} held-out seeds per task, 1 deterministic + {args.samples} sampled episodes each")
     for name, env_cfg in tasks.items():
-        env = make_env(env_cfg)
+        env = env_from_config(env_cfg)
         outcomes = [(run_episode(env, policy, s, True), sum(run_episode(env, policy, s, False)
                                                             for _ in range(args.samples))) for s in seeds]
         env.close()

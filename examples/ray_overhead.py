@@ -79,13 +79,14 @@ def main(argv=None) -> None:
     from tristream.bench.throughput import measure
     from tristream.config.scoped import load_cli_config
     from tristream.policies.io import load_policy
-    from tristream.runtime.backends.ray import connect
+    from tristream.runtime.backends.ray_channels import connect
     from tristream.runtime.backends.ray_learner import run_in_learner_actor
-    from tristream.runtime.roles import build_policy, make_env
+    from tristream.policies.from_config import build_policy
+    from tristream.envs.from_config import env_from_config
 
     cfg, _ = load_cli_config(args.preset, args.overrides)
     torch.set_num_threads(cfg.run.torch_threads)
-    env = make_env(cfg.env)
+    env = env_from_config(cfg.env)
     spec = env.spec
     env.close()
     init = (load_policy(cfg.train.init) if cfg.train.init else build_policy(cfg, spec)).state_dict()

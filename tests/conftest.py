@@ -20,6 +20,12 @@ def tiny(tmp_path):
     return lambda *o: tiny_config(tmp_path, *o)
 
 
+# Metrics that differ between two runs of the same training: clocks, and how much of an update overlapped its
+# rollout (timing; the update is the same). Equivalence tests compare every other metric.
+RUN_CLOCKS = frozenset({"rollout_s", "update_s", "step_s", "env_steps_per_s", "wall_s_total", "time",
+                        "overlap_optimizer_steps"})
+
+
 def text_config(tmp_path, *overrides: str) -> Config:
     """The lm_text preset (a fresh tiny LM on the text env) cut to seconds: 2 groups of 4 samples per step."""
     return load_config(Config, "lm_text", [f"run.dir={tmp_path}", "rollout.num_envs=8", "rollout.group_size=4",

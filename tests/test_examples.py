@@ -76,9 +76,10 @@ def test_rankable_failures_counts_deterministic_and_sampled_outcomes(tmp_path, c
                  "mixed": 2}
     from tristream.config import Config, load_config
     from tristream.policies import save_policy
-    from tristream.runtime.roles import build_policy, make_env
+    from tristream.policies.from_config import build_policy
+    from tristream.envs.from_config import env_from_config
     cfg = load_config(Config, "tiny", ["env.name=toy", "env.max_episode_steps=6"])
-    save_policy(build_policy(cfg, make_env(cfg.env).spec), tmp_path / "p")
+    save_policy(build_policy(cfg, env_from_config(cfg.env).spec), tmp_path / "p")
     out = main([str(tmp_path / "p"), "--seeds", "3", "--samples", "2", "--preset", "tiny", "env.name=toy",
                 "env.max_episode_steps=6"])
     assert list(out) == ["toy"] and out["toy"]["seeds"] == 3 and out["toy"]["sampled_of"] == 6

@@ -65,8 +65,8 @@ def _eval_config(args, path: Path):
 
 
 def _env_spec(cfg):
-    from tristream.runtime.roles import make_env
-    env = make_env(cfg.env)
+    from tristream.envs.from_config import env_from_config
+    env = env_from_config(cfg.env)
     spec = env.spec
     env.close()
     return spec
@@ -193,7 +193,7 @@ def cmd_bench(args) -> int:
     cfg = _load(args)
     if args.what == "env":
         from tristream.envs.throughput import env_only_throughput
-        from tristream.runtime.roles import env_kwargs
+        from tristream.envs.from_config import env_kwargs
         r = env_only_throughput(cfg.env.name, num_envs=args.num_envs, steps=args.steps, **env_kwargs(cfg.env))
         print(f"workload: env {cfg.env.name}, {args.num_envs} envs in one process, {args.steps} steps per env, "
               f"zero-cost (random) policy, images {cfg.env.image_size}x{cfg.env.image_size}")

@@ -262,8 +262,8 @@ def test_example_env_passes_gymnasiums_checker(obs_mode):
 
 
 def test_a_gymnasium_class_named_as_env_name_goes_through_the_adapter(tiny):
-    from tristream.runtime.roles import make_env
-    env = make_env(tiny("env.name=examples.pixel_reach:PixelReachEnv", "env.kwargs.size=32").env)
+    from tristream.envs.from_config import env_from_config
+    env = env_from_config(tiny("env.name=examples.pixel_reach:PixelReachEnv", "env.kwargs.size=32").env)
     assert isinstance(env, GymAdapter) and env.spec.camera_names == ("pixels",)
     env.close()
 

@@ -187,12 +187,13 @@ def test_eval_reports_per_task_success_and_videos(tmp_path):
     if not HAVE_MW:
         pytest.skip("Meta-World not installed: pip install 'tristream[metaworld]'")
     from tristream.config import Config, load_config
-    from tristream.runtime.roles import build_policy, make_env as make_cfg_env
+    from tristream.envs.from_config import env_from_config
+    from tristream.policies.from_config import build_policy
     from tristream.workflow.evaluate import evaluate
 
     cfg = load_config(Config, "tiny", ["env.name=metaworld", "env.tasks=[reach,push]", "env.max_episode_steps=6",
                                        "env.image_size=16", "eval.videos=1"])
-    spec = make_cfg_env(cfg.env).spec
+    spec = env_from_config(cfg.env).spec
     result = evaluate(build_policy(cfg, spec), cfg, episodes=4, out_dir=tmp_path, num_envs=2)
     assert set(result["tasks"]) == {"reach-v3", "push-v3"} and result["episodes"] == 4
     assert all(t["episodes"] == 2 and len(t["ci95"]) == 2 for t in result["tasks"].values())

@@ -54,6 +54,26 @@ def test_completions_end_in_padding_and_never_sample_specials(env):
     assert (mask.sum(1) < env.spec.action_dim).any()  # some rows stopped early
 
 
+def test_row_noise_makes_a_completion_independent_of_its_batch(env):
+    """With per-row noise (what the inference worker passes) a prompt's completion and its log-probs are the
+    same whether it is generated alone or among other prompts of other lengths; the log-probs still equal the
+    teacher-forced ones, and specials are still never sampled."""
+    from tristream.noise import RowNoise
+    torch.manual_seed(3)
+    policy = make_policy("lm", env.spec)
+    obs = _batch(env, 16).as_dict()
+    assert len({len(p) for p in obs["instruction"]}) > 1
+    out = policy.act(obs, noise=RowNoise(range(100, 116)))
+    for i in (0, 7, 15):
+        alone = policy.act({k: v[i:i + 1] for k, v in obs.items()}, noise=RowNoise([100 + i]))
+        assert torch.equal(alone.actions, out.actions[i:i + 1])
+        assert torch.allclose(alone.logp, out.logp[i:i + 1], atol=1e-5, rtol=0)
+    ev = policy.evaluate(obs, out.actions)
+    assert torch.allclose(ev.logp, out.logp, atol=1e-5, rtol=0)
+    assert not (out.actions[:, 0].long() == TOKENIZER.BOS).any()
+    assert len({tuple(r.tolist()) for r in out.actions[:, 0].long()}) > 8  # different keys, different samples
+
+
 def test_greedy_is_deterministic_and_temperature_is_in_the_logprobs(env):
     torch.manual_seed(2)
     policy = make_policy("lm", env.spec)

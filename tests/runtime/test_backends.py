@@ -1,32 +1,22 @@
-"""Equivalence: the serial and the process backend train identically; resume continues exactly."""
+"""Backends: resume continues exactly; inference builds the learner's architecture. (Serial equals local:
+tests/runtime/test_modes.py.)"""
 
 import pytest
 
 from tristream.envs import make_env
 from tristream.metrics.tracker import read_metrics
 from tristream.workflow.rl import rl_train
+from tests.conftest import RUN_CLOCKS
 
-# Wall-clock fields differ between any two runs; everything else must match exactly.
-TIMING = {"rollout_s", "update_s", "step_s", "env_steps_per_s", "wall_s_total"}
 
 
 def _train_rows(run_dir):
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(run_dir, "train")]
+    return [{k: v for k, v in r.items() if k not in RUN_CLOCKS} for r in read_metrics(run_dir, "train")]
 
 
 def _run(cfg, run_dir, resume=False):
     spec = make_env(cfg.env.name, image_size=cfg.env.image_size).spec
     return rl_train(cfg, run_dir, spec, resume=resume, progress=False)
-
-
-def test_serial_and_local_backends_agree(tiny, tmp_path):
-    rows = {}
-    for backend in ("serial", "local"):
-        cfg = tiny(f"runtime.backend={backend}", "train.steps=3", "runtime.groups_per_worker=2")
-        _run(cfg, tmp_path / backend)
-        rows[backend] = _train_rows(tmp_path / backend)
-    assert len(rows["serial"]) == 3
-    assert rows["serial"] == rows["local"]
 
 
 def test_resume_continues_exactly(tiny, tmp_path):
@@ -46,7 +36,7 @@ def test_resume_without_checkpoint_names_the_problem(tiny, tmp_path):
 
 def test_rl_from_a_policy_of_another_architecture(tiny, tmp_path):
     """train.init may hold a policy built unlike the config's ``policy`` section: inference processes
-    rebuild the learner's architecture (roles.policy_spec), not the config's, before weights arrive."""
+    rebuild the learner's architecture (policies.from_config.policy_spec), not the config's, before weights arrive."""
     from tristream.policies import make_policy, save_policy
     cfg = tiny("runtime.backend=local", "train.steps=1")
     spec = make_env(cfg.env.name, image_size=cfg.env.image_size).spec
@@ -58,7 +48,7 @@ def test_rl_from_a_policy_of_another_architecture(tiny, tmp_path):
 
 
 def test_policy_kwargs_reach_the_factory(tiny, tmp_path):
-    from tristream.runtime.roles import build_policy, policy_spec
+    from tristream.policies.from_config import build_policy, policy_spec
     cfg = tiny("policy.kwargs.lang_encoder=attention", "policy.kwargs.word_dim=16")
     spec = make_env(cfg.env.name, image_size=cfg.env.image_size).spec
     p = build_policy(cfg, spec)

@@ -8,7 +8,7 @@ from tristream.envs.toy import ToyEnv
 from tristream.runtime.backends import make_backend
 from tristream.runtime.learner import Learner
 from tristream.runtime.pipeline import train_loop
-from tristream.runtime.roles import build_policy
+from tristream.policies.from_config import build_policy
 
 
 def flaky_env(**kwargs):

@@ -10,7 +10,7 @@ from tristream.envs import make_env
 from tristream.runtime.channels import SerialChannel
 from tristream.runtime.inference import InferenceWorker
 from tristream.runtime.messages import ActionReply, GroupDone, ObsRequest, Weights
-from tristream.runtime.roles import build_policy
+from tristream.policies.from_config import build_policy
 from tristream.types import ObsBatch
 
 

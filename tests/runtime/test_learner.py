@@ -10,7 +10,7 @@ from tristream.algos import LOSSES
 from tristream.envs import make_env
 from tristream.runtime.learner import Learner
 from tristream.runtime.update import update_on
-from tristream.runtime.roles import build_policy
+from tristream.policies.from_config import build_policy
 from tristream.types import ObsBatch, Segment
 
 pytestmark = pytest.mark.kernels  # trains or compares float results: `make test` reruns it on other CPU kernels

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from tristream.metrics.tracker import read_metrics
-from tristream.runtime.roles import make_env
+from tristream.envs.from_config import env_from_config
 from tristream.workflow.rl import rl_train
 from tests.runtime.test_backends import _train_rows
 
@@ -13,7 +13,7 @@ LANGUAGE_LOSSES = ["grpo", "gspo", "fiberpo", "fiberpo_domain"]
 
 
 def _rl(cfg, run_dir):
-    spec = make_env(cfg.env).spec
+    spec = env_from_config(cfg.env).spec
     rl_train(cfg, run_dir, spec, progress=False)
     return read_metrics(run_dir, "train")
 
@@ -51,9 +51,9 @@ def test_truncated_importance_weight_by_hand(text):
     import torch
 
     from tristream.runtime.learner import Learner
-    from tristream.runtime.roles import build_policy
+    from tristream.policies.from_config import build_policy
     cfg = text("algo.rollout_is_cap=2.0")
-    learner = Learner(build_policy(cfg, make_env(cfg.env).spec), cfg.algo)
+    learner = Learner(build_policy(cfg, env_from_config(cfg.env).spec), cfg.algo)
     lay = {"mask": torch.tensor([[1.0, 1.0, 0.0]]), "old": torch.tensor([[0.0, math.log(3.0), 5.0]]),
            "behaviour_logp": torch.zeros(1, 3), "adv": torch.full((1, 3), 0.5)}
     out = learner._mismatch(lay, tokens=2.0)

@@ -5,11 +5,12 @@ import pytest
 
 from tristream.metrics.tracker import read_metrics
 from tristream.runtime.learner import Learner
-from tristream.runtime.roles import build_policy
+from tristream.policies.from_config import build_policy
 from tristream.runtime.update import StepUpdate
 from tristream.workflow.rl import rl_train
 from tests.runtime.test_learner import _segments
 from tristream.envs import make_env
+from tests.conftest import RUN_CLOCKS
 
 
 def _spec(cfg):
@@ -38,6 +39,27 @@ def test_streaming_steps_once_per_global_batch_whatever_the_chunks(tiny, chunks)
     assert learner.version == 1
 
 
+def test_streamed_update_equals_the_whole_step_update(tiny):
+    """Segments that arrive after training began (streamed) are prepared as if they had arrived first: GAE
+    bootstraps from the pre-update value function. The same weights and metrics as feeding the step at once."""
+    import copy
+    import torch
+    learner, whole, segs, n = _stream(tiny, "algo.update_epochs=2")
+    streamed_learner = copy.deepcopy(learner)
+    streamed = StepUpdate(streamed_learner, envs=range(8))
+    for chunk in (segs[:5], segs[5:]):
+        streamed.add(chunk)
+        while streamed.pending:  # train on what is ready before the rest arrives
+            streamed.train_step()
+    assert streamed.optimizer_steps > 0
+    s_stats = streamed.finish()
+    whole.add(segs)
+    w_stats = whole.finish()
+    assert s_stats == pytest.approx(w_stats, rel=1e-5, abs=1e-7)
+    for p, q in zip(streamed_learner.policy.parameters(), learner.policy.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
 def test_streaming_honours_target_kl(tiny):
     learner, stream, segs, n = _stream(tiny, "algo.update_epochs=3", "algo.target_kl=1e-9")
     stream.add(segs)
@@ -55,46 +77,56 @@ def test_no_sample_older_than_the_lag_bound_is_trained(tiny, tmp_path, lag):
     assert max(r["policy_lag_max"] for r in rows) <= lag
 
 
-TIMINGS = {"rollout_s", "update_s", "step_s", "env_steps_per_s", "wall_s_total", "phase"}  # clocks, and a label
+TIMINGS = RUN_CLOCKS | {"phase"}  # and a label
+
+
+def _same_metrics(runs: dict[str, list[dict]], steps: int) -> None:
+    """Every metric of every step equal across the runs (clocks aside), and the run did real work."""
+    (name_a, a_rows), (name_b, b_rows) = runs.items()
+    assert len(a_rows) == len(b_rows) == steps
+    for a, b in zip(a_rows, b_rows):
+        assert a["optimizer_steps"] >= 4 and a["samples"] > 256, a
+        assert set(a) - TIMINGS == set(b) - TIMINGS
+        for key in set(a) - TIMINGS:
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (key, name_a, a[key], name_b, b[key])
+
+
+def _realistic(tiny, *overrides):
+    """The default global and micro batch (256 / 128) on ~460 samples a step: 2 mini-batches per pass, 2
+    passes, several optimizer steps per global step; 32 envs in 2 workers x 2 groups."""
+    return tiny("train.steps=3", "rollout.num_envs=32", "runtime.groups_per_worker=2", "env.max_episode_steps=60",
+                "algo.global_batch=256", "algo.micro_batch=128", "algo.update_epochs=2", "rollout.group_size=4",
+                *overrides)
 
 
 @pytest.mark.parametrize("advantage", ["gae", "grpo"])
 def test_async_with_zero_lag_trains_exactly_as_sync(tiny, tmp_path, advantage):
-    """Lag-0 async streams each step into the update while the rollout runs, sync feeds it at once: at the
-    default global and micro batch (256 / 128), ~460 samples a step (2 mini-batches per pass, 2 passes),
-    every metric of every step is the same. Inference runs lockstep in both (``runtime.lockstep``): sampling
-    noise follows the batch's composition, so the dynamic batcher would sample other actions."""
+    """Lag-0 async (local processes) batches inference dynamically and trains on each step while its rollout
+    still runs; sync (serial) batches in lockstep and feeds the update at once. Each decision's sampling noise
+    is keyed by where it sits (shard.noise_key), not by its inference batch, and the update is defined on the
+    step's canonical order with bootstrap values of the pre-update policy, so every metric of every step is
+    the same. (The serial backend's loop reads every message before it trains, so only processes overlap.)"""
     rows = {}
-    for mode in ("sync", "async"):
-        cfg = tiny("runtime.backend=serial", f"runtime.mode={mode}", "runtime.max_policy_lag=0", "train.steps=3",
-                   "rollout.num_envs=32", "runtime.groups_per_worker=2", "env.max_episode_steps=60", "runtime.lockstep=true",
-                   "algo.global_batch=256", "algo.micro_batch=128", "algo.update_epochs=2",
-                   f"algo.advantage={advantage}", "rollout.group_size=4",
-                   *(["algo.loss=grpo"] if advantage == "grpo" else []))
+    for mode, backend in (("sync", "serial"), ("async", "local")):
+        cfg = _realistic(tiny, f"runtime.backend={backend}", f"runtime.mode={mode}", "runtime.max_policy_lag=0",
+                         f"algo.advantage={advantage}", *(["algo.loss=grpo"] if advantage == "grpo" else []))
         rl_train(cfg, tmp_path / mode, _spec(cfg), progress=False)
         rows[mode] = read_metrics(tmp_path / mode, "train")
-    assert len(rows["sync"]) == len(rows["async"]) == 3
-    for s, a in zip(rows["sync"], rows["async"]):
-        assert s["optimizer_steps"] >= 4 and s["samples"] > 256, s
-        assert set(s) - TIMINGS - {"step", "time"} == set(a) - TIMINGS - {"step", "time"}
-        for key in set(s) - TIMINGS - {"time"}:
-            assert a[key] == pytest.approx(s[key], rel=1e-4, abs=1e-6), key
+    assert sum(r["overlap_optimizer_steps"] for r in rows["async"]) > 0  # it did train while rolling out
+    _same_metrics(rows, 3)
 
 
-@pytest.mark.parametrize("mode", ["async-rollout", "async"])
-def test_async_modes_run_the_same_episodes_on_serial_and_local(tiny, tmp_path, mode):
-    """The dynamic batcher groups requests by arrival time, and sampling noise follows batch composition,
-    so async runs of the two backends differ in their samples; they must run the same episodes."""
+@pytest.mark.parametrize("mode", ["sync", "async-rollout", "async"])
+def test_serial_equals_local(tiny, tmp_path, mode):
+    """The roles in one process or in four (two env workers, inference, the learner): the same episodes, the
+    same actions (per-decision noise), the same updates (canonical sample order), metric for metric. Async
+    at lag 0, so the versions that act are the same too."""
     rows = {}
     for backend in ("serial", "local"):
-        cfg = tiny(f"runtime.backend={backend}", f"runtime.mode={mode}", "train.steps=2",
-                   "runtime.groups_per_worker=2")
+        cfg = _realistic(tiny, f"runtime.backend={backend}", f"runtime.mode={mode}", "runtime.max_policy_lag=0")
         rl_train(cfg, tmp_path / backend, _spec(cfg), progress=False)
         rows[backend] = read_metrics(tmp_path / backend, "train")
-    assert len(rows["serial"]) == len(rows["local"]) == 2
-    for s, loc in zip(rows["serial"], rows["local"]):
-        assert loc["episodes"] == s["episodes"] == 4
-        assert np.isfinite(loc["policy_loss"]) and np.isfinite(s["policy_loss"])
+    _same_metrics(rows, 3)
 
 
 @pytest.mark.parametrize("backend", ["serial", "local"])
@@ -123,7 +155,7 @@ def test_async_answers_a_finished_rollout_before_training(tiny, tmp_path):
     from tristream.runtime.backends import make_backend
     from tristream.runtime.messages import StartRollout
     from tristream.runtime.pipeline import train_loop
-    from tristream.runtime.roles import policy_spec
+    from tristream.policies.from_config import policy_spec
     cfg = tiny("runtime.backend=serial", "runtime.mode=async", "runtime.max_policy_lag=1", "train.steps=3",
                "algo.global_batch=4", "algo.micro_batch=4")
     spec = _spec(cfg)

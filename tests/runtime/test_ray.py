@@ -16,7 +16,7 @@ from tristream.runtime.backends import make_backend  # noqa: E402
 from tristream.runtime.backends.ray_placement import ActorRequest, PlacementError, check_fits, requests  # noqa: E402
 from tristream.runtime.learner import Learner  # noqa: E402
 from tristream.runtime.pipeline import train_loop  # noqa: E402
-from tristream.runtime.roles import build_policy  # noqa: E402
+from tristream.policies.from_config import build_policy  # noqa: E402
 from tests.runtime.test_backends import _run, _train_rows  # noqa: E402
 
 

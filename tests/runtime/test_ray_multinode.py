@@ -98,7 +98,7 @@ def init_policy(tmp_path_factory):
     from tests.conftest import tiny_config
     from tristream.envs import make_env
     from tristream.policies.io import save_policy
-    from tristream.runtime.roles import build_policy
+    from tristream.policies.from_config import build_policy
     out = tmp_path_factory.mktemp("init")
     cfg = tiny_config(out)
     save_policy(build_policy(cfg, make_env("toy", image_size=cfg.env.image_size).spec), out / "policy")

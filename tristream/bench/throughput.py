@@ -30,7 +30,9 @@ from tristream.metrics.trace import chrome_trace
 from tristream.runtime.backends import make_backend
 from tristream.runtime.learner import Learner
 from tristream.runtime.pipeline import train_loop
-from tristream.runtime.roles import apply_rl_qat, build_policy, env_kwargs, shard_plan
+from tristream.envs.from_config import env_kwargs
+from tristream.policies.from_config import apply_rl_qat, build_policy
+from tristream.runtime.roles import shard_plan
 
 MODES = ("sync", "async-rollout", "async")
 
@@ -81,7 +83,7 @@ def _file_label(mode: str) -> str:
 
 
 def _connect_ray(cfg) -> bool:
-    from tristream.runtime.backends.ray import connect
+    from tristream.runtime.backends.ray_channels import connect
     return connect(cfg.ray)
 
 

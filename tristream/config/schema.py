@@ -209,7 +209,7 @@ class RuntimeConfig:
     batch_max: int = f(0, "dynamic batcher (async modes): fire at this many samples (0: half the envs); "
                           "sync is always lockstep", min=0)
     lockstep: Optional[bool] = f(None, "inference answers every running group of a step in one batch (null: in sync "
-                                       "only; true in async: the batches, hence the sampled actions, of sync)")
+                                       "only; true in async: the batches of sync, e.g. to compare throughput)")
     batch_timeout_ms: float = f(5.0, "dynamic batcher: fire after this wait when batch_max is not reached", min=0.0)
     max_policy_lag: int = f(1, "async: how many versions older than the learner a trained sample may be "
                                "(0: the data of sync)", min=0)

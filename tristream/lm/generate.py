@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from tristream.lm.model import LM
+from tristream.noise import sample_categorical
 
 
 def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -255,8 +256,8 @@ def _summarise(stats: dict) -> dict:
 
 def sample_with_logp(model: LM, prompt: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
                      top_p: float = 1.0, greedy: bool = False, eos_id: int, pad_id: int,
-                     banned: tuple[int, ...] = (), draft_k: int = 0, generator: torch.Generator | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+                     banned: tuple[int, ...] = (), draft_k: int = 0, generator: torch.Generator | None = None,
+                     uniforms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Sample continuations of ``prompt`` [B, T0] (long, one length) on the MLA cache, for RL rollouts.
 
     Returns (tokens [B, max_new_tokens] long: the sampled ids, ``pad_id`` after each row's first
@@ -270,6 +271,9 @@ def sample_with_logp(model: LM, prompt: torch.Tensor, max_new_tokens: int, *, te
     ``draft_k`` > 0: MTP self-speculative sampling with k draft tokens per round, with the
     speculative-sampling rule applied to the same (tempered, banned, nucleus) distribution, so the tokens
     follow exactly the distribution plain sampling draws from; log-probs come from the verifying forward.
+    ``uniforms`` [B, max_new_tokens] in [0, 1): plain sampling draws row b's token t by inverse CDF from
+    ``uniforms[b, t]`` (a row's tokens then do not depend on the other rows); speculative sampling draws
+    from ``generator``.
     """
     if temperature <= 0:
         raise ValueError(f"sample_with_logp: temperature must be > 0 (log-probs need a distribution), got {temperature}")
@@ -312,7 +316,9 @@ def sample_with_logp(model: LM, prompt: torch.Tensor, max_new_tokens: int, *, te
             if greedy:
                 tok = lp.argmax(-1)
             else:
-                tok = torch.multinomial(dist(logits) if top_p < 1 else lp.exp(), 1, generator=generator)[:, 0]
+                probs = dist(logits) if top_p < 1 else lp.exp()
+                tok = (torch.multinomial(probs, 1, generator=generator)[:, 0] if uniforms is None
+                       else sample_categorical(probs, uniforms[:, t]))
             tokens[:, t] = torch.where(ended, pad_id, tok)
             logp[:, t] = torch.where(ended, 0.0, lp.gather(1, tok[:, None])[:, 0])
             ended |= tok == eos_id

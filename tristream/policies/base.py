@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from tristream.noise import RowNoise
+
 
 @dataclass
 class ActOutput:
@@ -39,7 +41,11 @@ class Policy(nn.Module):
     chunk_len: int
     tokens_per_chunk: int
 
-    def act(self, obs: dict[str, Any], deterministic: bool = False) -> ActOutput:
+    def act(self, obs: dict[str, Any], deterministic: bool = False, noise: RowNoise | None = None) -> ActOutput:
+        """Sample (or, ``deterministic``, take the mode of) an action chunk per row. ``noise``: draw the
+        sampling noise from it (row i's from ``noise``'s row i) instead of torch's global stream, so a row's
+        sample does not depend on the rest of the batch. Optional for a policy: the inference worker passes
+        it only when ``act`` declares it."""
         raise NotImplementedError
 
     def evaluate(self, obs: dict[str, Any], actions: torch.Tensor) -> EvalOutput:

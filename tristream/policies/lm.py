@@ -30,6 +30,7 @@ from tristream.lm.config import LMConfig
 from tristream.lm.generate import sample_with_logp, tempered_logp
 from tristream.lm.model import LM
 from tristream.lm.tokenizer import NEVER_SAMPLED, ByteTokenizer
+from tristream.noise import RowNoise
 from tristream.policies.base import ActOutput, EvalOutput, Policy
 
 TOKENIZER = ByteTokenizer()
@@ -97,7 +98,7 @@ class LMPolicy(Policy):
         return [TOKENIZER.encode(p, bos=True) for p in obs["instruction"]]
 
     @torch.no_grad()
-    def act(self, obs: dict[str, Any], deterministic: bool = False) -> ActOutput:
+    def act(self, obs: dict[str, Any], deterministic: bool = False, noise: RowNoise | None = None) -> ActOutput:
         prompts = self._prompts(obs)
         B, L = len(prompts), self.tokens_per_chunk
         tokens = torch.full((B, L), TOKENIZER.PAD, dtype=torch.long)
@@ -108,11 +109,13 @@ class LMPolicy(Policy):
         was_training = self.model.training
         self.model.eval()
         model = self.serving_model()
+        uniforms = noise.uniform(L) if noise is not None and not deterministic else None
         for rows in by_len.values():  # one cached generation per prompt length
             t, lp, stats = sample_with_logp(model, torch.tensor([prompts[i] for i in rows]), L,
                                             temperature=self.temperature, top_p=self.top_p, greedy=deterministic,
                                             eos_id=TOKENIZER.EOS, pad_id=TOKENIZER.PAD, banned=NEVER_SAMPLED,
-                                            draft_k=self.speculative_k)
+                                            draft_k=self.speculative_k,
+                                            uniforms=None if uniforms is None else uniforms[rows])
             tokens[rows], logp[rows] = t, lp
             self._stats["main_forwards"] += stats["main_forwards"]
             for key in ("rounds", "drafted", "accepted"):

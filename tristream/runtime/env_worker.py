@@ -17,7 +17,7 @@ from tristream.runtime.messages import (ActionReply, GroupDone, ObsRequest, Roll
                                         StartRollout, Stop)
 from tristream.metrics.trace import Tracer
 from tristream.runtime.channels import Empty
-from tristream.runtime.shard import episode_seed
+from tristream.runtime.shard import episode_seed, noise_key
 from tristream.runtime.shm import ShmWriter
 from tristream.types import ObsBatch, Segment
 
@@ -92,6 +92,14 @@ class EnvWorker:
             raise TypeError(f"EnvWorker {self.worker_id}: unexpected message {type(msg).__name__}")
         return True
 
+    def run(self) -> None:
+        """The role's loop in a process (or actor) of its own: poll until told to stop, then close."""
+        try:
+            while self.poll():
+                pass
+        finally:
+            self.close()
+
     def close(self) -> None:
         for slot in self.slots.values():
             slot.env.close()
@@ -134,8 +142,10 @@ class EnvWorker:
                 self._shm[group_id] = ShmWriter((len(self.groups[group_id]), *obs.images.shape[1:]))
             obs.images = self._shm[group_id].write(obs.images)
         self.seq[group_id] += 1
+        keys = [noise_key(self.run_seed, self.global_step, e, self.slots[e].episode_index, self.slots[e].episode_steps)
+                for e in active]
         req = ObsRequest(self.worker_id, group_id, self.global_step, active, obs, self.min_version, time.time(),
-                         self.seq[group_id])
+                         self.seq[group_id], keys)
         self.waiting[group_id] = req
         self.inference_inbox.put(req)
 
@@ -220,12 +230,3 @@ class EnvWorker:
             group_key=(self.global_step, slot.env.task, slot.seed),
             global_step=self.global_step,
         )
-
-
-def run_env_worker(worker: EnvWorker) -> None:
-    """The process loop of an EnvWorker: poll until told to stop."""
-    try:
-        while worker.poll():
-            pass
-    finally:
-        worker.close()

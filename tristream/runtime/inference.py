@@ -10,6 +10,7 @@ running in the current global step has a request waiting. ``batch_max > 0`` is d
 """
 from __future__ import annotations
 
+import inspect
 import time
 from collections import defaultdict
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from tristream.metrics.trace import Tracer
+from tristream.noise import RowNoise
 from tristream.runtime.channels import Empty
 from tristream.runtime.messages import ActionReply, GroupDone, ObsRequest, Stop, Weights
 from tristream.runtime.shm import ShmReader, ShmRef
@@ -28,6 +30,9 @@ class InferenceWorker:
                  batch_timeout_ms: float = 5.0, seed: int = 0, deterministic: bool = False,
                  telemetry_inbox=None, telemetry_every_s: float = 0.2):
         self.policy = policy.eval()
+        # per-row noise keeps a row's sample independent of its batch; a policy whose act() takes no
+        # ``noise`` samples from the worker's private stream instead (then the batch's composition matters)
+        self._row_noise = "noise" in inspect.signature(policy.act).parameters
         self.inbox, self.env_inboxes = inbox, env_inboxes
         self.num_groups = num_groups
         self.batch_max, self.batch_timeout_s = batch_max, batch_timeout_ms / 1000.0
@@ -71,6 +76,14 @@ class InferenceWorker:
             self.telemetry_inbox.put(self.tracer.telemetry(batch_sizes=sizes, queue_delay_s=delays,
                                                            version=self.version,
                                                            rollout=self.policy.rollout_stats()))
+
+    def run(self) -> None:
+        """The role's loop in a process (or actor) of its own: poll until told to stop, then close."""
+        try:
+            while self.poll(timeout=0.05):
+                pass
+        finally:
+            self.close()
 
     def close(self) -> None:
         self._shm.close()
@@ -125,9 +138,12 @@ class InferenceWorker:
             if isinstance(r.obs.images, ShmRef):
                 r.obs.images = self._shm.read(r.obs.images)
         obs = ObsBatch.concat([r.obs for r in batch])
+        kwargs = {}
+        if self._row_noise and all(r.noise_keys is not None for r in batch):
+            kwargs["noise"] = RowNoise([k for r in batch for k in r.noise_keys])
         with torch.random.fork_rng(devices=[]):
             torch.set_rng_state(self._rng_state)
-            out = self.policy.act(obs.as_dict(), deterministic=self.deterministic)
+            out = self.policy.act(obs.as_dict(), deterministic=self.deterministic, **kwargs)
             self._rng_state = torch.get_rng_state()
         actions = out.actions.float().numpy()
         logp = out.logp.float().numpy()
@@ -147,11 +163,3 @@ def _seeded_rng_state(seed: int) -> torch.Tensor:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return torch.get_rng_state()
-
-
-def run_inference_worker(worker: InferenceWorker) -> None:
-    try:
-        while worker.poll(timeout=0.05):
-            pass
-    finally:
-        worker.close()

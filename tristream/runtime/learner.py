@@ -115,16 +115,18 @@ class Learner:
         return self._ids.setdefault((kind, key), len(self._ids))
 
     @torch.no_grad()
-    def prepare(self, segments: list[Segment], normalize: bool = True, first_row: int = 0) -> Samples:
+    def prepare(self, segments: list[Segment], normalize: bool = True, first_row: int = 0,
+                value_policy=None) -> Samples:
         """Advantages and flat samples for ``segments`` (GRPO: every episode of a group must be there).
         ``normalize``: apply the batch-level normalisation (:meth:`normalize`) over these segments.
-        ``first_row``: the step's segment id of ``segments[0]``. Proximal log-probs = behaviour ones."""
+        ``first_row``: the step's segment id of ``segments[0]``. Proximal log-probs = behaviour ones.
+        ``value_policy``: the policy whose value function bootstraps GAE (default: the learner's own)."""
         a = self.algo
         boot_idx = [i for i, s in enumerate(segments) if not s.terminated]
         boot_v = torch.zeros(len(segments))
-        if boot_idx:
+        if boot_idx and a.advantage == "gae":  # GRPO needs no bootstrap
             obs = ObsBatch.stack([segments[i].bootstrap_obs for i in boot_idx]).as_dict()
-            boot_v[boot_idx] = self.policy.value(obs).float()
+            boot_v[boot_idx] = (value_policy or self.policy).value(obs).float()
         advs, rets = [], []
         if a.advantage == "gae":
             for i, s in enumerate(segments):

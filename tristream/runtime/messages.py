@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from tristream.metrics.trace import Telemetry  # noqa: F401  (a message too; defined with its tracer)
+from tristream.runtime.topology import RoleId
 from tristream.types import ObsBatch, Segment
 
 
@@ -36,6 +37,7 @@ class ObsRequest:
     min_version: int
     sent_at: float = 0.0
     seq: int = 0  # per-group request number: a reply to an older request is ignored
+    noise_keys: list[int] | None = None  # per env: the key of its sampling noise (shard.noise_key)
 
 
 @dataclass
@@ -86,10 +88,9 @@ class RolloutDone:
 
 @dataclass
 class RoleRestarted:
-    """Backend -> pipeline: a role process died (or raised) and was started again."""
+    """Backend -> pipeline: a role died (or raised) and every role was started again."""
 
-    role: str
-    worker_id: int | None
+    role: RoleId
     reason: str
 
 
@@ -97,6 +98,6 @@ class RoleRestarted:
 class RoleError:
     """Any role -> pipeline: a role failed; carries the formatted traceback."""
 
-    role: str
+    role: RoleId
     traceback: str
     pid: int = 0

@@ -1,9 +1,8 @@
-"""The wiring: who sends what to whom, in one place (read top to bottom).
+"""The learner's side of the run: one scheduling loop for every mode, over any backend.
 
-    Learner  --Weights(version)-------------------> InferenceWorker
-    pipeline --StartRollout(step, min_version)----> EnvWorker w
-    EnvWorker --ObsRequest(group)-----------------> InferenceWorker --ActionReply(group)--> EnvWorker
-    EnvWorker --SegmentBatch, RolloutDone---------> Learner (this process)
+The roles and who sends what to whom are the topology (:mod:`tristream.runtime.topology`), built once and
+handed to the backend, which places the roles (this process, child processes, Ray actors). This loop
+only sends ``Weights`` and ``StartRollout`` and reads what comes back.
 
 One scheduling loop serves every ``runtime.mode`` (the roles are the same in every mode):
 
@@ -35,7 +34,7 @@ from tristream.runtime.admission import Admission
 from tristream.runtime.backends import make_backend
 from tristream.runtime.learner import Learner
 from tristream.runtime.messages import RoleRestarted, RolloutDone, SegmentBatch, StartRollout, Weights
-from tristream.runtime.roles import policy_spec, shard_plan
+from tristream.policies.from_config import policy_spec
 from tristream.runtime.update import StepUpdate
 from tristream.types import Segment
 
@@ -92,7 +91,7 @@ def _run(backend, cfg, learner, tracer, step, on_step, should_stop) -> int:
     finished rollout is answered with the next one (admission permitting) within one optimizer step
     instead of after a whole training block."""
     streamed = cfg.runtime.mode == "async"
-    workers = shard_plan(cfg).env_workers
+    workers = backend.topology.plan.env_workers
     admission = Admission(workers, max_lag=cfg.runtime.max_policy_lag if streamed else 0, start_step=step,
                           total_steps=cfg.train.steps)
     restarts: dict[str, int] = {}
@@ -107,7 +106,7 @@ def _run(backend, cfg, learner, tracer, step, on_step, should_stop) -> int:
     _publish(backend, learner)
     update, collected, t0 = new_step([])
     lost = False  # the current step's rollout was cut short by a restart
-    t_rollout = None
+    t_rollout = overlap = None
     while step < cfg.train.steps:
         for w, j in admission.admit(step):
             backend.send_env_worker(w, StartRollout(j, learner.version, cfg.rollout.episodes_per_env))
@@ -116,6 +115,7 @@ def _run(backend, cfg, learner, tracer, step, on_step, should_stop) -> int:
         over = lost or admission.rollout_over(step)
         if over and t_rollout is None:
             t_rollout = time.perf_counter() - t0
+            overlap = update.optimizer_steps  # taken while the rollout ran (streamed learning)
             if not streamed:
                 with tracer.span("prepare"):
                     update.add(collected)
@@ -133,7 +133,7 @@ def _run(backend, cfg, learner, tracer, step, on_step, should_stop) -> int:
         elif isinstance(msg, RolloutDone):
             admission.finished(msg.worker_id, msg.global_step)
         elif isinstance(msg, RoleRestarted):
-            restarts[msg.role] = restarts.get(msg.role, 0) + 1
+            restarts[str(msg.role)] = restarts.get(str(msg.role), 0) + 1
             _publish(backend, learner)
             early.clear()
             if update.started:
@@ -150,11 +150,12 @@ def _run(backend, cfg, learner, tracer, step, on_step, should_stop) -> int:
             elapsed = time.perf_counter() - t0
             metrics |= {"rollout_s": t_rollout, "update_s": elapsed - t_rollout, "step_s": elapsed,
                         "env_steps_per_s": metrics["env_steps"] / elapsed, "version": float(learner.version),
+                        "overlap_optimizer_steps": float(overlap),
                         **{f"restarts/{r}": float(n) for r, n in restarts.items()}}
             admission.forget(step)
             step += 1
             _publish(backend, learner)
             on_step(step, metrics)
             update, collected, t0 = new_step(early.pop(step, []))
-            lost, t_rollout = False, None
+            lost, t_rollout, overlap = False, None, None
     return step

@@ -48,3 +48,14 @@ def episode_seed(run_seed: int, global_step: int, env_id: int, episode: int, gro
     """
     slot = env_id // group_size
     return (run_seed * 7_919 + global_step * 104_729 + slot * 613 + episode * 31) % 9_000_000 + 1_000
+
+
+def noise_key(run_seed: int, global_step: int, env_id: int, episode: int, env_step: int) -> int:
+    """The key of one decision's sampling noise (``policies.noise.RowNoise``): a pure function of where the
+    decision sits (its episode, and the env steps taken in it so far), so the action sampled there does not
+    depend on the backend or on which other envs share its inference batch. Unlike seeds, keys differ
+    between the envs of a GRPO group."""
+    key = 0
+    for v in (run_seed, global_step, env_id, episode, env_step):  # FNV-style fold; RowNoise mixes it further
+        key = ((key ^ v) * 0x100000001B3 + 0x9E3779B97F4A7C15) % 2**64
+    return key

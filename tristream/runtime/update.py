@@ -13,16 +13,19 @@ canonical sample order (:mod:`tristream.runtime.stream_order`), not on arrival:
 3. Every mini-batch normalises its own advantages (GAE whitened if ``algo.norm_adv``; GRPO with
    ``grpo_std_level=batch`` divided by its std), as CleanRL and Stable-Baselines3 do, so no statistic needs
    the whole step before training starts.
-4. Proximal log-probs: the behaviour ones for fresh data; for data of an older version (or a loss whose
+4. GAE bootstraps from the value function as it was when the step's update began: a segment prepared after
+   some optimizer steps (streamed) uses a copy of the pre-update policy, as one prepared up front does.
+5. Proximal log-probs: the behaviour ones for fresh data; for data of an older version (or a loss whose
    spec says ``proximal="always"``, or rollouts from low-bit weights) those of the policy when the sample
    is first trained, kept for the later passes (``algo.ratio_reference=behaviour``: never recomputed).
-5. ``algo.target_kl`` ends the step's passes after a pass whose mean approx KL exceeds it.
-6. Then the learner's version goes up by one: weights are published once per global step.
+6. ``algo.target_kl`` ends the step's passes after a pass whose mean approx KL exceeds it.
+7. Then the learner's version goes up by one: weights are published once per global step.
 
 With ``runtime.max_policy_lag=0``, async therefore does exactly what sync does (tests/runtime/test_modes.py).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections import defaultdict, deque
 
@@ -59,6 +62,12 @@ class StepUpdate:
         self._sums: dict[str, float] = defaultdict(float)
         self._steps = 0
         self._checked_budget = False
+        self._values_at_start = None  # the pre-update policy, once training starts before every segment is prepared
+
+    @property
+    def optimizer_steps(self) -> int:
+        """Optimizer steps taken on this step's data so far."""
+        return self._steps
 
     @property
     def started(self) -> bool:
@@ -94,7 +103,8 @@ class StepUpdate:
 
     def _take(self, segments: list[Segment]) -> None:
         if segments:
-            self._ready.append(self.learner.prepare(segments, normalize=False, first_row=self._rows))
+            self._ready.append(self.learner.prepare(segments, normalize=False, first_row=self._rows,
+                                                    value_policy=self._values_at_start))
             self._rows += len(segments)
         n = sum(len(r) for r in self._ready)
         self._cut_batches(n - n % self.batch_size)
@@ -136,6 +146,8 @@ class StepUpdate:
     def train_step(self) -> None:
         """One optimizer step on the next mini-batch."""
         learner = self.learner
+        if self._steps == 0 and not self.closed and not self.order.by_group:  # GAE segments still to prepare
+            self._values_at_start = copy.deepcopy(learner.policy).eval()
         if not self._queue:
             self._start_next_pass()
         batch, idx = self._queue.popleft()

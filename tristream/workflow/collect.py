@@ -14,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tristream.data import DemoWriter
-from tristream.runtime.roles import env_kwargs, make_env
+from tristream.envs.from_config import env_from_config, env_kwargs
 
 DEMO_SEED_BASE = 9_500_000  # below the held-out eval seeds (>= 10**7), apart from RL's rollout seeds
 
@@ -44,7 +44,7 @@ def _collect_episode(env, seed: int, noise: float, rng: np.random.Generator) -> 
 
 def _worker(args) -> list[dict[str, Any]]:
     env_cfg, seeds, noise, worker_seed = args
-    env = make_env(env_cfg)
+    env = env_from_config(env_cfg)
     rng = np.random.default_rng(worker_seed)
     out = [_collect_episode(env, s, noise, rng) for s in seeds]
     env.close()
@@ -61,7 +61,7 @@ def collect(cfg, out_path: str | Path, progress: bool = True) -> dict[str, float
     batch = 8
     kept, tried, successes = 0, 0, 0
     next_seed = DEMO_SEED_BASE + cfg.run.seed * 100_000
-    probe = make_env(env_cfg)
+    probe = env_from_config(env_cfg)
     cameras = probe.spec.camera_names
     probe.close()
     ctx = mp.get_context("spawn")

@@ -16,7 +16,7 @@ import imageio.v2 as imageio
 import numpy as np
 import torch
 
-from tristream.runtime.roles import make_env
+from tristream.envs.from_config import env_from_config
 from tristream.types import ObsBatch
 
 TEXT_KEYS = ("prompt", "completion", "answer", "tokens")  # what a text env's info adds, kept per episode
@@ -38,7 +38,7 @@ def evaluate(policy, cfg, *, episodes: int | None = None, out_dir: str | Path | 
     e = cfg.eval
     episodes = episodes or e.episodes
     seeds = [e.seed_offset + i for i in range(episodes)]
-    envs = [make_env(cfg.env) for _ in range(min(num_envs or e.num_envs, episodes))]
+    envs = [env_from_config(cfg.env) for _ in range(min(num_envs or e.num_envs, episodes))]
     policy.eval()
     results: list[dict[str, Any]] = []
     frames: dict[int, list[np.ndarray]] = defaultdict(list)

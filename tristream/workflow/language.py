@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tristream.lm.train import save_lm, sft_lm
 from tristream.policies.io import load_policy, save_policy
-from tristream.runtime.roles import make_env
+from tristream.envs.from_config import env_from_config
 
 
 def is_text_env(env_cfg) -> bool:
@@ -19,7 +19,7 @@ def _text_env(cfg, stage: str):
     if not is_text_env(cfg.env):
         raise ValueError(f"{stage} of a language policy needs a text env (env.name=text or text/<domain>: tristream "
                          f"env list), got env.name={cfg.env.name!r}")
-    return make_env(cfg.env)
+    return env_from_config(cfg.env)
 
 
 def _save_policy(model, env, cfg, out_dir) -> None:
@@ -35,7 +35,7 @@ def language_sft(cfg, out_dir: str | Path, *, tracker=None, progress: bool = Tru
     returns the model."""
     if not is_text_env(cfg.env):
         return sft_lm(cfg, out_dir, tracker=tracker, progress=progress)
-    env = make_env(cfg.env)
+    env = env_from_config(cfg.env)
     model = sft_lm(cfg, out_dir, task=env.mix, tracker=tracker, progress=progress)
     _save_policy(model, env, cfg, out_dir)
     return model

@@ -14,7 +14,7 @@ from tristream.config import save_config
 from tristream.metrics.plots import learning_curve
 from tristream.metrics.tracker import Tracker
 from tristream.policies.io import load_policy, save_policy
-from tristream.runtime.roles import build_policy
+from tristream.policies.from_config import build_policy
 from tristream.workflow.collect import collect
 from tristream.workflow.evaluate import evaluate, format_table
 from tristream.workflow.rl import StopFlag, rl_train

@@ -17,7 +17,8 @@ from tristream.metrics.tracker import Tracker, console_line
 from tristream.policies.io import load_policy
 from tristream.runtime.learner import Learner
 from tristream.runtime.pipeline import train_loop
-from tristream.runtime.roles import apply_rl_qat, build_policy, shard_plan
+from tristream.policies.from_config import apply_rl_qat, build_policy
+from tristream.runtime.roles import shard_plan
 
 
 class StopFlag:

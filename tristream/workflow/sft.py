@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from tristream.data import DemoDataset
 from tristream.policies.io import save_policy
-from tristream.runtime.roles import build_policy
+from tristream.policies.from_config import build_policy
 
 
 def sft(cfg, dataset: str | Path | list, out_dir: str | Path, env_spec, *, tracker=None, progress: bool = True,

@@ -1,7 +1,7 @@
 """Interchangeable action heads: hidden [B, D] -> action chunks [B, K, A] with per-token log-probs.
 
 Every head has ``tokens_per_chunk`` (L) and four methods:
-    sample(h, deterministic) -> (actions [B, K, A], logp [B, L])
+    sample(h, deterministic, noise) -> (actions [B, K, A], logp [B, L])
     evaluate(h, actions)      -> (logp [B, L], entropy [B, L])
     bc_loss(h, actions, mask) -> scalar; mask [B, K] marks valid chunk steps (None = all valid)
     mode(h)                   -> actions [B, K, A], the deterministic action
@@ -13,6 +13,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from tristream.noise import RowNoise, sample_categorical
 
 from .config import GAUSSIAN_TOKENS
 
@@ -101,9 +103,11 @@ class GaussianChunkHead(nn.Module):
     def mode(self, h: torch.Tensor) -> torch.Tensor:
         return self.dist_params(h)[0]
 
-    def sample(self, h: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, h: torch.Tensor, deterministic: bool = False, noise: RowNoise | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.dist_params(h)
-        actions = mean if deterministic else mean + torch.randn_like(mean) * log_std.exp()
+        eps = torch.randn_like(mean) if noise is None else noise.normal(*mean.shape[1:]).to(mean)
+        actions = mean if deterministic else mean + eps * log_std.exp()
         return actions, self._tokens(self._log_prob(actions, mean, log_std))
 
     def evaluate(self, h: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,10 +171,13 @@ class DiscreteTokenHead(nn.Module):
     def mode(self, h: torch.Tensor) -> torch.Tensor:
         return self.bins_to_actions(self.logits(h).argmax(-1)).view(-1, self.chunk_len, self.action_dim)
 
-    def sample(self, h: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, h: torch.Tensor, deterministic: bool = False, noise: RowNoise | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         logp_all = torch.log_softmax(self.logits(h), dim=-1)
         if deterministic:
             bins = logp_all.argmax(-1)
+        elif noise is not None:
+            bins = sample_categorical(logp_all.exp(), noise.uniform(logp_all.shape[1]).to(logp_all))
         else:
             bins = torch.multinomial(logp_all.exp().flatten(0, 1), 1).view(logp_all.shape[:2])
         logp = logp_all.gather(-1, bins.unsqueeze(-1)).squeeze(-1)

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from tristream.noise import RowNoise
+
 from ..base import ActOutput, EvalOutput, Policy
 from .config import VLAConfig
 from .encoders import FiLMConvEncoder, InstructionEncoder, ProprioEncoder, mlp
@@ -90,9 +92,9 @@ class VLAPolicy(Policy):
         return self.trunk(torch.cat(parts, dim=-1))
 
     # ------------------------------------------------------------------ Policy interface
-    def act(self, obs: dict[str, Any], deterministic: bool = False) -> ActOutput:
+    def act(self, obs: dict[str, Any], deterministic: bool = False, noise: RowNoise | None = None) -> ActOutput:
         h = self.encode(obs)
-        actions, logp = self.head.sample(h, deterministic)
+        actions, logp = self.head.sample(h, deterministic, noise)
         return ActOutput(actions=actions, logp=logp, value=self.value_head(h).squeeze(-1))
 
     def evaluate(self, obs: dict[str, Any], actions: torch.Tensor) -> EvalOutput:

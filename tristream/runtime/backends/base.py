@@ -1,16 +1,84 @@
-"""What every backend offers the pipeline, whatever process the roles live in."""
+"""What every backend offers the pipeline, whatever process the roles live in, and the one fault policy.
+
+A backend gets the run's :class:`~tristream.runtime.topology.Topology` (the roles and their connections) and
+decides only where each role lives and what carries its inbox. The pipeline talks to it through five
+methods: ``send_inference`` (weights), ``send_env_worker`` (start a rollout), ``learner_get`` /
+``learner_poll`` (the learner's next message; telemetry is kept aside in ``telemetry``) and ``close``.
+"""
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
+
+from tristream.runtime.messages import RoleRestarted, StartRollout, Weights
+from tristream.runtime.telemetry import TelemetrySink
+from tristream.runtime.topology import RoleId, Topology
 
 
-class Backend:
-    """Subclasses create the channels and roles, and implement ``send_inference``, ``send_env_worker``,
-    ``learner_get`` (the next message for the learner, telemetry kept aside; ``timeout=0`` must not wait)
-    and ``close``."""
+class RestartPolicy:
+    """When a role fails (raises, or its process or actor dies) every role is replaced, not just the failed
+    one: a process killed while writing to a shared queue can leave it locked for good, and the survivors
+    hold requests and segments of the lost rollout, which the pipeline reruns (or closes) from scratch.
+    Each role may fail ``max_restarts`` times (``runtime.max_restarts``); one more ends the run."""
 
-    env_inboxes: dict
-    telemetry: "TelemetrySink"  # noqa: F821
+    def __init__(self, max_restarts: int):
+        self.max_restarts = max_restarts
+        self.counts: dict[str, int] = {}
+
+    def failed(self, role: RoleId, reason: str, where: str = "") -> RoleRestarted:
+        """Count a failure of ``role``; raises ``RuntimeError`` past the limit, else announces the restart."""
+        name = f"{role} ({where})" if where else str(role)
+        n = self.counts[role] = self.counts.get(role, 0) + 1
+        if n > self.max_restarts:
+            raise RuntimeError(f"{name} failed {n} times (runtime.max_restarts={self.max_restarts}); "
+                               f"last failure: {reason}")
+        last_line = (reason.strip().splitlines() or ["no reason given"])[-1]
+        print(f"[tristream] {name} failed ({last_line}); restarting every role "
+              f"(restart {n} of at most {self.max_restarts} for {role})", flush=True)
+        return RoleRestarted(role, reason)
+
+
+class Backend(ABC):
+    topology: Topology
+    telemetry: TelemetrySink
+    restart_policy: RestartPolicy | None = None  # None: a failure propagates (the serial backend)
+
+    @abstractmethod
+    def send_inference(self, msg: Weights) -> None:
+        """Deliver to the inference worker's inbox."""
+
+    @abstractmethod
+    def send_env_worker(self, worker: int, msg: StartRollout) -> None:
+        """Deliver to env worker ``worker``'s inbox."""
+
+    @abstractmethod
+    def learner_get(self, timeout: float) -> object:
+        """The learner's next message (telemetry is taken into ``telemetry`` instead); a failed role comes
+        back as the ``RoleRestarted`` of :meth:`role_failed`. Raises ``TimeoutError`` after ``timeout``;
+        ``timeout=0`` must not wait."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop every role and release what the backend holds."""
+
+    def replace_roles(self) -> None:
+        """Stop every role and start them all again (backends whose roles can fail on their own)."""
+        raise NotImplementedError
+
+    def where(self, role: RoleId) -> str:
+        """Where ``role`` runs, for messages ("" when it says nothing the role name does not)."""
+        return ""
+
+    def role_failed(self, role: RoleId, reason: str) -> RoleRestarted:
+        """The one fault rule of every backend: count (or give up), replace every role, tell the pipeline."""
+        where = self.where(role)
+        msg = self.restart_policy.failed(role, reason, where)
+        try:
+            self.replace_roles()
+        except (ValueError, RuntimeError) as e:  # e.g. the node the role needs is gone (a placement error)
+            raise RuntimeError(f"{role}{f' ({where})' if where else ''} failed and the roles cannot be started "
+                               f"again: {e}") from e
+        return msg
 
     def learner_poll(self) -> object | None:
         """The next message for the learner if one is there now, else None (never waits; the serial
@@ -21,7 +89,7 @@ class Backend:
             return None
 
     def send_env_workers(self, msg) -> None:
-        for w in self.env_inboxes:
+        for w in range(self.topology.plan.env_workers):
             self.send_env_worker(w, msg)
 
     def drain(self, seconds: float) -> None:

@@ -20,29 +20,14 @@ from __future__ import annotations
 import collections
 import time
 
-from tristream.runtime import roles
 from tristream.runtime.backends import ray_placement as placement
-from tristream.runtime.backends.base import Backend
-from tristream.runtime.backends.ray_channels import (TAKE_WAIT_S, ActorChannel, RoleActor, quiet_readonly_arrays,
-                                                     where_am_i)
+from tristream.runtime.backends.base import Backend, RestartPolicy
+from tristream.runtime.backends.ray_channels import (TAKE_WAIT_S, ActorChannel, RoleActor, connect,
+                                                     quiet_readonly_arrays, where_am_i)
 from tristream.runtime.backends.ray_learner import in_actor
-from tristream.runtime.messages import RoleError, RoleRestarted, Stop, Weights
+from tristream.runtime.messages import RoleError, Stop, Weights
 from tristream.runtime.telemetry import TelemetrySink
-
-
-def connect(ray_cfg) -> bool:
-    """Connect this process to Ray as ``ray.address`` says; True when it started a local instance."""
-    import ray
-    if ray.is_initialized():
-        return False
-    if ray_cfg.address:
-        ray.init(address=ray_cfg.address, logging_level="WARNING")
-        return False
-    # Ray starts workers at nice 15 by default: next to any other busy process the roles would get a
-    # fraction of a core (measured: env steps 2x slower on a loaded 2-core machine). Roles are the work.
-    ray.init(num_cpus=ray_cfg.num_cpus or None, include_dashboard=False, logging_level="WARNING",
-             _system_config={"worker_niceness": 0})
-    return True
+from tristream.runtime.topology import INFERENCE, RoleId
 
 
 class LearnerInbox(collections.deque):
@@ -53,19 +38,19 @@ class LearnerInbox(collections.deque):
 
 
 class RayBackend(Backend):
-    def __init__(self, cfg, env_spec, policy_spec=None):
+    def __init__(self, cfg, topology, env_spec, policy_spec=None):
         import ray
-        self.cfg, self.env_spec, self.policy_spec = cfg, env_spec, policy_spec
+        self.cfg, self.topology, self.env_spec, self.policy_spec = cfg, topology, env_spec, policy_spec
         self._started_ray = connect(cfg.ray)
         quiet_readonly_arrays()  # segments arrive as read-only views of the object store
         self._actor_class = ray.remote(RoleActor)
-        self.requests = placement.requests(cfg)
+        self.requests = placement.requests(cfg, topology)
         # The learner is this process: a learner actor holds its own reservation, which the check counts.
         self.host = where_am_i()
         self.host_request = placement.learner_request(cfg) if in_actor() else None
         self.telemetry = TelemetrySink()
         self.learner_inbox = LearnerInbox()
-        self.restarts: dict[str, int] = {}
+        self.restart_policy = RestartPolicy(cfg.runtime.max_restarts)
         self.actors: dict = {}
         self.nodes: dict[str, dict] = {}
         self._takes: dict = {}  # the pending take() of each actor -> its role
@@ -77,7 +62,7 @@ class RayBackend(Backend):
             self.close()
             raise
         host = self.host_request or placement.ActorRequest("learner", "driver", {})
-        where = {r: self._where(r) for r in self.nodes}
+        where = {r: self.where(r) for r in self.nodes}
         where["learner"] = _fmt_where(self.host) + ("" if self.host_request else " (the driver)")
         print(placement.describe([*self.requests, host], where), flush=True)
         niced = sorted(r for r, n in self.nodes.items() if n.get("nice", 0) > 0)
@@ -88,16 +73,13 @@ class RayBackend(Backend):
 
     # --- lifecycle ------------------------------------------------------------------------------
     def _start_all(self) -> None:
-        plan = roles.shard_plan(self.cfg)
-        outbox = max(64, 4 * plan.num_envs)  # as the local backend's learner inbox
+        outbox = self.topology.learner_inbox_size  # as the local backend's learner inbox
         for r in self.requests:
-            wid = None if r.role == "inference" else int(r.role.removeprefix("env_worker"))
-            kind = "inference" if wid is None else "env"
             self.actors[r.role] = self._actor_class.options(max_concurrency=4, **r.options()).remote(
-                kind, wid, self.cfg, self.env_spec, outbox, self.policy_spec)
-        envs = {w: self.actors[f"env_worker{w}"] for w in range(plan.env_workers)}
+                r.role, self.cfg, self.env_spec, outbox, self.policy_spec)
+        envs = {role.index: self.actors[role] for role in self.topology.env_workers}
         self.env_inboxes = {w: ActorChannel(h) for w, h in envs.items()}
-        started = {a.connect.remote(self.actors["inference"], envs): role for role, a in self.actors.items()}
+        started = {a.connect.remote(self.actors[INFERENCE], envs): role for role, a in self.actors.items()}
         self.nodes = self._wait_started(started)
         self._share_memory_on_node()
         self._runs = [a.run.remote() for a in self.actors.values()]
@@ -107,8 +89,8 @@ class RayBackend(Backend):
     def _share_memory_on_node(self) -> None:
         """Env workers on the inference actor's node send images through /dev/shm (``ray.shared_memory``)."""
         import ray
-        here = self.nodes["inference"]["node_id"]
-        env_roles = [r for r in self.actors if r.startswith("env_worker")]
+        here = self.nodes[INFERENCE]["node_id"]
+        env_roles = list(self.topology.env_workers)
         local = [r for r in env_roles if self.cfg.ray.shared_memory and self.nodes[r]["node_id"] == here]
         ray.get([self.actors[r].use_shared_memory.remote() for r in local], timeout=self.cfg.runtime.timeout_s)
         store = [r for r in env_roles if r not in local]
@@ -148,29 +130,14 @@ class RayBackend(Backend):
             placement.check_fits([*self.requests, self.host_request], ray.nodes(),
                                  placed={"learner": self.host["node_id"]})
 
-    def _where(self, role: str) -> str:
+    def where(self, role: RoleId) -> str:
         n = self.nodes.get(role)
         return _fmt_where(n) if n else "node unknown (not started)"
 
-    def _restart(self, role: str, reason: str) -> RoleRestarted:
-        """Replace every role actor, as the local backend replaces every process: the survivors hold
-        requests and segments of the lost rollout, which the pipeline reruns (or closes) from scratch."""
-        where = self._where(role)
-        self.restarts[role] = self.restarts.get(role, 0) + 1
-        if self.restarts[role] > self.cfg.runtime.max_restarts:
-            raise RuntimeError(f"{role} ({where}) failed {self.restarts[role]} times (runtime.max_restarts="
-                               f"{self.cfg.runtime.max_restarts}); last failure: {reason}")
-        print(f"[tristream] {role} ({where}) failed ({reason.strip().splitlines()[-1]}); restarting the role "
-              f"actors (restart {self.restarts[role]} of at most {self.cfg.runtime.max_restarts} for {role})",
-              flush=True)
+    def replace_roles(self) -> None:
         self._kill_all()
-        try:
-            self._check_fits()
-            self._start_all()
-        except (ValueError, RuntimeError) as e:
-            raise RuntimeError(f"{role} ({where}) failed and the roles cannot be started again: {e}") from e
-        worker = int(role.removeprefix("env_worker")) if role.startswith("env_worker") else None
-        return RoleRestarted(role, worker, reason)
+        self._check_fits()
+        self._start_all()
 
     def _kill_all(self) -> None:
         import ray
@@ -201,10 +168,10 @@ class RayBackend(Backend):
         import ray
         if isinstance(msg, Weights):  # put once; every inference actor fetches it from the object store
             msg = ray.put(msg)
-        self.actors["inference"].deliver.remote(msg)
+        self.actors[INFERENCE].deliver.remote(msg)
 
-    def send_env_worker(self, worker_id: int, msg) -> None:
-        self.env_inboxes[worker_id].put(msg)
+    def send_env_worker(self, worker: int, msg) -> None:
+        self.env_inboxes[worker].put(msg)
 
     def learner_get(self, timeout: float) -> object:
         deadline = time.monotonic() + timeout
@@ -213,7 +180,7 @@ class RayBackend(Backend):
                 msg = self.learner_inbox.popleft()
                 if isinstance(msg, RoleError):
                     if msg.role in self.nodes and msg.pid == self.nodes[msg.role]["pid"]:
-                        return self._restart(msg.role, msg.traceback)
+                        return self.role_failed(msg.role, msg.traceback)
                 elif not self.telemetry.take(msg):
                     return msg
             restarted = self._take(min(0.5, max(0.0, deadline - time.monotonic())))
@@ -221,9 +188,9 @@ class RayBackend(Backend):
                 return restarted
             if not self.learner_inbox and time.monotonic() > deadline:
                 raise TimeoutError(f"the learner received nothing for {timeout:.0f} s (runtime.timeout_s); roles: "
-                                   + "; ".join(f"{r} on {self._where(r)}" for r in self.actors))
+                                   + "; ".join(f"{r} on {self.where(r)}" for r in self.actors))
 
-    def _take(self, wait_s: float) -> RoleRestarted | None:
+    def _take(self, wait_s: float):
         """Collect what the actors' outboxes hold (waiting up to ``wait_s``); a dead actor's pending
         ``take`` fails at once, which is how a killed actor or a lost node is noticed."""
         import ray
@@ -236,7 +203,7 @@ class RayBackend(Backend):
             try:
                 msgs = ray.get(ref, timeout=self.cfg.runtime.timeout_s)
             except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:
-                return self._restart(role, f"actor lost: {type(e).__name__}: {str(e).strip()}")
+                return self.role_failed(role, f"actor lost: {type(e).__name__}: {str(e).strip()}")
             self.learner_inbox.extend(msgs)
             self._takes[self.actors[role].take.remote(TAKE_WAIT_S)] = role
         return None

@@ -26,9 +26,10 @@ import traceback
 import warnings
 from typing import Any
 
-from tristream.runtime import roles
 from tristream.runtime.channels import Empty
 from tristream.runtime.messages import RoleError
+from tristream.runtime.roles import Inboxes, build_role
+from tristream.runtime.topology import RoleId
 
 TAKE_WAIT_S = 0.2  # how long one ``take`` waits for the first message (bounds the learner's poll cadence)
 
@@ -74,6 +75,21 @@ def where_am_i() -> dict[str, Any]:
             "pid": os.getpid(), "nice": os.getpriority(os.PRIO_PROCESS, 0)}
 
 
+def connect(ray_cfg) -> bool:
+    """Connect this process to Ray as ``ray.address`` says; True when it started a local instance."""
+    import ray
+    if ray.is_initialized():
+        return False
+    if ray_cfg.address:
+        ray.init(address=ray_cfg.address, logging_level="WARNING")
+        return False
+    # Ray starts workers at nice 15 by default: next to any other busy process the roles would get a
+    # fraction of a core (measured: env steps 2x slower on a loaded 2-core machine). Roles are the work.
+    ray.init(num_cpus=ray_cfg.num_cpus or None, include_dashboard=False, logging_level="WARNING",
+             _system_config={"worker_niceness": 0})
+    return True
+
+
 class QueueChannel:
     """A thread-safe FIFO inside one actor, with the channel interface (``get`` raises ``Empty``)."""
 
@@ -115,32 +131,25 @@ class ActorChannel:
 
 
 class RoleActor:
-    """Hosts one EnvWorker or InferenceWorker, built by ``runtime/roles.py`` as every backend does.
+    """Hosts one EnvWorker or InferenceWorker, built by ``runtime/roles.py`` as in every backend.
 
     Lifecycle (driven by ``backends/ray.py``): create all actors, ``connect`` each to its peers' handles
     (builds the role, returns where it runs), then ``run`` (the role's loop, one long call) while
     ``deliver`` and ``take`` serve in the actor's other threads."""
 
-    def __init__(self, kind: str, worker_id: int | None, cfg, env_spec, outbox_size: int, policy_spec=None):
+    def __init__(self, role: RoleId, cfg, env_spec, outbox_size: int, policy_spec=None):
         self.normal_priority = prepare_actor_process()
-        self.kind, self.worker_id, self.cfg, self.env_spec = kind, worker_id, cfg, env_spec
-        self.policy_spec = policy_spec
-        self.name = "inference" if kind == "inference" else f"env_worker{worker_id}"
+        self.name, self.cfg, self.env_spec, self.policy_spec = role, cfg, env_spec, policy_spec
         self.inbox = QueueChannel()  # peers fill it; a group has at most one request or reply in flight
         self.outbox = QueueChannel(outbox_size)
         self.role = None
 
     def connect(self, inference, env_workers: dict[int, Any]) -> dict[str, Any]:
         normal_priority()  # threads the role starts here (renderer, torch) inherit this thread's priority
-        if self.kind == "inference":
-            import torch
-            torch.set_num_threads(self.cfg.runtime.inference_threads)
-            self.role = roles.build_inference_worker(
-                self.cfg, self.env_spec, self.inbox, {w: ActorChannel(h) for w, h in env_workers.items()},
-                self.outbox, policy_spec=self.policy_spec)
-        else:
-            self.role = roles.build_env_worker(self.cfg, self.worker_id, self.inbox, ActorChannel(inference),
-                                               self.outbox)
+        inboxes = Inboxes(self.inbox, ActorChannel(inference), {w: ActorChannel(h) for w, h in env_workers.items()},
+                          self.outbox)
+        self.role = build_role(self.name, self.cfg, inboxes, env_spec=self.env_spec, policy_spec=self.policy_spec,
+                               own_process=True)
         return where_am_i()
 
     def use_shared_memory(self) -> None:
@@ -156,12 +165,7 @@ class RoleActor:
         """The role's loop until ``Stop``; a failure goes to the learner as ``RoleError``, as locally."""
         normal_priority()  # this thread-pool thread may predate __init__'s reset
         try:
-            if self.kind == "inference":
-                from tristream.runtime.inference import run_inference_worker
-                run_inference_worker(self.role)
-            else:
-                from tristream.runtime.env_worker import run_env_worker
-                run_env_worker(self.role)
+            self.role.run()
         except Exception:
             self.outbox.put(RoleError(self.name, traceback.format_exc(), os.getpid()), timeout=10.0)
 

@@ -17,7 +17,7 @@ import time
 from typing import Any, Callable
 
 from tristream.runtime.backends import ray_placement as placement
-from tristream.runtime.backends.ray_channels import prepare_actor_process, where_am_i
+from tristream.runtime.backends.ray_channels import connect, prepare_actor_process, where_am_i
 
 
 def in_actor() -> bool:
@@ -63,8 +63,6 @@ def run_in_learner_actor(cfg, fn: Callable, *args, stop=None, **kwargs) -> Any:
     a local instance started here is shut down at the end."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    from tristream.runtime.backends.ray import connect
 
     started = connect(cfg.ray)
     actor = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tristream.runtime.roles import shard_plan
+from tristream.runtime.topology import Topology
 
 
 class PlacementError(ValueError):
@@ -19,7 +19,7 @@ class PlacementError(ValueError):
 
 @dataclass(frozen=True)
 class ActorRequest:
-    role: str  # env_worker0, ..., inference
+    role: str  # env_worker0, ..., inference (a RoleId), or learner
     section: str  # the config key that sets it: ray.env_worker or ray.inference
     resources: dict[str, float]  # CPU, GPU and custom resources per actor
     labels: dict[str, str] = field(default_factory=dict)
@@ -39,11 +39,11 @@ def _request(role: str, section: str, rc) -> ActorRequest:
     return ActorRequest(role, section, {k: v for k, v in res.items() if v > 0}, dict(rc.labels))
 
 
-def requests(cfg) -> list[ActorRequest]:
-    """One request per role actor the backend creates: ``runtime.env_workers`` env workers and one
-    inference worker."""
-    out = [_request(f"env_worker{w}", "ray.env_worker", cfg.ray.env_worker) for w in range(shard_plan(cfg).env_workers)]
-    return out + [_request("inference", "ray.inference", cfg.ray.inference)]
+def requests(cfg, topology: Topology | None = None) -> list[ActorRequest]:
+    """One request per role actor the backend creates (the topology's roles: ``runtime.env_workers`` env
+    workers and one inference worker)."""
+    topology = topology or Topology.from_config(cfg)
+    return [_request(role, f"ray.{role.kind}", getattr(cfg.ray, role.kind)) for role in topology.roles]
 
 
 def learner_request(cfg) -> ActorRequest:
