@@ -43,9 +43,11 @@ class MLPPolicy(Policy):
     def act(self, obs: dict[str, Any], deterministic: bool = False, noise=None) -> ActOutput:
         h = self._hidden(obs)
         dist = self._dist(h)
-        # noise (optional): per-row noise from the inference worker, so a sample ignores the rest of the batch
-        eps = torch.randn_like(dist.mean) if noise is None else noise.normal(dist.mean.shape[1])
-        flat = dist.mean if deterministic else dist.mean + eps * dist.stddev
+        if deterministic:
+            flat = dist.mean
+        else:  # noise (optional): per-row noise from the inference worker, so a sample ignores the rest of the batch
+            eps = torch.randn_like(dist.mean) if noise is None else noise.normal(dist.mean.shape[1])
+            flat = dist.mean + eps * dist.stddev
         logp = dist.log_prob(flat).sum(-1, keepdim=True)
         # the unclipped sample, whose log-prob this is (the env clips): clipping here would bias PPO's ratios
         actions = flat.view(len(h), self.chunk_len, self.env_spec.action_dim)

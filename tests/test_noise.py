@@ -44,6 +44,17 @@ def test_sample_categorical_draws_each_index_with_its_probability(p):
     assert (freq[probs == 0] == 0).all()  # a zero-probability index is never drawn
 
 
+def test_sample_categorical_refuses_rows_without_probability_mass():
+    for bad in (torch.zeros(1, 3), torch.tensor([[0.2, float("nan"), 0.3]])):
+        with pytest.raises(ValueError, match="finite and non-negative with a positive sum"):
+            sample_categorical(bad, torch.tensor([0.5]))
+
+
+def test_uniform_noise_never_reaches_one():
+    u = RowNoise(range(20_000)).uniform(50)
+    assert u.dtype == torch.float32 and float(u.min()) >= 0.0 and float(u.max()) < 1.0
+
+
 def test_sample_categorical_stays_in_range_at_the_edges():
     probs = torch.tensor([[0.0, 0.3, 0.7, 0.0]])
     assert sample_categorical(probs, torch.tensor([0.0])).item() == 1

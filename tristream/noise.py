@@ -53,9 +53,10 @@ class RowNoise:
         return (bits >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
 
     def uniform(self, *shape: int) -> torch.Tensor:
-        """Uniform [0, 1) noise [B, *shape] float32."""
+        """Uniform [0, 1) noise [B, *shape] float32 (24 random bits: a float32 of 53 bits could round to 1)."""
         n = math.prod(shape)
-        return torch.from_numpy(self._uniform53(n).astype(np.float32)).view(len(self), *shape)
+        return torch.from_numpy((self._uniform53(n) * 2.0 ** 24).astype(np.int64).astype(np.float32)
+                                * np.float32(2.0 ** -24)).view(len(self), *shape)
 
     def normal(self, *shape: int) -> torch.Tensor:
         """Standard normal noise [B, *shape] float32 (Box-Muller)."""
@@ -69,7 +70,11 @@ def sample_categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Inverse-CDF sampling: probs [..., V] (non-negative, need not sum to 1), u [...] uniform in [0, 1)
     -> indices [...] long, index v drawn with probability probs[..., v] / probs.sum(-1)."""
     cdf = probs.cumsum(-1)
-    idx = (cdf <= u.unsqueeze(-1) * cdf[..., -1:]).sum(-1)
+    total = cdf[..., -1]
+    if not bool((torch.isfinite(total) & (total > 0)).all()):  # as torch.multinomial: a diverged policy fails here
+        raise ValueError("sample_categorical: probabilities must be finite and non-negative with a positive sum "
+                         f"in every row; got row sums {total.flatten()[:8].tolist()}")
+    idx = (cdf <= u.to(cdf).unsqueeze(-1) * cdf[..., -1:]).sum(-1)
     # u * total can round up to the total: fall back to the last index with probability > 0, never past it
     last = probs.shape[-1] - 1 - (probs.flip(-1) > 0).long().argmax(-1)
     return torch.minimum(idx, last)

@@ -189,3 +189,34 @@ def test_a_short_mini_batch_weighs_each_sample_one_global_batch_share(setup, los
     torch.testing.assert_close(grads[1], grads[0] * n / 40, atol=1e-7, rtol=1e-4)
     for key in ("policy_loss", "value_loss", "entropy"):
         assert stats[1][key] == pytest.approx(stats[0][key], rel=1e-5, abs=1e-7)
+
+
+def test_norm_reward_scales_gae_rewards_per_env_and_survives_a_checkpoint(setup):
+    """algo.norm_reward: GAE sees each reward divided by the running std of the discounted return, the
+    running return carried per env across its segments and reset at its episode's end; the statistics are
+    part of the learner's checkpoint."""
+    from tristream.algos import RunningMeanStd, scale_rewards
+    cfg, env, policy = setup
+    segs = _segments(env)
+    algo = dataclasses.replace(cfg.algo, advantage="gae", norm_adv=False, norm_reward=True)
+    learner = Learner(copy.deepcopy(policy), algo, seed=0)
+    got = learner.prepare(segs).returns
+    plain = Learner(copy.deepcopy(policy), dataclasses.replace(algo, norm_reward=False), seed=0).prepare(segs).returns
+    stats, scale = RunningMeanStd(), []
+    for s in segs:  # every test segment is its own env's first
+        _, _, stats = scale_rewards(s.rewards, 0.0, stats, algo.gamma)
+        scale.append(float(np.sqrt(stats.var + 1e-8)))
+    assert learner.reward_stats == stats
+    assert not torch.allclose(got, plain)
+    assert learner._env_returns == {s.env_id: pytest.approx(s.rewards[::-1] @ algo.gamma ** np.arange(s.length))
+                                    for s in segs if not s.episode_done} | {s.env_id: 0.0 for s in segs if s.episode_done}
+    state = learner.state_dict()
+    again = Learner(copy.deepcopy(policy), algo, seed=0)
+    again.load_state_dict(state)
+    assert again.reward_stats == learner.reward_stats and again._env_returns == learner._env_returns
+
+
+def test_norm_reward_needs_gae(tiny):
+    from tristream.config import ConfigError
+    with pytest.raises((ConfigError, ValueError), match="algo.norm_reward scales GAE's rewards"):
+        tiny("algo.advantage=grpo", "algo.loss=grpo", "algo.norm_reward=true")

@@ -14,6 +14,7 @@ from tristream.metrics.tracker import read_metrics  # noqa: E402
 from tristream.policies.io import save_policy  # noqa: E402
 from tristream.runtime.backends import make_backend  # noqa: E402
 from tristream.runtime.backends.ray_placement import ActorRequest, PlacementError, check_fits, requests  # noqa: E402
+from tristream.runtime.topology import Topology  # noqa: E402
 from tristream.runtime.learner import Learner  # noqa: E402
 from tristream.runtime.pipeline import train_loop  # noqa: E402
 from tristream.policies.from_config import build_policy  # noqa: E402
@@ -187,7 +188,7 @@ def _node(node_id, resources, labels=None):
 def test_placement_packs_roles_by_their_constraints(tiny):
     cfg = tiny("ray.env_worker.resources.sim=1", "ray.env_worker.num_cpus=1", "ray.inference.num_gpus=1",
                "ray.inference.labels.tier=gpu")
-    reqs = requests(cfg)
+    reqs = requests(cfg, Topology.from_config(cfg))
     assert [r.role for r in reqs] == ["env_worker0", "env_worker1", "inference"]
     assert reqs[0].options() == {"num_cpus": 1.0, "num_gpus": 0.0, "resources": {"sim": 1.0}}
     gpu = _node("g", {"CPU": 4, "GPU": 1}, {"tier": "gpu"})

@@ -17,6 +17,21 @@ def test_role_ids_carry_kind_and_index_and_read_as_their_name():
     assert type(back) is RoleId and back.index == 3 and {r: 1}["env_worker3"] == 1
     with pytest.raises(ValueError, match="unknown role kind 'learnr'; valid: env_worker, inference"):
         RoleId("learnr")
+    with pytest.raises(ValueError, match="role index 5 for inference"):
+        RoleId("inference", 5)
+    with pytest.raises(ValueError, match="role index -1 for env_worker"):
+        RoleId.env_worker(-1)
+
+
+def test_an_env_worker_process_loads_no_torch():
+    """The local backend's module (what a spawned env worker imports to run its role) and the env worker
+    itself import neither torch nor the policies."""
+    import subprocess
+    import sys
+    code = ("import sys, tristream.runtime.backends.local, tristream.runtime.env_worker, tristream.runtime.roles; "
+            "print(sorted(m for m in ('torch', 'tristream.policies') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_topology_lists_every_role_from_the_shard_plan(tiny):

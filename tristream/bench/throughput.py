@@ -32,7 +32,7 @@ from tristream.runtime.learner import Learner
 from tristream.runtime.pipeline import train_loop
 from tristream.envs.from_config import env_kwargs
 from tristream.policies.from_config import apply_rl_qat, build_policy
-from tristream.runtime.roles import shard_plan
+from tristream.runtime.topology import Topology
 
 MODES = ("sync", "async-rollout", "async")
 
@@ -58,7 +58,7 @@ def _env_only(args) -> dict:
 def env_only_ceiling(cfg, steps_per_worker: int = 4000) -> float:
     """Env steps/s of the same envs in the same number of processes, with a zero-cost policy (no latency
     model: the ceiling of the plain simulator)."""
-    plan = shard_plan(cfg)
+    plan = Topology.from_config(cfg).plan
     n = plan.num_envs // plan.env_workers
     with mp.get_context("spawn").Pool(plan.env_workers) as pool:
         results = pool.map(_env_only, [(cfg.env, n, max(20, steps_per_worker // n))] * plan.env_workers)
@@ -198,7 +198,7 @@ def bench_throughput(cfg, env_spec, out_dir: str | Path, *, modes=MODES, repeats
     for m in modes:
         if ":" in m:
             print(f"[tristream] variant {m}: " + " ".join(m.split(":")[1:]))
-    plan = shard_plan(cfg)
+    plan = Topology.from_config(cfg).plan
     workload = {"env": cfg.env.name, "tasks": list(cfg.env.tasks), "image_size": cfg.env.image_size,
                 "num_envs": cfg.rollout.num_envs, "env_workers": plan.env_workers,
                 "groups_per_worker": cfg.runtime.groups_per_worker, "policy": cfg.policy.name,
@@ -209,7 +209,7 @@ def bench_throughput(cfg, env_spec, out_dir: str | Path, *, modes=MODES, repeats
                 "step_latency_ms": cfg.env.step_latency_ms, "latency_sigma": cfg.env.latency_sigma,
                 "backend": cfg.runtime.backend, "init": cfg.train.init or "fresh policy"}
     print("workload: " + ", ".join(f"{k}={v}" for k, v in workload.items()))
-    print(shard_plan(cfg).describe())
+    print(Topology.from_config(cfg).plan.describe())
     if cfg.train.init:
         from tristream.policies.io import load_policy
         init_state = load_policy(cfg.train.init).state_dict()

@@ -108,7 +108,8 @@ class RolloutConfig:
     segment_len: int = f(8, "decision steps per streamed trajectory segment", min=1)
     group_size: int = f(1, "envs that share each episode seed (a GRPO group: same task and initial state)", min=1)
     speculative_k: int = f(0, "language policies: draft tokens per round of MTP self-speculative sampling in "
-                              "rollouts (0: plain decoding); exact: the samples follow the full model's distribution",
+                              "rollouts (0: plain decoding); exact: the samples follow the full model's distribution "
+                              "(drawn from one stream per inference batch, not per decision)",
                            min=0, max=8)
     weights: Literal["fp32", "int8", "int4"] = f(
         "fp32", "language policies: the weights rollouts are generated with: fp32, or the round-to-nearest INT8 / "
@@ -143,6 +144,9 @@ class AlgoConfig:
     ent_coef: float = f(0.0, "entropy bonus weight", min=0.0)
     max_grad_norm: float = f(1.0, "gradient clipping norm (0: no clipping)", min=0.0)
     norm_adv: bool = f(True, "whiten GAE advantages over each mini-batch (docs/algorithms.md)")
+    norm_reward: bool = f(False, "GAE: divide rewards by the running std of the discounted return (SB3 VecNormalize's "
+                                 "norm_reward), so value targets stay near unit scale whatever the env's reward "
+                                 "units; for dense rewards of large magnitude (docs/algorithms.md)")
     grpo_std_norm: bool = f(True, "GRPO: divide each group's centred returns by the group's std (false: "
                                   "Dr. GRPO, centred only, so a group with nearly equal returns gets nearly "
                                   "zero advantages instead of unit-scale ones)")
@@ -191,6 +195,9 @@ class AlgoConfig:
             raise ValueError(f"algo.rollout_is_cap: loss {self.loss!r} already weights each token by "
                              f"pi_proximal / pi_behaviour (decoupled PPO); use it with grpo, gspo, fiberpo or "
                              f"fiberpo_domain, or set algo.rollout_is_cap=null")
+        if self.norm_reward and self.advantage != "gae":
+            raise ValueError(f"algo.norm_reward scales GAE's rewards (advantage={self.advantage!r} normalises "
+                             f"outcomes per group); set algo.norm_reward=false or algo.advantage=gae")
         if self.critic_warmup > 0 and self.advantage != "gae":
             raise ValueError(f"critic_warmup={self.critic_warmup} needs advantage=gae (advantage={self.advantage!r} "
                              f"uses no critic); set it to 0")

@@ -14,6 +14,7 @@ logged and ``algo.rollout_is_cap`` corrects for it).
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from tristream.algos.advantages import gae, grpo_advantages
+from tristream.algos.normalization import RunningMeanStd, scale_rewards
 from tristream.algos.registry import LossSpec, loss_spec, value_loss
 from tristream.types import ObsBatch, Segment
 
@@ -82,6 +84,10 @@ class Learner:
         self._ids: dict[tuple, int] = {}  # stable small ints for GRPO groups and task domains
         self._warned_trust_region = False
         self.tracks_mismatch = rollout_mismatch or algo.rollout_is_cap is not None
+        # algo.norm_reward: the return's running statistics and each env's discounted return so far; updated
+        # in the order segments are prepared (each step's canonical order), so every mode scales alike
+        self.reward_stats = RunningMeanStd()
+        self._env_returns: dict[int, float] = {}
 
     @staticmethod
     def _param_groups(policy, algo) -> list[dict]:
@@ -98,19 +104,29 @@ class Learner:
     # --- checkpointing --------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "rng": self.rng.bit_generator.state,
-                "version": self.version, "optimizer_steps": self.optimizer_steps}
+                "version": self.version, "optimizer_steps": self.optimizer_steps,
+                "reward_stats": dataclasses.asdict(self.reward_stats), "env_returns": dict(self._env_returns)}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.rng.bit_generator.state = state["rng"]
         self.version = int(state["version"])
         self.optimizer_steps = int(state["optimizer_steps"])
+        self.reward_stats = RunningMeanStd(**state.get("reward_stats", {}))
+        self._env_returns = {int(k): float(v) for k, v in state.get("env_returns", {}).items()}
 
     def weights(self) -> dict[str, torch.Tensor]:
         """A detached copy of the current weights, safe to send while training goes on."""
         return {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
 
     # --- advantages -----------------------------------------------------------------------------
+    def _scaled_rewards(self, s: Segment) -> np.ndarray:
+        """``algo.norm_reward``: segment ``s``'s rewards over the running std of the discounted return."""
+        scaled, ret, self.reward_stats = scale_rewards(s.rewards, self._env_returns.get(s.env_id, 0.0),
+                                                       self.reward_stats, self.algo.gamma)
+        self._env_returns[s.env_id] = 0.0 if s.episode_done else ret
+        return scaled
+
     def _id(self, kind: str, key) -> int:
         return self._ids.setdefault((kind, key), len(self._ids))
 
@@ -126,16 +142,17 @@ class Learner:
         boot_v = torch.zeros(len(segments))
         if boot_idx and a.advantage == "gae":  # GRPO needs no bootstrap
             obs = ObsBatch.stack([segments[i].bootstrap_obs for i in boot_idx]).as_dict()
-            boot_v[boot_idx] = (value_policy or self.policy).value(obs).float()
+            boot_v[boot_idx] = _eval_value(value_policy if value_policy is not None else self.policy, obs)
         advs, rets = [], []
         if a.advantage == "gae":
             for i, s in enumerate(segments):
                 T = s.length
+                rewards = self._scaled_rewards(s) if a.norm_reward else s.rewards
                 term = torch.zeros(T, 1, dtype=torch.bool)
                 trunc = torch.zeros(T, 1, dtype=torch.bool)
                 term[-1] = s.terminated
                 trunc[-1] = s.truncated and not s.terminated
-                adv, ret = gae(torch.from_numpy(s.rewards)[:, None], torch.from_numpy(s.values)[:, None], term, trunc,
+                adv, ret = gae(torch.from_numpy(rewards)[:, None], torch.from_numpy(s.values)[:, None], term, trunc,
                                boot_v[i:i + 1], truncation_values=boot_v[i].expand(T, 1), gamma=a.gamma,
                                lam=a.gae_lambda)
                 advs.append(adv[:, 0])
@@ -383,3 +400,14 @@ class Learner:
 def _is_value(param_name: str) -> bool:
     """The value head's parameters (value_lr_mult, critic_warmup): by name, as the policies call it."""
     return "value" in param_name
+
+
+def _eval_value(policy, obs) -> torch.Tensor:
+    """V(obs) [B] in eval mode: bootstrapping must not update running statistics (a state normaliser, an MoE
+    router's load counts), so a value is the same whether computed by the learner or a copy of it."""
+    was = policy.training
+    policy.eval()
+    try:
+        return policy.value(obs).float()
+    finally:
+        policy.train(was)

@@ -139,9 +139,10 @@ def _run(backend, cfg, learner, tracer, step, on_step, should_stop) -> int:
             if update.started:
                 lost = True
                 admission.restart(step + 1)
-            else:
+            else:  # rerun the step from scratch (its rollout may have ended already)
                 admission.restart(step)
                 update, collected, t0 = new_step([])
+                lost, t_rollout, overlap = False, None, None
         elif update.pending:
             with tracer.span("train"):
                 update.train_step()

@@ -1,19 +1,13 @@
 """Role builders: the config, the topology and a role's channels -> the role object, built in whichever
 process the role will live, so a role never knows where it runs. Every backend builds roles only through
-:func:`build_role` and runs them with their own ``run()`` loop."""
+:func:`build_role` and runs them with their own ``run()`` loop. Imports are lazy: an env worker's process
+never loads torch or the policies."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from tristream.envs.from_config import env_from_config
-from tristream.policies.from_config import apply_rl_qat, build_policy
-from tristream.runtime.shard import ShardPlan
 from tristream.runtime.topology import RoleId, Topology
-
-
-def shard_plan(cfg) -> ShardPlan:
-    return Topology.from_config(cfg).plan
 
 
 @dataclass
@@ -26,14 +20,14 @@ class Inboxes:
     learner: Any
 
 
-def build_role(role: RoleId, cfg, inboxes: Inboxes, *, env_spec=None, policy_spec: dict[str, Any] | None = None,
-               shared_memory: bool = False, own_process: bool = False):
+def build_role(role: RoleId, cfg, topology: Topology, inboxes: Inboxes, *, env_spec=None,
+               policy_spec: dict[str, Any] | None = None, shared_memory: bool = False, own_process: bool = False):
     """An ``EnvWorker`` or ``InferenceWorker`` for ``role``. ``policy_spec`` (policies.from_config.policy_spec of
     the learner's policy): the architecture inference builds before the first weights arrive (None: the
     config's ``policy`` section). ``shared_memory``: env workers send images through /dev/shm blocks.
     ``own_process``: the role has the process to itself (inference then sets its torch threads)."""
-    topology = Topology.from_config(cfg)
     if role.is_env_worker:
+        from tristream.envs.from_config import env_from_config
         from tristream.runtime.env_worker import EnvWorker
         seeds = iter(range(role.index * 10_000, (role.index + 1) * 10_000))
         return EnvWorker(role.index, topology.plan.worker_groups(role.index),
@@ -42,6 +36,7 @@ def build_role(role: RoleId, cfg, inboxes: Inboxes, *, env_spec=None, policy_spe
                          group_size=cfg.rollout.group_size, shared_memory=shared_memory)
     import torch
 
+    from tristream.policies.from_config import apply_rl_qat, build_policy
     from tristream.runtime.inference import InferenceWorker
     if own_process:
         torch.set_num_threads(cfg.runtime.inference_threads)

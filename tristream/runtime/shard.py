@@ -51,7 +51,7 @@ def episode_seed(run_seed: int, global_step: int, env_id: int, episode: int, gro
 
 
 def noise_key(run_seed: int, global_step: int, env_id: int, episode: int, env_step: int) -> int:
-    """The key of one decision's sampling noise (``policies.noise.RowNoise``): a pure function of where the
+    """The key of one decision's sampling noise (``tristream.noise.RowNoise``): a pure function of where the
     decision sits (its episode, and the env steps taken in it so far), so the action sampled there does not
     depend on the backend or on which other envs share its inference batch. Unlike seeds, keys differ
     between the envs of a GRPO group."""

@@ -27,6 +27,8 @@ class RoleId(str):
     def __new__(cls, kind: str, index: int = 0):
         if kind not in cls.KINDS:
             raise ValueError(f"unknown role kind {kind!r}; valid: {', '.join(cls.KINDS)}")
+        if index < 0 or (kind == "inference" and index != 0):
+            raise ValueError(f"role index {index} for {kind}: env workers count from 0, the inference worker is 0")
         obj = super().__new__(cls, f"env_worker{index}" if kind == "env_worker" else "inference")
         obj.kind, obj.index = kind, index
         return obj

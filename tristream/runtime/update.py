@@ -99,6 +99,7 @@ class StepUpdate:
             self.dropped_groups = sum(1 for n in done.values() if n < group_size)
             rest = [s for s in rest if done[s.group_key] >= group_size]
         self._take(rest)
+        self._values_at_start = None  # every segment is prepared
         self._cut_batches(sum(len(r) for r in self._ready))
 
     def _take(self, segments: list[Segment]) -> None:
@@ -146,7 +147,7 @@ class StepUpdate:
     def train_step(self) -> None:
         """One optimizer step on the next mini-batch."""
         learner = self.learner
-        if self._steps == 0 and not self.closed and not self.order.by_group:  # GAE segments still to prepare
+        if self._steps == 0 and not self.closed and learner.algo.advantage == "gae":  # segments still to prepare
             self._values_at_start = copy.deepcopy(learner.policy).eval()
         if not self._queue:
             self._start_next_pass()

@@ -18,7 +18,7 @@ from tristream.policies.io import load_policy
 from tristream.runtime.learner import Learner
 from tristream.runtime.pipeline import train_loop
 from tristream.policies.from_config import apply_rl_qat, build_policy
-from tristream.runtime.roles import shard_plan
+from tristream.runtime.topology import Topology
 
 
 class StopFlag:
@@ -109,7 +109,7 @@ def rl_train(cfg, run_dir: str | Path, env_spec, *, init: str | Path | None = No
         learner = Learner(policy, cfg.algo, seed=cfg.run.seed + 2, total_steps=cfg.train.steps,
                           rollout_mismatch=cfg.rollout.weights != "fp32")
         start = 0
-    print(shard_plan(cfg).describe())
+    print(Topology.from_config(cfg).plan.describe())
     tracker = Tracker(run_dir)
     bar = tqdm(total=cfg.train.steps, initial=start, desc="rl", unit="step", disable=not progress)
     last_saved = start

@@ -106,8 +106,11 @@ class GaussianChunkHead(nn.Module):
     def sample(self, h: torch.Tensor, deterministic: bool = False, noise: RowNoise | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.dist_params(h)
-        eps = torch.randn_like(mean) if noise is None else noise.normal(*mean.shape[1:]).to(mean)
-        actions = mean if deterministic else mean + eps * log_std.exp()
+        if deterministic:
+            actions = mean
+        else:
+            eps = torch.randn_like(mean) if noise is None else noise.normal(*mean.shape[1:]).to(mean)
+            actions = mean + eps * log_std.exp()
         return actions, self._tokens(self._log_prob(actions, mean, log_std))
 
     def evaluate(self, h: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

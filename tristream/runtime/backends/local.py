@@ -20,10 +20,10 @@ from tristream.runtime.telemetry import TelemetrySink
 from tristream.runtime.topology import INFERENCE, RoleId
 
 
-def _role_main(role: RoleId, cfg, inboxes: Inboxes, env_spec, policy_spec) -> None:
+def _role_main(role: RoleId, cfg, topology, inboxes: Inboxes, env_spec, policy_spec) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        build_role(role, cfg, inboxes, env_spec=env_spec, policy_spec=policy_spec, shared_memory=True,
+        build_role(role, cfg, topology, inboxes, env_spec=env_spec, policy_spec=policy_spec, shared_memory=True,
                    own_process=True).run()
     except Exception:
         inboxes.learner.put(RoleError(role, traceback.format_exc(), os.getpid()))
@@ -47,7 +47,7 @@ class LocalBackend(Backend):
         for role in t.roles:
             inboxes = Inboxes(self.inboxes[role], self.inboxes[INFERENCE], env_inboxes, self.learner_inbox)
             self.procs[role] = self.ctx.Process(target=_role_main, name=f"tristream-{role}", daemon=True,
-                                                args=(role, self.cfg, inboxes, self.env_spec, self.policy_spec))
+                                                args=(role, self.cfg, t, inboxes, self.env_spec, self.policy_spec))
             self.procs[role].start()
 
     def replace_roles(self) -> None:

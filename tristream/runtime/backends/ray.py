@@ -76,7 +76,7 @@ class RayBackend(Backend):
         outbox = self.topology.learner_inbox_size  # as the local backend's learner inbox
         for r in self.requests:
             self.actors[r.role] = self._actor_class.options(max_concurrency=4, **r.options()).remote(
-                r.role, self.cfg, self.env_spec, outbox, self.policy_spec)
+                r.role, self.cfg, self.topology, self.env_spec, outbox, self.policy_spec)
         envs = {role.index: self.actors[role] for role in self.topology.env_workers}
         self.env_inboxes = {w: ActorChannel(h) for w, h in envs.items()}
         started = {a.connect.remote(self.actors[INFERENCE], envs): role for role, a in self.actors.items()}

@@ -137,9 +137,9 @@ class RoleActor:
     (builds the role, returns where it runs), then ``run`` (the role's loop, one long call) while
     ``deliver`` and ``take`` serve in the actor's other threads."""
 
-    def __init__(self, role: RoleId, cfg, env_spec, outbox_size: int, policy_spec=None):
+    def __init__(self, role: RoleId, cfg, topology, env_spec, outbox_size: int, policy_spec=None):
         self.normal_priority = prepare_actor_process()
-        self.name, self.cfg, self.env_spec, self.policy_spec = role, cfg, env_spec, policy_spec
+        self.name, self.cfg, self.topology, self.env_spec, self.policy_spec = role, cfg, topology, env_spec, policy_spec
         self.inbox = QueueChannel()  # peers fill it; a group has at most one request or reply in flight
         self.outbox = QueueChannel(outbox_size)
         self.role = None
@@ -148,7 +148,7 @@ class RoleActor:
         normal_priority()  # threads the role starts here (renderer, torch) inherit this thread's priority
         inboxes = Inboxes(self.inbox, ActorChannel(inference), {w: ActorChannel(h) for w, h in env_workers.items()},
                           self.outbox)
-        self.role = build_role(self.name, self.cfg, inboxes, env_spec=self.env_spec, policy_spec=self.policy_spec,
+        self.role = build_role(self.name, self.cfg, self.topology, inboxes, env_spec=self.env_spec, policy_spec=self.policy_spec,
                                own_process=True)
         return where_am_i()
 

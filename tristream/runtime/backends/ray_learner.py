@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from tristream.runtime.backends import ray_placement as placement
 from tristream.runtime.backends.ray_channels import connect, prepare_actor_process, where_am_i
+from tristream.runtime.topology import Topology
 
 
 def in_actor() -> bool:
@@ -72,7 +73,7 @@ def run_in_learner_actor(cfg, fn: Callable, *args, stop=None, **kwargs) -> Any:
         if set(req.resources) <= {"CPU"} and not req.labels:  # no node asked for: stay with the run directory
             pinned = {"learner": ray.get_runtime_context().get_node_id()}
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(pinned["learner"], soft=False)
-        placement.check_fits([*placement.requests(cfg), req], ray.nodes(), placed=pinned)
+        placement.check_fits([*placement.requests(cfg, Topology.from_config(cfg)), req], ray.nodes(), placed=pinned)
         actor = ray.remote(LearnerActor).options(max_concurrency=2, **options).remote(cfg.run.torch_threads)
         node = _wait_placed(actor, req, cfg.ray.start_timeout_s)
         ref = actor.call.remote(fn, args, kwargs, stop is not None)

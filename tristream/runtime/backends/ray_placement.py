@@ -39,10 +39,9 @@ def _request(role: str, section: str, rc) -> ActorRequest:
     return ActorRequest(role, section, {k: v for k, v in res.items() if v > 0}, dict(rc.labels))
 
 
-def requests(cfg, topology: Topology | None = None) -> list[ActorRequest]:
+def requests(cfg, topology: Topology) -> list[ActorRequest]:
     """One request per role actor the backend creates (the topology's roles: ``runtime.env_workers`` env
     workers and one inference worker)."""
-    topology = topology or Topology.from_config(cfg)
     return [_request(role, f"ray.{role.kind}", getattr(cfg.ray, role.kind)) for role in topology.roles]
 
 

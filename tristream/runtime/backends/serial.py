@@ -18,7 +18,7 @@ class SerialBackend(Backend):
         self.learner_inbox = SerialChannel()
         self.inboxes = {role: SerialChannel() for role in topology.roles}
         env_inboxes = {r.index: self.inboxes[r] for r in topology.env_workers}
-        self.roles = {role: build_role(role, cfg, Inboxes(self.inboxes[role], self.inboxes[INFERENCE], env_inboxes,
+        self.roles = {role: build_role(role, cfg, topology, Inboxes(self.inboxes[role], self.inboxes[INFERENCE], env_inboxes,
                                                           self.learner_inbox), env_spec=env_spec, policy_spec=policy_spec)
                       for role in topology.roles}
         self.env_workers = [self.roles[r] for r in topology.env_workers]
