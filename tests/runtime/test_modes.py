@@ -122,7 +122,7 @@ def test_async_with_zero_lag_trains_exactly_as_sync(tiny, tmp_path, advantage):
     _same_metrics(rows, 3)
 
 
-@pytest.mark.parametrize("mode", ["sync", "async-rollout", "async"])
+@pytest.mark.parametrize("mode", ["sync", "async-rollout"])  # async: sync (serial) vs async (local) above
 def test_serial_equals_local(tiny, tmp_path, mode):
     """The roles in one process or in four (two env workers, inference, the learner): the same episodes, the
     same actions (per-decision noise), the same updates (canonical sample order), metric for metric. Async
