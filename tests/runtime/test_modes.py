@@ -111,14 +111,16 @@ def test_async_with_zero_lag_trains_exactly_as_sync(tiny, tmp_path, advantage):
     still runs; sync (serial) batches in lockstep and feeds the update at once. Each decision's sampling noise
     is keyed by where it sits (shard.noise_key), not by its inference batch, and the update is defined on the
     step's canonical order with bootstrap values of the pre-update policy, so every metric of every step is
-    the same. (The serial backend's loop reads every message before it trains, so only processes overlap.)"""
+    the same. (The serial backend's loop reads every message before it trains, so only processes can overlap.)"""
     rows = {}
     for mode, backend in (("sync", "serial"), ("async", "local")):
         cfg = _realistic(tiny, f"runtime.backend={backend}", f"runtime.mode={mode}", "runtime.max_policy_lag=0",
                          f"algo.advantage={advantage}", *(["algo.loss=grpo"] if advantage == "grpo" else []))
         rl_train(cfg, tmp_path / mode, _spec(cfg), progress=False)
         rows[mode] = read_metrics(tmp_path / mode, "train")
-    assert sum(r["overlap_optimizer_steps"] for r in rows["async"]) > 0  # it did train while rolling out
+    # Whether a step trains before its rollout ends depends on timing (overlap_optimizer_steps, often 1 a step
+    # here, 0 on a fast idle machine); the streamed path itself is tested deterministically in
+    # test_streamed_update_equals_the_whole_step_update.
     _same_metrics(rows, 3)
 
 
