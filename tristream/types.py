@@ -66,6 +66,7 @@ class Segment:
     episode_length: int = 0  # env steps
     group_key: tuple = ()  # GRPO group: (global step, task, seed)
     global_step: int = 0
+    rollout_end: bool = False  # the env's last segment of this global step (rollout.steps_per_env > 0)
 
     @property
     def length(self) -> int:

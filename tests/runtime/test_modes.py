@@ -105,8 +105,10 @@ def _realistic(tiny, *overrides):
                 *overrides)
 
 
-@pytest.mark.parametrize("advantage", ["gae", "grpo"])
-def test_async_with_zero_lag_trains_exactly_as_sync(tiny, tmp_path, advantage):
+@pytest.mark.parametrize("advantage,rollout", [("gae", []), ("grpo", []),
+                                               ("gae", ["rollout.steps_per_env=25", "rollout.group_size=1"])],
+                         ids=["gae", "grpo", "gae-fixed-horizon"])
+def test_async_with_zero_lag_trains_exactly_as_sync(tiny, tmp_path, advantage, rollout):
     """Lag-0 async (local processes) batches inference dynamically and trains on each step while its rollout
     still runs; sync (serial) batches in lockstep and feeds the update at once. Each decision's sampling noise
     is keyed by where it sits (shard.noise_key), not by its inference batch, and the update is defined on the
@@ -115,7 +117,7 @@ def test_async_with_zero_lag_trains_exactly_as_sync(tiny, tmp_path, advantage):
     rows = {}
     for mode, backend in (("sync", "serial"), ("async", "local")):
         cfg = _realistic(tiny, f"runtime.backend={backend}", f"runtime.mode={mode}", "runtime.max_policy_lag=0",
-                         f"algo.advantage={advantage}", *(["algo.loss=grpo"] if advantage == "grpo" else []))
+                         f"algo.advantage={advantage}", *(["algo.loss=grpo"] if advantage == "grpo" else []), *rollout)
         rl_train(cfg, tmp_path / mode, _spec(cfg), progress=False)
         rows[mode] = read_metrics(tmp_path / mode, "train")
     # Whether a step trains before its rollout ends depends on timing (overlap_optimizer_steps, often 1 a step
@@ -227,3 +229,20 @@ def test_fiberpo_gives_a_gaussian_head_one_token_per_dimension(tiny, tmp_path):
     assert policy.config.gaussian_tokens == "dim" and policy.tokens_per_chunk == policy.chunk_len * _spec(cfg).action_dim
     cfg = tiny("runtime.backend=serial", "algo.loss=fiberpo", "train.steps=1", "train.rl_gaussian_tokens=chunk")
     assert rl_train(cfg, tmp_path / "run2", _spec(cfg), progress=False).tokens_per_chunk == 1
+
+
+def test_fixed_horizon_runs_n_decisions_per_env_and_carries_episodes_over(tiny, tmp_path):
+    """rollout.steps_per_env=N: every env runs exactly N decisions a global step; an episode longer than that
+    goes on in the next step (its length and return span steps), bootstrapped at the cut."""
+    cfg = tiny("runtime.backend=serial", "rollout.steps_per_env=3", "env.max_episode_steps=20", "train.steps=5")
+    rl_train(cfg, tmp_path, _spec(cfg), progress=False)
+    rows = read_metrics(tmp_path, "train")
+    assert [r["samples"] for r in rows] == [cfg.rollout.num_envs * 3] * 5
+    assert rows[0]["episodes"] == 0  # 3 decisions of chunk_len actions: no episode of 20 env steps is over yet
+    ended = [r for r in rows if r["episodes"] > 0]
+    assert ended and all(r["ep_len"] > 3 * cfg.policy.chunk_len for r in ended)
+
+
+def test_fixed_horizon_needs_gae_without_groups(tiny):
+    with pytest.raises(ValueError, match="rollout.steps_per_env=4 cuts episodes"):
+        tiny("rollout.steps_per_env=4", "algo.advantage=grpo", "rollout.group_size=2")

@@ -11,7 +11,7 @@ def _episodes(lengths, episodes_per_env=1):
     """Segments (env, k) per env: lengths[e] segments per episode, the last of each ends it."""
     out = {}
     for e, n in enumerate(lengths):
-        out[e] = [SimpleNamespace(env_id=e, k=k, episode_done=(k % n == n - 1))
+        out[e] = [SimpleNamespace(env_id=e, k=k, episode_done=(k % n == n - 1), rollout_end=False)
                   for k in range(n * episodes_per_env)]
     return out
 
@@ -55,3 +55,29 @@ def test_time_major_waits_for_the_slowest_env():
     assert [(s.env_id, s.k) for s in order.release()] == [(0, 0)]
     order.add(per_env[1][:1])
     assert [(s.env_id, s.k) for s in order.release()] == [(1, 0), (0, 1)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths=st.lists(st.integers(1, 6), min_size=1, max_size=6), picks=st.lists(st.integers(0, 10), max_size=40),
+       chunk=st.integers(1, 4), ends=st.lists(st.integers(0, 5), max_size=6))
+def test_fixed_horizon_releases_each_env_up_to_its_last_segment_of_the_step(lengths, picks, chunk, ends):
+    """rollout.steps_per_env > 0: episodes end anywhere (or not at all) within the step; an env is finished with
+    the step when its segment marked rollout_end arrives, and the order still ignores arrival."""
+    per_env = {e: [SimpleNamespace(env_id=e, k=k, episode_done=k in ends, rollout_end=k == n - 1) for k in range(n)]
+               for e, n in enumerate(lengths)}
+    at_once = StreamOrder(fixed_horizon=True)
+    at_once.add(_interleave(per_env, []))
+    reference = [(s.env_id, s.k) for s in at_once.flush()]
+    streamed = StreamOrder(range(len(lengths)), fixed_horizon=True)
+    arrivals, got = _interleave(per_env, picks), []
+    for lo in range(0, len(arrivals), chunk):
+        streamed.add(arrivals[lo:lo + chunk])
+        got += [(s.env_id, s.k) for s in streamed.release()]
+    assert got == reference and len(got) == sum(lengths)  # all released before any flush
+    assert streamed.flush() == []
+
+
+def test_fixed_horizon_and_groups_do_not_mix():
+    import pytest
+    with pytest.raises(ValueError, match="GRPO"):
+        StreamOrder([0], fixed_horizon=True, by_group=True)

@@ -104,7 +104,12 @@ class SFTConfig:
 @dataclass
 class RolloutConfig:
     num_envs: int = f(32, "environments in total, over all env workers", min=1)
-    episodes_per_env: int = f(1, "episodes each env runs per global step (rollouts are episodic)", min=1)
+    episodes_per_env: int = f(1, "episodes each env runs per global step (rollouts are episodic; see steps_per_env)",
+                              min=1)
+    steps_per_env: int = f(0, "0: episodic rollouts (each env runs episodes_per_env whole episodes per global step); "
+                              "N: each env runs exactly N decisions per global step and an unfinished episode goes on "
+                              "in the next step, bootstrapped from the value function at the cut (SB3 / CleanRL's "
+                              "n_steps; for long episodes); GAE only", min=0)
     segment_len: int = f(8, "decision steps per streamed trajectory segment", min=1)
     group_size: int = f(1, "envs that share each episode seed (a GRPO group: same task and initial state)", min=1)
     speculative_k: int = f(0, "language policies: draft tokens per round of MTP self-speculative sampling in "
@@ -387,6 +392,13 @@ class Config:
                              f"{self.rollout.weights}: only a language policy (policy.name=lm) generates with MTP "
                              f"drafts or low-bit weights; policy.name={self.policy.name!r} needs speculative_k=0 and "
                              f"weights=fp32")
+        if self.rollout.steps_per_env and (self.algo.advantage != "gae" or self.rollout.group_size > 1
+                                           or self.rollout.episodes_per_env > 1):
+            raise ValueError(f"rollout.steps_per_env={self.rollout.steps_per_env} cuts episodes at a fixed number of "
+                             f"decisions, which needs algo.advantage=gae, rollout.group_size=1 and "
+                             f"rollout.episodes_per_env=1 (GRPO compares whole episodes); got advantage="
+                             f"{self.algo.advantage}, group_size={self.rollout.group_size}, episodes_per_env="
+                             f"{self.rollout.episodes_per_env}; or set rollout.steps_per_env=0")
         mismatched = self.rollout.weights != "fp32" or self.algo.rollout_is_cap is not None
         if mismatched and self.algo.ratio_reference == "behaviour":
             raise ValueError(f"algo.ratio_reference=behaviour never recomputes the proximal log-probs, which "

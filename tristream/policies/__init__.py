@@ -1,5 +1,5 @@
 """Policies: the Policy interface (base.py), the built-in small VLA (vla/), the language model (lm.py, for
-text envs), save/load (io.py).
+text envs), plain actor-critic MLP and CNN policies (actor_critic.py), save/load (io.py).
 
 Add a policy by registering a factory ``factory(env_spec, **kwargs) -> Policy``:
     from tristream.registry import register_policy
@@ -23,6 +23,21 @@ def _make_lm_policy(env_spec, **kwargs: Any) -> Policy:
 
 
 register_policy("lm", _make_lm_policy, overwrite=True)
+
+
+def _make_mlp_policy(env_spec, **kwargs: Any) -> Policy:
+    from .actor_critic import make_mlp_policy
+    return make_mlp_policy(env_spec, **kwargs)
+
+
+def _make_cnn_policy(env_spec, **kwargs: Any) -> Policy:
+    from .actor_critic import make_cnn_policy
+    return make_cnn_policy(env_spec, **kwargs)
+
+
+# plain actor-critic networks of a peer library's size (actor_critic.py)
+register_policy("mlp", _make_mlp_policy, overwrite=True)
+register_policy("cnn", _make_cnn_policy, overwrite=True)
 
 
 def make_policy(name: str, env_spec, **kwargs: Any) -> Policy:

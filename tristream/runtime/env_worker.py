@@ -31,6 +31,7 @@ class _EnvSlot:
     obs: dict[str, Any] | None = None
     seed: int = 0
     episodes_left: int = 0
+    decisions_left: int = 0  # fixed-horizon rollouts: decisions still to run this global step
     episode_index: int = 0
     episode_return: float = 0.0
     episode_steps: int = 0
@@ -38,7 +39,7 @@ class _EnvSlot:
 
     @property
     def active(self) -> bool:
-        return self.episodes_left > 0
+        return self.episodes_left > 0 and self.decisions_left != 0
 
 
 class EnvWorker:
@@ -114,9 +115,14 @@ class EnvWorker:
     def _start_rollout(self, msg: StartRollout) -> None:
         self.global_step, self.min_version = msg.global_step, msg.min_version
         for slot in self.slots.values():
-            slot.episodes_left = msg.episodes_per_env
             slot.episode_index = 0
-            self._reset(slot)
+            if msg.steps_per_env:  # fixed horizon: an unfinished episode goes on; it ends when the env does
+                slot.episodes_left, slot.decisions_left = 1 << 62, msg.steps_per_env
+                if slot.obs is None:
+                    self._reset(slot)
+            else:
+                slot.episodes_left, slot.decisions_left = msg.episodes_per_env, -1
+                self._reset(slot)
         self.groups_running = set(self.groups)
         for g, envs in self.groups.items():
             self._after_latency(g, [self.slots[e] for e in envs])
@@ -195,15 +201,20 @@ class EnvWorker:
         slot.steps.append({"obs": obs_before, "action": chunk, "logp": logp, "value": value,
                            "version": version, "reward": reward, "env_steps": steps})
         done = terminated or truncated
-        if not done and len(slot.steps) < self.segment_len:
+        slot.decisions_left -= slot.decisions_left > 0
+        rollout_end = slot.decisions_left == 0
+        if not done and not rollout_end and len(slot.steps) < self.segment_len:
             return None
         seg = self._make_segment(slot, terminated, truncated, bool(info.get("success", False)))
+        seg.rollout_end = rollout_end
         slot.steps = []
         if done:
             slot.episodes_left -= 1
             slot.episode_index += 1
             if slot.active:
                 self._reset(slot)
+            else:  # the next global step starts a new episode
+                slot.obs = None
         return seg
 
     def _make_segment(self, slot: _EnvSlot, terminated: bool, truncated: bool, success: bool) -> Segment:

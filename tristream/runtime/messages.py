@@ -13,11 +13,13 @@ from tristream.types import ObsBatch, Segment
 
 @dataclass
 class StartRollout:
-    """Pipeline -> EnvWorker: run ``episodes_per_env`` episodes per env with policy >= ``min_version``."""
+    """Pipeline -> EnvWorker: run ``episodes_per_env`` episodes per env (or, ``steps_per_env`` > 0, that many
+    decisions per env, continuing unfinished episodes) with policy >= ``min_version``."""
 
     global_step: int
     min_version: int
     episodes_per_env: int
+    steps_per_env: int = 0
 
 
 @dataclass

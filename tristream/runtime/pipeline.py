@@ -99,7 +99,8 @@ def _run(backend, cfg, learner, tracer, step, on_step, should_stop) -> int:
 
     def new_step(first: list[Segment]):
         update = StepUpdate(learner, envs=range(cfg.rollout.num_envs) if streamed else None,
-                            episodes_per_env=cfg.rollout.episodes_per_env, group_size=cfg.rollout.group_size)
+                            episodes_per_env=cfg.rollout.episodes_per_env, group_size=cfg.rollout.group_size,
+                            fixed_horizon=cfg.rollout.steps_per_env > 0)
         update.add(first)
         return update, list(first), time.perf_counter()
 
@@ -109,7 +110,8 @@ def _run(backend, cfg, learner, tracer, step, on_step, should_stop) -> int:
     t_rollout = overlap = None
     while step < cfg.train.steps:
         for w, j in admission.admit(step):
-            backend.send_env_worker(w, StartRollout(j, learner.version, cfg.rollout.episodes_per_env))
+            backend.send_env_worker(w, StartRollout(j, learner.version, cfg.rollout.episodes_per_env,
+                                                    cfg.rollout.steps_per_env))
         if should_stop():
             break
         over = lost or admission.rollout_over(step)

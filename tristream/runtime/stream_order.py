@@ -23,10 +23,17 @@ from tristream.types import Segment
 
 
 class StreamOrder:
-    def __init__(self, envs=None, *, episodes_per_env: int = 1, group_size: int = 1, by_group: bool = False):
-        """``envs``: the env ids of the step (None: unknown, nothing is released before :meth:`flush`)."""
+    def __init__(self, envs=None, *, episodes_per_env: int = 1, group_size: int = 1, by_group: bool = False,
+                 fixed_horizon: bool = False):
+        """``envs``: the env ids of the step (None: unknown, nothing is released before :meth:`flush`).
+        ``fixed_horizon`` (rollout.steps_per_env > 0): an env is finished with the step when its segment marked
+        ``rollout_end`` arrives, not after ``episodes_per_env`` episodes."""
+        if fixed_horizon and by_group:
+            raise ValueError("fixed-horizon rollouts cut episodes, so they cannot be ordered by GRPO group")
         self.envs = None if envs is None else sorted(envs)
         self.episodes_per_env = episodes_per_env
+        self.fixed_horizon = fixed_horizon
+        self._ended: set[int] = set()  # fixed horizon: envs whose last segment of the step arrived
         self.group_size = group_size
         self.by_group = by_group
         self._segs: dict[int, list[tuple[int, Segment]]] = defaultdict(list)  # env -> [(episode, segment)]
@@ -40,8 +47,12 @@ class StreamOrder:
         for s in segments:
             self._segs[s.env_id].append((self._episodes[s.env_id], s))
             self._episodes[s.env_id] += bool(s.episode_done)
+            if s.rollout_end:
+                self._ended.add(s.env_id)
 
     def _finished(self, env: int) -> bool:
+        if self.fixed_horizon:
+            return env in self._ended
         return self._episodes[env] >= self.episodes_per_env
 
     def release(self) -> list[Segment]:
@@ -93,5 +104,6 @@ class StreamOrder:
         else:
             rest.sort(key=lambda r: (r[1], r[2]))
         self._segs.clear()
+        self._ended.clear()
         self._done = set()
         return out + [r[3] for r in rest]

@@ -39,13 +39,14 @@ from tristream.types import Segment
 
 
 class StepUpdate:
-    def __init__(self, learner: Learner, *, envs=None, episodes_per_env: int = 1, group_size: int = 1):
+    def __init__(self, learner: Learner, *, envs=None, episodes_per_env: int = 1, group_size: int = 1,
+                 fixed_horizon: bool = False):
         """``envs``: the step's env ids, so that pass 1 can start before the rollout ends (None: at close)."""
         self.learner = learner
         algo = learner.algo
         self.batch_size = algo.global_batch
         self.order = StreamOrder(envs, episodes_per_env=episodes_per_env, group_size=group_size,
-                                 by_group=algo.advantage == "grpo")
+                                 by_group=algo.advantage == "grpo", fixed_horizon=fixed_horizon)
         # recomputed on fresh data too: a loss that asks for it, or rollouts from other weights than the learner's
         self._always_proximal = loss_spec(algo.loss).proximal == "always" or learner.tracks_mismatch
         self._recompute_stale = algo.ratio_reference == "proximal"
