@@ -210,6 +210,10 @@ def cmd_bench(args) -> int:
         done = bench_algos(cfg, _env_spec(cfg), args.out, losses=losses, seeds=tuple(range(args.seeds)),
                            regimes=parse_regimes(args.regimes) or None, eval_episodes=args.eval_episodes)
         return 0 if done else 130  # stopped by SIGINT/SIGTERM
+    if args.what == "peers":
+        from tristream.bench.peers import bench_peers
+        bench_peers(cfg, args.out, peer=args.peer, env_steps=args.env_steps, seeds=args.seeds)
+        return 0
     if args.what == "decode":
         if not args.checkpoint:
             raise ValueError("bench decode needs --checkpoint DIR: an LM from `tristream sft --preset lm_tiny --out DIR`")
@@ -312,8 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
     b = common(sub.add_parser("bench", epilog=epilog, help="benchmarks: env (env-only throughput, the ceiling), "
                               "throughput (sync vs async-rollout vs async, side by side), algos (every loss, two regimes), "
-                              "decode (LM: plain vs MTP speculative, fp32/INT8/INT4)"),
-               ["env", "throughput", "algos", "decode"],
+                              "decode (LM: plain vs MTP speculative, fp32/INT8/INT4), peers (PPO against "
+                              "Stable-Baselines3, same settings)"),
+               ["env", "throughput", "algos", "decode", "peers"],
                "which benchmark")
     b.add_argument("--num-envs", type=int, default=8, help="env: envs stepped in one process")
     b.add_argument("--steps", type=int, default=500, help="env: env steps per env")
@@ -326,12 +331,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--ceiling-steps", type=int, default=4000, help="throughput: env steps per env worker of the "
                                                                   "env-only ceiling (0: skip it; lower it for slow "
                                                                   "simulators such as LIBERO)")
-    b.add_argument("--out", default="runs/bench", help="throughput, algos, decode: output folder")
+    b.add_argument("--out", default="runs/bench", help="throughput, algos, decode, peers: output folder")
     b.add_argument("--losses", default="", help="algos: losses, comma-separated (default: all; for a "
                    "language policy grpo, gspo, fiberpo, fiberpo_domain)")
     b.add_argument("--regimes", default="", help="algos: regimes, comma-separated, each NAME[:KEY=VALUE]... "
                    "(default: default and aggressive), e.g. fp32,int4:rollout.weights=int4")
-    b.add_argument("--seeds", type=int, default=3, help="algos: seeds per loss and regime")
+    b.add_argument("--seeds", type=int, default=3, help="algos: seeds per loss and regime; peers: seeds per side")
+    b.add_argument("--peer", default="sb3", help="peers: the other library (sb3: Stable-Baselines3 PPO), installed "
+                                                 "in a venv of its own on first use ($TRISTREAM_PEERS_DIR, default "
+                                                 "~/.cache/tristream/peers)")
+    b.add_argument("--env-steps", type=int, default=100_000, help="peers: env steps per run (rounded up to whole "
+                                                                  "rollouts)")
     b.add_argument("--eval-episodes", type=int, default=100, help="algos: held-out episodes per trained policy")
     b.add_argument("--checkpoint", default="", help="decode: LM folder from `tristream sft --preset lm_tiny --out DIR`")
     b.add_argument("--problems", type=int, default=64, help="decode: held-out prompts decoded per pass")

@@ -48,14 +48,13 @@ def test_orthogonal_init_matches_cleanrl():
     assert not torch.allclose(off.actor[0].weight.T @ off.actor[0].weight, 2.0 * torch.eye(11), atol=1e-2)
 
 
-def test_state_normalisation_learns_in_train_mode_only():
-    policy = make_policy("mlp", STATE)
+def test_state_normalisation_moves_only_when_observing():
+    policy = make_policy("mlp", STATE).train()
     obs = _obs(STATE, 256)
-    policy.eval()
-    policy.evaluate(obs, torch.zeros(256, 1, 3))
-    assert float(policy.norm.count) == 0
-    policy.train()
-    policy.evaluate(obs, torch.zeros(256, 1, 3))
+    before = policy.evaluate(obs, torch.zeros(256, 1, 3)).value
+    assert float(policy.norm.count) == 0  # a forward pass, even in train mode, leaves the statistics alone
+    policy.observe(obs)
+    assert not torch.allclose(policy.evaluate(obs, torch.zeros(256, 1, 3)).value, before)
     np.testing.assert_allclose(policy.norm.mean.numpy(), obs["state"].mean(0), rtol=1e-5, atol=1e-5)
     assert make_policy("mlp", STATE, normalize_state=False).norm.__class__.__name__ == "Identity"
 

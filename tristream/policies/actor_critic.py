@@ -43,7 +43,9 @@ class ActorCriticConfig:
     init_log_std: float = 0.0
     min_log_std: float = -5.0
     max_log_std: float = 2.0
-    normalize_state: bool = True  # running mean / var of the state (SB3's VecNormalize obs), clipped to +-10
+    # running mean / var of the state (SB3's VecNormalize obs), clipped to +-10; updated by observe(), once per
+    # global step after its update, so an update trains with the statistics its data were collected with
+    normalize_state: bool = True
     images: bool = False  # encode the cameras with the conv stack ("cnn")
     conv_channels: tuple[int, ...] = (32, 64, 128)
     conv_kernels: tuple[int, ...] = (8, 4, 3)
@@ -167,6 +169,10 @@ class ActorCriticPolicy(Policy):
 
     def value(self, obs: dict[str, Any]) -> torch.Tensor:
         return self.value_out(self.critic(self._features(obs))).squeeze(-1)
+
+    def observe(self, obs: dict[str, Any]) -> None:
+        if isinstance(self.norm, RunningNorm):
+            self.norm.update(torch.as_tensor(obs["state"], dtype=torch.float32))
 
     def bc_loss(self, obs: dict[str, Any], actions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         h = self.actor(self._features(obs))

@@ -72,6 +72,12 @@ class Policy(nn.Module):
         """State value [B] (used for bootstrapping)."""
         raise NotImplementedError
 
+    def observe(self, obs: dict[str, Any]) -> None:
+        """Update input statistics (e.g. a running state normaliser) from a batch of observations. The
+        learner calls it once per global step, after that step's update, with the step's observations, so
+        every optimizer step of an update sees the statistics the data were collected with; SFT calls it
+        before each batch. Forward passes never change the statistics. Default: no statistics."""
+
     def bc_loss(self, obs: dict[str, Any], actions: torch.Tensor) -> torch.Tensor:
         """Behaviour-cloning loss (scalar) for expert action chunks [B, K, A]; default: mean NLL."""
         return -self.evaluate(obs, actions).logp.sum(-1).mean()

@@ -19,7 +19,8 @@ canonical sample order (:mod:`tristream.runtime.stream_order`), not on arrival:
    spec says ``proximal="always"``, or rollouts from low-bit weights) those of the policy when the sample
    is first trained, kept for the later passes (``algo.ratio_reference=behaviour``: never recomputed).
 6. ``algo.target_kl`` ends the step's passes after a pass whose mean approx KL exceeds it.
-7. Then the learner's version goes up by one: weights are published once per global step.
+7. Then the policy's input statistics take in the step's observations (``Policy.observe``: a running state
+   normaliser), and the learner's version goes up by one: weights are published once per global step.
 
 With ``runtime.max_policy_lag=0``, async therefore does exactly what sync does (tests/runtime/test_modes.py).
 """
@@ -35,7 +36,7 @@ import torch
 from tristream.algos.registry import loss_spec
 from tristream.runtime.learner import Learner, Samples
 from tristream.runtime.stream_order import StreamOrder
-from tristream.types import Segment
+from tristream.types import ObsBatch, Segment
 
 
 class StepUpdate:
@@ -178,6 +179,9 @@ class StepUpdate:
         self.close()
         while self.pending:
             self.train_step()
+        if self._trained:  # input statistics move after the update, which used those the data were collected with
+            step_obs = self._step.obs if self._step is not None else ObsBatch.concat([b.obs for b in self._trained])
+            self.learner.policy.observe(step_obs.as_dict())
         self.learner.version += 1
         out = {k: v if k.endswith("_max") else v / max(self._steps, 1) for k, v in self._sums.items()}
         return out | {"optimizer_steps": float(self._steps), "samples": float(self._cut),

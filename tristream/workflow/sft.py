@@ -39,6 +39,7 @@ def sft(cfg, dataset: str | Path | list, out_dir: str | Path, env_spec, *, track
         idx = rng.integers(0, n, size=s.batch_size)
         obs = {"images": data["images"][idx], "state": data["state"][idx],
                "instruction": [str(x) for x in data["instruction"][idx]]}
+        policy.observe(obs)
         loss = policy.bc_loss(obs, actions[idx], mask[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -35,7 +35,7 @@ class VLAConfig:
 
     # --- proprioception ---
     proprio_dim: int = 64
-    normalize_state: bool = False  # running mean/var normalisation, updated in train() mode
+    normalize_state: bool = False  # running mean/var normalisation of the state, updated by Policy.observe
 
     # --- trunk and value ---
     hidden_dim: int = 256

@@ -81,7 +81,8 @@ class InstructionEncoder(nn.Module):
 
 
 class RunningNorm(nn.Module):
-    """Running mean/var of the input (updated in train() mode), used to standardise proprio state."""
+    """Running mean/var of the input, used to standardise state; ``update`` moves them (Policy.observe calls
+    it), a forward pass never does."""
 
     def __init__(self, dim: int, eps: float = 1e-5, clip: float = 10.0):
         super().__init__()
@@ -103,8 +104,6 @@ class RunningNorm(nn.Module):
         self.count.copy_(total)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            self.update(x)
         return ((x - self.mean) / torch.sqrt(self.var + self.eps)).clamp(-self.clip, self.clip)
 
 

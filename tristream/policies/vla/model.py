@@ -22,7 +22,7 @@ from tristream.noise import RowNoise
 
 from ..base import ActOutput, EvalOutput, Policy
 from .config import VLAConfig
-from .encoders import FiLMConvEncoder, InstructionEncoder, ProprioEncoder, mlp
+from .encoders import FiLMConvEncoder, InstructionEncoder, ProprioEncoder, RunningNorm, mlp
 from .heads import make_head
 from .tokenizer import Tokenizer
 
@@ -105,6 +105,10 @@ class VLAPolicy(Policy):
 
     def value(self, obs: dict[str, Any]) -> torch.Tensor:
         return self.value_head(self.encode(obs)).squeeze(-1)
+
+    def observe(self, obs: dict[str, Any]) -> None:
+        if self.proprio is not None and isinstance(self.proprio.norm, RunningNorm):
+            self.proprio.norm.update(torch.as_tensor(obs["state"], dtype=torch.float32, device=self.device))
 
     def bc_loss(self, obs: dict[str, Any], actions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Gaussian: masked MSE(mean) + bc_nll_weight * NLL; discrete: masked cross-entropy on bins.
