@@ -5,6 +5,8 @@ Both start at random positions, so the policy has to find them in the top-down c
 
     obs_mode="pixels": observation Box(0, 255, (64, 64, 3), uint8), the camera image only
     obs_mode="dict":   Dict(pixels: uint8 (3, 64, 64) channels first, puck: float32 (2,), instruction: Text)
+    obs_mode="state":  Box(-0.5, 0.5, (4,), float32): puck and target positions, no image (does a policy learn the
+                       task when it need not find them in the picture?)
     action:            Box(-1, 1, (2,)), the puck's velocity command
     reward:            reward="progress" (default): the decrease of the puck-target distance each step (x10), +1
                        on reaching the target; reward="distance": minus the distance in metres each step, the
@@ -59,8 +61,8 @@ class PixelReachEnv(gym.Env):
 
     def __init__(self, obs_mode: str = "pixels", size: int = 64, frame_skip: int = 10, render_mode: str | None = None,
                  reward: str = "progress"):
-        if obs_mode not in ("pixels", "dict"):
-            raise ValueError(f"obs_mode must be 'pixels' or 'dict', got {obs_mode!r}")
+        if obs_mode not in ("pixels", "dict", "state"):
+            raise ValueError(f"obs_mode must be 'pixels', 'dict' or 'state', got {obs_mode!r}")
         if reward not in ("progress", "distance"):
             raise ValueError(f"reward must be 'progress' or 'distance', got {reward!r}")
         self.obs_mode, self.size, self.frame_skip, self.render_mode = obs_mode, size, frame_skip, render_mode
@@ -71,6 +73,8 @@ class PixelReachEnv(gym.Env):
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
         if obs_mode == "pixels":
             self.observation_space = spaces.Box(0, 255, (size, size, 3), np.uint8)
+        elif obs_mode == "state":
+            self.observation_space = spaces.Box(-0.5, 0.5, (4,), np.float32)
         else:
             self.observation_space = spaces.Dict({
                 "pixels": spaces.Box(0, 255, (3, size, size), np.uint8),
@@ -85,6 +89,8 @@ class PixelReachEnv(gym.Env):
         return self._renderer.render()  # row 0 is the top of the picture (+y)
 
     def _obs(self):
+        if self.obs_mode == "state":
+            return np.concatenate([self.data.qpos[:2], self.data.mocap_pos[0, :2]]).astype(np.float32)
         img = self._image()
         if self.obs_mode == "pixels":
             return img

@@ -15,7 +15,10 @@ MLP = [*PENDULUM, "policy.name=examples.mlp_policy:make_mlp_policy"]
 CASES = [("pixels", PIXELS, m) for m in ("sync", "async-rollout", "async")] + \
         [("pendulum", PENDULUM, m) for m in ("sync", "async")] + \
         [("dict", DICT, m) for m in ("sync", "async")] + \
-        [("mlp_policy", MLP, m) for m in ("sync", "async-rollout", "async")]
+        [("mlp_policy", MLP, m) for m in ("sync", "async-rollout", "async")] + \
+        [("builtin_cnn", [*PIXELS, "policy.name=cnn", "env.image_size=64", "policy.chunk_len=1"], "async"),
+         ("builtin_mlp_fixed_horizon", [*PENDULUM, "policy.name=mlp", "rollout.steps_per_env=3"], "async"),
+         ("state_obs", [*PIXELS, "env.kwargs.obs_mode=state", "policy.name=mlp"], "sync")]
 
 
 @pytest.mark.parametrize("name,overrides,mode", CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])

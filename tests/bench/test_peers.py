@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tristream.bench.peers import Peer, PeerInstallError, _binned, check_comparable, peer_python, plot_peers, \
-    sb3_settings
+from tristream.bench.peers import PEERS, Peer, PeerInstallError, _binned, _summary, check_comparable, \
+    format_table, peer_python, plot_peers, sb3_settings, sf_settings
 from tristream.config import Config, load_config
 
 
@@ -35,11 +35,32 @@ def test_sb3_gets_the_same_ppo_settings():
 ])
 def test_refuses_settings_the_peer_cannot_share(override, named):
     with pytest.raises(ValueError, match=named.replace(".", r"\.")):
-        check_comparable(_cfg(override))
+        check_comparable(_cfg(override), PEERS["sb3"])
+    check_comparable(_cfg(), PEERS["sb3"])
+    check_comparable(load_config(Config, "ppo_pixels", []), PEERS["sf"])
+    with pytest.raises(ValueError, match="policy.name=cnn"):
+        check_comparable(_cfg(), PEERS["sf"])
+
+
+def test_sample_factory_gets_the_same_settings(tmp_path):
+    cfg = load_config(Config, "ppo_pixels", [])
+    s = sf_settings(cfg, seed=2, seconds=200, train_dir=tmp_path)
+    args = dict(a[2:].split("=", 1) for a in s["sf_args"])
+    assert s["env"] == "examples.pixel_reach:PixelReachEnv" and s["env_kwargs"] == {"reward": "distance"}
+    assert s["max_episode_steps"] == 50
+    assert {k: args[k] for k in ("num_workers", "num_envs_per_worker", "rollout", "batch_size", "num_batches_per_epoch",
+                                 "num_epochs", "learning_rate", "gamma", "gae_lambda", "ppo_clip_ratio",
+                                 "max_grad_norm", "normalize_returns", "use_rnn", "encoder_conv_mlp_layers",
+                                 "train_for_seconds", "seed")} == {
+        "num_workers": "2", "num_envs_per_worker": "8", "rollout": "32", "batch_size": "512",
+        "num_batches_per_epoch": "1", "num_epochs": "2", "learning_rate": "0.0003", "gamma": "0.98",
+        "gae_lambda": "0.95", "ppo_clip_ratio": "0.2", "max_grad_norm": "4.0", "normalize_returns": "True",
+        "use_rnn": "False", "encoder_conv_mlp_layers": "512", "train_for_seconds": "200", "seed": "2"}
 
 
 def test_a_peer_that_cannot_be_installed_is_a_clear_error(tmp_path):
-    peer = Peer("nosuch", ("tristream-no-such-package==0.0.0",), "sb3_ppo.py", "tristream-no-such-package")
+    peer = Peer("nosuch", ("tristream-no-such-package==0.0.0",), "sb3_ppo.py", "tristream-no-such-package",
+                "env_steps", "mlp")
     with pytest.raises(PeerInstallError) as e:
         peer_python(peer, tmp_path, pip_args=("--no-index", "--find-links", str(tmp_path)))
     msg = str(e.value)
@@ -47,11 +68,20 @@ def test_a_peer_that_cannot_be_installed_is_a_clear_error(tmp_path):
     assert not (tmp_path / "nosuch" / ".installed").exists()  # the next run tries again
 
 
-def test_curves_are_binned_by_env_steps_and_plotted(tmp_path):
-    rows = [{"env_steps": s, "return": r} for s, r in [(10, 1.0), (20, 3.0), (60, 5.0), (100, 7.0)]]
-    assert _binned(rows, total=100, bins=4) == [2.0, None, 5.0, 7.0]
-    run = {"wall_s": 1.0, "curve": [], "final": 7.0, "episodes": [[s["env_steps"], 0.1 * i, s["return"]]
-                                                                 for i, s in enumerate(rows)]}
-    result = {"peer": "sb3", "peer_version": "x", "env_id": "Hopper-v5", "seeds": 1,
-              "runs": {"sb3": [run], "tristream": [run]}}
+def test_curves_are_binned_summarised_tabled_and_plotted(tmp_path):
+    rows = [{"env_steps": s, "wall_s": s / 10, "return": r} for s, r in [(10, 1.0), (20, 3.0), (60, 5.0), (100, 7.0)]]
+    assert _binned(rows, "env_steps", total=100, bins=4) == [2.0, None, 5.0, 7.0]
+    assert _binned(rows, "wall_s", total=10, bins=2) == [2.0, 6.0]
+    run = _summary(rows, wall_s=12.0, cpu_s=12.0, total=100, budget="env_steps", bins=4)
+    assert run["curve"] == [2.0, None, 5.0, 7.0] and run["final"] == 7.0 and run["env_steps"] == 100
+    assert run["steady_steps_per_s"] == pytest.approx((100 - 20) / (10 - 2))  # after the first 20% of the run
+    spread = {k: {"median": run[k], "min": run[k], "max": run[k]} for k in ("final", "wall_s", "steady_steps_per_s",
+                                                                           "cpu_busy")}
+    result = {"peer": "sb3", "peer_version": "x", "env_id": "Hopper-v5", "seeds": 1, "bins": 4,
+              "budget": "env_steps", "budget_value": 100_000, "runs": {"sb3": [run], "tristream": [run]},
+              "summary": {"sb3": spread, "tristream": spread}}
+    table = format_table(result)
+    assert "| | return at 50k steps | return at 100k steps | wall time (s) | env steps/s (steady) | CPU busy |" in table
+    assert "| sb3 x | - | 7 [7, 7] | 12 [12, 12] | 10 [10, 10] |" in table
+    assert "final return 1.00x, env steps/s 1.00x" in table
     assert plot_peers(result, tmp_path / "p.png").stat().st_size > 1000

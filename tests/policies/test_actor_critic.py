@@ -105,3 +105,17 @@ def test_entropy_is_the_gaussian_entropy():
     policy = make_policy("mlp", STATE, init_log_std=-0.5)
     ent = policy.evaluate(_obs(STATE, 2), torch.zeros(2, 1, 3)).entropy
     torch.testing.assert_close(ent, torch.full((2, 1), 3 * (0.5 + 0.5 * math.log(2 * math.pi) - 0.5)))
+
+
+@pytest.mark.parametrize("squash", [False, True])
+def test_mean_and_log_std_parameterisation(squash):
+    """Default (SB3): mean = W h, unsquashed, and log std = its parameter; squash_mean / bound_log_std: tanh forms."""
+    policy = make_policy("mlp", STATE, squash_mean=squash, bound_log_std=squash, init_log_std=-0.5).eval()
+    with torch.no_grad():
+        policy.head.mean.weight.zero_()
+        policy.head.mean.bias.fill_(3.0)
+    mode = policy.act(_obs(STATE, 2), deterministic=True).actions
+    torch.testing.assert_close(mode, torch.full_like(mode, math.tanh(3.0) if squash else 3.0))
+    torch.testing.assert_close(policy.head.log_std(), torch.full((3,), -0.5))
+    param = float(policy.head.log_std_param[0])
+    assert (param != -0.5) if squash else (param == -0.5)

@@ -1,17 +1,22 @@
-"""``tristream bench peers``: tristream's PPO against another library's, run side by side on this machine.
+"""``tristream bench peers``: tristream against another RL library, run side by side on this machine.
 
 The peer runs in a virtual environment of its own (created and installed on first use, never imported here)
 through a standalone script in ``peer_scripts/``. Both sides get the same hyper-parameters, mapped from the
-one tristream config (a preset plus overrides), the same env and the same env-step budget; seeds are
-interleaved (peer seed 0, tristream seed 0, peer seed 1, ...) so a drift in the machine's speed hits both.
+one tristream config (a preset plus overrides), the same env and the same budget; seeds are interleaved
+(peer seed 0, tristream seed 0, peer seed 1, ...) so a drift in the machine's speed hits both.
 
-Peers: ``sb3`` (Stable-Baselines3 PPO, MlpPolicy) on any Gymnasium state env, against ``policy.name=mlp``.
+    sb3  Stable-Baselines3 PPO (MlpPolicy) against policy.name=mlp, on any Gymnasium state env, for the same
+         env steps: the return at equal env steps, and the wall time.
+    sf   Sample Factory APPO (its default conv encoder, no RNN) against policy.name=cnn, on any Gymnasium
+         pixel env, for the same wall time: env steps/s, CPU busy and the return at equal wall time.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import resource
+import signal
 import subprocess
 import sys
 import time
@@ -24,6 +29,7 @@ from tristream.bench.meta import run_meta
 from tristream.config.loader import save_config
 
 SCRIPTS = Path(__file__).resolve().parent / "peer_scripts"
+REPO = Path(__file__).resolve().parents[2]  # examples/ (an env named examples.module:Class) lives here
 
 
 class PeerInstallError(RuntimeError):
@@ -36,12 +42,17 @@ class Peer:
     packages: tuple[str, ...]  # pip requirements of the peer's own venv
     script: str
     version_of: str  # the package whose version the result records
+    budget: str  # "env_steps" (equal samples) or "seconds" (equal wall time)
+    policy: str  # tristream's policy of the peer's network size
 
 
+# torch pinned to the CPU build tristream uses (an unpinned one pulls a multi-GB CUDA build); one MuJoCo for all
 PEERS = {
-    # torch pinned to the CPU build tristream uses (an unpinned one pulls a multi-GB CUDA build); one MuJoCo
     "sb3": Peer("sb3", ("torch==2.13.0", "stable-baselines3==2.9.2", "gymnasium[mujoco]==1.4.0", "mujoco==3.3.0"),
-                "sb3_ppo.py", "stable-baselines3"),
+                "sb3_ppo.py", "stable-baselines3", "env_steps", "mlp"),
+    # Sample Factory 2.1.1 needs gymnasium < 1.0 and numpy < 2
+    "sf": Peer("sf", ("torch==2.13.0", "sample-factory==2.1.1", "gymnasium==0.29.1", "numpy<2", "mujoco==3.3.0"),
+               "sf_appo.py", "sample-factory", "seconds", "cnn"),
 }
 
 
@@ -70,11 +81,12 @@ def peer_python(peer: Peer, root: Path, *, pip_args: tuple[str, ...] = ()) -> Pa
     return python
 
 
+# ----------------------------------------------------------------------------- one config, the peer's names
 def sb3_settings(cfg, seed: int, total_steps: int) -> dict:
     """The tristream config's PPO as Stable-Baselines3's PPO arguments (the same numbers, SB3's names)."""
     a, p, r = cfg.algo, cfg.policy, cfg.rollout
-    kw = {**p.factory_kwargs()}
-    layers, hidden = kw.get("layers", 2), p.hidden_dim
+    kw = p.factory_kwargs()
+    layers = kw.get("layers", 2)
     ppo = {"learning_rate": a.lr, "n_steps": r.steps_per_env, "batch_size": a.global_batch,
            "n_epochs": a.update_epochs, "gamma": a.gamma, "gae_lambda": a.gae_lambda, "clip_range": a.clip_eps,
            "ent_coef": a.ent_coef, "vf_coef": a.vf_coef, "max_grad_norm": a.max_grad_norm or 1e9,
@@ -82,122 +94,249 @@ def sb3_settings(cfg, seed: int, total_steps: int) -> dict:
     return {"env_id": cfg.env.gym.id, "seed": seed, "total_steps": total_steps, "n_envs": r.num_envs,
             "normalize_obs": bool(kw.get("normalize_state", True)), "normalize_reward": a.norm_reward,
             "linear_lr": a.lr_schedule == "linear", "torch_threads": 1, "ppo": ppo,
-            "policy_kwargs": {"net_arch": {"pi": [hidden] * layers, "vf": [hidden] * layers},
+            "policy_kwargs": {"net_arch": {"pi": [p.hidden_dim] * layers, "vf": [p.hidden_dim] * layers},
                               "activation": kw.get("activation", "tanh"), "log_std_init": p.init_log_std,
                               "ortho_init": bool(kw.get("ortho_init", True))}}
 
 
-def check_comparable(cfg) -> None:
+def sf_settings(cfg, seed: int, seconds: float, train_dir: Path) -> dict:
+    """The tristream config as Sample Factory APPO arguments: env workers x envs, rollout length, batch, epochs,
+    PPO constants, the conv encoder of ``policy.name=cnn`` (Sample Factory's convnet_simple) without an RNN."""
+    a, p, r, rt = cfg.algo, cfg.policy, cfg.rollout, cfg.runtime
+    per_step = r.num_envs * r.steps_per_env
+    args = {"num_workers": rt.env_workers, "num_envs_per_worker": r.num_envs // rt.env_workers,
+            "rollout": r.steps_per_env, "batch_size": a.global_batch,
+            "num_batches_per_epoch": max(1, per_step // a.global_batch), "num_epochs": a.update_epochs,
+            "learning_rate": a.lr, "gamma": a.gamma, "gae_lambda": a.gae_lambda, "ppo_clip_ratio": a.clip_eps,
+            "value_loss_coeff": a.vf_coef, "exploration_loss_coeff": a.ent_coef, "max_grad_norm": a.max_grad_norm,
+            "normalize_returns": a.norm_reward, "normalize_input": False, "use_rnn": False,
+            "encoder_conv_architecture": "convnet_simple", "encoder_conv_mlp_layers": p.hidden_dim,
+            "nonlinearity": "elu", "policy_initialization": "orthogonal",
+            "initial_stddev": round(math.exp(p.init_log_std), 6), "pixel_format": "HWC", "device": "cpu",
+            "with_wandb": False, "train_for_seconds": int(seconds), "seed": seed, "experiment": f"seed{seed}",
+            "save_every_sec": 100000, "decorrelate_experience_max_seconds": 0}
+    return {"env": cfg.env.gym.id, "env_kwargs": dict(cfg.env.kwargs), "max_episode_steps": cfg.env.max_episode_steps,
+            "train_dir": str(train_dir), "sf_args": [f"--{k}={v}" for k, v in args.items()]}
+
+
+def check_comparable(cfg, peer: Peer) -> None:
     """What the side-by-side needs of the tristream config; each problem named with its fix."""
     problems = []
     if cfg.env.name != "gym" or not cfg.env.gym.id:
-        problems.append(f"env.name=gym env.gym.id=<a Gymnasium id> (got env.name={cfg.env.name!r})")
-    if cfg.policy.name != "mlp":
-        problems.append(f"policy.name=mlp, the peer's network (got {cfg.policy.name!r})")
+        problems.append(f"env.name=gym env.gym.id=<a Gymnasium id or module:Class> (got env.name={cfg.env.name!r})")
+    if cfg.policy.name != peer.policy:
+        problems.append(f"policy.name={peer.policy}, the peer's network (got {cfg.policy.name!r})")
     if cfg.policy.chunk_len != 1:
         problems.append(f"policy.chunk_len=1: the peer acts every env step (got {cfg.policy.chunk_len})")
     if cfg.rollout.steps_per_env < 1:
-        problems.append("rollout.steps_per_env=N (the peer's n_steps: fixed-horizon rollouts; got 0, episodic)")
+        problems.append("rollout.steps_per_env=N (the peer's rollout length: fixed-horizon rollouts; got 0, episodic)")
     if cfg.algo.loss != "ppo" or cfg.algo.advantage != "gae":
         problems.append(f"algo.loss=ppo algo.advantage=gae (got {cfg.algo.loss}, {cfg.algo.advantage})")
+    if peer.name == "sf" and cfg.rollout.num_envs % cfg.runtime.env_workers:
+        problems.append("rollout.num_envs divisible by runtime.env_workers (the peer's workers x envs per worker)")
     if problems:
-        raise ValueError("bench peers compares like with like; set " + "; ".join(problems)
-                         + " (the preset ppo_mujoco has all of these)")
+        preset = {"sb3": "ppo_mujoco", "sf": "ppo_pixels"}[peer.name]
+        raise ValueError(f"bench peers --peer {peer.name} compares like with like; set " + "; ".join(problems)
+                         + f" (the preset {preset} has all of these)")
 
 
-def _binned(rows: list[dict], total: int, bins: int) -> list[float | None]:
-    """Mean return of the episodes that ended in each of ``bins`` equal env-step intervals (None: none ended)."""
-    edges = np.linspace(0, total, bins + 1)
-    out: list[float | None] = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        v = [r["return"] for r in rows if lo < r["env_steps"] <= hi]
-        out.append(float(np.mean(v)) if v else None)
-    return out
+# ----------------------------------------------------------------------------- running each side
+def _cpu_children() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
-def _tristream_episodes(run_dir: Path) -> list[dict]:
-    """Per global step: (env steps so far, wall s, mean return of its finished episodes) from metrics.jsonl."""
+def _run(cmd: list[str], *, env: dict | None = None, seconds: float | None = None, poll=None) -> tuple[float, float]:
+    """Run ``cmd`` (SIGTERM after ``seconds``, then a grace period); ``poll()`` is called twice a second.
+    Returns (wall s, CPU s of the process tree)."""
+    cpu0, t0 = _cpu_children(), time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None:
+        if seconds is not None and time.perf_counter() - t0 > seconds:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            break
+        if poll is not None:
+            poll(time.perf_counter() - t0)
+        time.sleep(0.5)
+    err = proc.stderr.read() if proc.stderr else ""
+    if proc.returncode not in (0, -signal.SIGTERM) and not (seconds is not None and proc.returncode == 130):
+        raise RuntimeError(f"`{' '.join(cmd[:6])} ...` failed (exit {proc.returncode}):\n{err[-3000:]}")
+    return time.perf_counter() - t0, _cpu_children() - cpu0
+
+
+def _sb3(python: Path, cfg, seed: int, total: int, out: Path) -> tuple[list[dict], float, float]:
+    settings = out / f"sb3_seed{seed}.json"
+    settings.write_text(json.dumps(sb3_settings(cfg, seed, total), indent=2))
+    log = out / f"sb3_seed{seed}.jsonl"
+    wall, cpu = _run([str(python), str(SCRIPTS / "sb3_ppo.py"), str(settings), str(log)])
+    return [json.loads(x) for x in log.read_text().splitlines()], wall, cpu
+
+
+def _sf(python: Path, cfg, seed: int, seconds: float, out: Path) -> tuple[list[dict], float, float]:
+    settings, logs = out / f"sf_seed{seed}.json", out / f"sf_seed{seed}_episodes"
+    logs.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps(sf_settings(cfg, seed, seconds, out / "sf_train_dir"), indent=2))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    start = time.time()
+    wall, cpu = _run([str(python), str(SCRIPTS / "sf_appo.py"), str(settings), str(logs)], env=env,
+                     seconds=seconds + 120)  # its own --train_for_seconds ends it; the margin covers start-up
+    events = []  # (time, file, steps of that env instance, return)
+    for f in logs.glob("*.jsonl"):
+        events += [(r["t"], f.name, r["steps"], r["return"]) for r in map(json.loads, f.read_text().splitlines())]
+    events.sort()
+    last: dict[str, int] = {}
+    rows = []
+    for t, name, steps, ret in events:  # env steps so far: every instance's count at its latest episode end
+        last[name] = steps
+        rows.append({"env_steps": sum(last.values()), "wall_s": t - start, "return": ret})
+    return rows, wall, cpu
+
+
+def _tristream(preset: Path, cfg, seed: int, out: Path, *, steps: int | None = None,
+               seconds: float | None = None) -> tuple[list[dict], float, float]:
+    """A ``tristream train`` subprocess; each global step's row is stamped with the time since launch when it
+    appears (polled), so start-up counts as it does for the peer."""
+    run_dir = out / f"tristream_seed{seed}"
+    cmd = [sys.executable, "-c", "from tristream.cli import main; raise SystemExit(main())", "train",
+           "--no-progress", "--preset", str(preset), f"run.seed={seed}", f"run.dir={out}",
+           f"run.name=tristream_seed{seed}", f"train.steps={steps or 1_000_000}", "train.init=", "eval.episodes=1",
+           "eval.videos=0"]
+    seen: dict[int, float] = {}
+
+    def poll(elapsed: float) -> None:
+        path = run_dir / "metrics.jsonl"
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                m = json.loads(line)
+                if m.get("phase") == "train":
+                    seen.setdefault(int(m["step"]), elapsed)
+
+    wall, cpu = _run(cmd, seconds=seconds, poll=poll)
+    poll(wall)
     rows = []
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         m = json.loads(line)
         if m.get("phase") == "train" and "return" in m:
-            rows.append({"env_steps": m["env_steps_total"], "wall_s": m["wall_s_total"], "return": m["return"]})
-    return rows
+            rows.append({"env_steps": m["env_steps_total"], "wall_s": seen[int(m["step"])], "return": m["return"]})
+    return rows, wall, cpu
 
 
-def bench_peers(cfg, out: str | Path, *, peer: str = "sb3", env_steps: int = 100_000, seeds: int = 3,
-                bins: int = 10, peers_dir: str | Path | None = None) -> dict:
+# ----------------------------------------------------------------------------- the benchmark
+def bench_peers(cfg, out: str | Path, *, peer: str = "sb3", env_steps: int = 100_000, seconds: float = 200.0,
+                seeds: int = 3, bins: int = 10, peers_dir: str | Path | None = None) -> dict:
     if peer not in PEERS:
         raise ValueError(f"unknown peer {peer!r}; valid: {sorted(PEERS)}")
-    check_comparable(cfg)
     spec = PEERS[peer]
+    check_comparable(cfg, spec)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     per_step = cfg.rollout.num_envs * cfg.rollout.steps_per_env
     steps = math.ceil(env_steps / per_step)
-    total = steps * per_step  # both sides run whole rollouts of the same size
+    budget = steps * per_step if spec.budget == "env_steps" else seconds  # whole rollouts of the same size
     root = Path(peers_dir or os.environ.get("TRISTREAM_PEERS_DIR", Path.home() / ".cache" / "tristream" / "peers"))
     python = peer_python(spec, root)
     peer_version = subprocess.run([str(python), "-c", f"from importlib.metadata import version; "
                                    f"print(version({spec.version_of!r}))"], capture_output=True, text=True).stdout.strip()
     preset = save_config(cfg, out / "tristream_config.yaml")
-    print(f"workload: {cfg.env.gym.id}, {total} env steps per run ({steps} rollouts of {cfg.rollout.num_envs} envs x "
-          f"{cfg.rollout.steps_per_env} steps), {seeds} seeds, interleaved; {peer} {peer_version} vs tristream "
-          f"(policy mlp {cfg.policy.hidden_dim}, runtime.mode={cfg.runtime.mode}); same PPO settings "
+    size = f"{budget} env steps per run ({steps} rollouts of {per_step})" if spec.budget == "env_steps" else \
+        f"{budget:.0f} s per run"
+    print(f"workload: {cfg.env.gym.id} {dict(cfg.env.kwargs) or ''}, {size}, {cfg.rollout.num_envs} envs x "
+          f"{cfg.rollout.steps_per_env} steps a rollout, {seeds} seeds, interleaved; {peer} {peer_version} vs tristream "
+          f"(policy {cfg.policy.name} {cfg.policy.hidden_dim}, runtime.mode={cfg.runtime.mode}); the same settings "
           f"({out / 'tristream_config.yaml'})", flush=True)
     runs: dict[str, list[dict]] = {peer: [], "tristream": []}
     for seed in range(seeds):
-        settings = sb3_settings(cfg, seed, total)
-        (out / f"{peer}_seed{seed}.json").write_text(json.dumps(settings, indent=2))
-        log = out / f"{peer}_seed{seed}.jsonl"
-        t0 = time.perf_counter()
-        r = subprocess.run([str(python), str(SCRIPTS / spec.script), str(out / f"{peer}_seed{seed}.json"), str(log)],
-                           capture_output=True, text=True)
-        if r.returncode:
-            raise RuntimeError(f"peer {peer} seed {seed} failed (exit {r.returncode}):\n{r.stderr[-2000:]}")
-        rows = [json.loads(x) for x in log.read_text().splitlines()]
-        runs[peer].append(_summary(rows, time.perf_counter() - t0, total, bins))
-        print(f"  {peer} seed {seed}: {runs[peer][-1]['wall_s']:.0f} s, final return {runs[peer][-1]['final']:.1f}",
-              flush=True)
-        run_dir = out / f"tristream_seed{seed}"
-        t0 = time.perf_counter()
-        cmd = [sys.executable, "-c", "from tristream.cli import main; raise SystemExit(main())", "train",
-               "--no-progress", "--preset", str(preset), f"run.seed={seed}", f"run.dir={out}",
-               f"run.name=tristream_seed{seed}", f"train.steps={steps}", "train.init=", "eval.episodes=1",
-               "eval.videos=0"]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode:
-            raise RuntimeError(f"tristream seed {seed} failed (exit {r.returncode}):\n{r.stderr[-2000:]}")
-        runs["tristream"].append(_summary(_tristream_episodes(run_dir), time.perf_counter() - t0, total, bins))
-        print(f"  tristream seed {seed}: {runs['tristream'][-1]['wall_s']:.0f} s, final return "
-              f"{runs['tristream'][-1]['final']:.1f}", flush=True)
+        if spec.budget == "env_steps":
+            sides = [(peer, lambda: _sb3(python, cfg, seed, budget, out)),
+                     ("tristream", lambda: _tristream(preset, cfg, seed, out, steps=steps))]
+        else:
+            sides = [(peer, lambda: _sf(python, cfg, seed, budget, out)),
+                     ("tristream", lambda: _tristream(preset, cfg, seed, out, seconds=budget))]
+        for side, run in sides:
+            rows, wall, cpu = run()
+            runs[side].append(_summary(rows, wall, cpu, budget, spec.budget, bins))
+            r = runs[side][-1]
+            print(f"  {side} seed {seed}: {r['wall_s']:.0f} s, {r['env_steps']:.0f} env steps "
+                  f"({r['steady_steps_per_s']:.0f}/s steady), CPU busy {r['cpu_busy']:.0%}, final return "
+                  f"{r['final']:.1f}", flush=True)
+    keys = ("final", "wall_s", "steady_steps_per_s", "cpu_busy")
     result = {"benchmark": "peers", "peer": peer, "peer_version": peer_version, "env_id": cfg.env.gym.id,
-              "env_steps": total, "seeds": seeds, "bins": bins, "meta": run_meta(), "runs": runs,
-              "summary": {side: _spread([r["final"] for r in rs]) | {"wall_s": _spread([r["wall_s"] for r in rs])}
-                          for side, rs in runs.items()}}
+              "env_kwargs": dict(cfg.env.kwargs), "budget": spec.budget, "budget_value": budget, "seeds": seeds,
+              "bins": bins, "meta": run_meta(), "runs": runs,
+              "summary": {side: {k: _spread([r[k] for r in rs]) for k in keys} for side, rs in runs.items()}}
     path = out / "peers.json"
     path.write_text(json.dumps(result, indent=2))
     png = plot_peers(result, out / "peers.png")
-    s = result["summary"]
-    print(f"final return (mean over the last {100 // bins}% of env steps), median [min, max] over {seeds} seeds:")
-    for side in (peer, "tristream"):
-        print(f"  {side:10s} {s[side]['median']:9.1f} [{s[side]['min']:.1f}, {s[side]['max']:.1f}]   wall "
-              f"{s[side]['wall_s']['median']:.0f} s")
-    print(f"ratio tristream / {peer}: return {s['tristream']['median'] / s[peer]['median']:.2f}x, wall time "
-          f"{s['tristream']['wall_s']['median'] / s[peer]['wall_s']['median']:.2f}x")
+    print(format_table(result))
     print(f"wrote {path} and {png}")
     return result
 
 
-def _summary(rows: list[dict], wall_s: float, total: int, bins: int) -> dict:
-    curve = _binned(rows, total, bins)
+def _binned(rows: list[dict], axis: str, total: float, bins: int) -> list[float | None]:
+    """Mean return of the episodes that ended in each of ``bins`` equal intervals of ``axis`` (None: none)."""
+    edges = np.linspace(0, total, bins + 1)
+    out: list[float | None] = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        v = [r["return"] for r in rows if lo < r[axis] <= hi]
+        out.append(float(np.mean(v)) if v else None)
+    return out
+
+
+def _summary(rows: list[dict], wall_s: float, cpu_s: float, total: float, budget: str, bins: int) -> dict:
+    axis = "env_steps" if budget == "env_steps" else "wall_s"
+    curve = _binned(rows, axis, total, bins)
     last = [c for c in curve if c is not None]
-    return {"wall_s": wall_s, "curve": curve, "final": last[-1] if last else float("nan"),
+    steps = rows[-1]["env_steps"] if rows else 0.0
+    # steady speed: env steps over the last 80% of the run's wall time, start-up left out
+    t20 = 0.2 * (rows[-1]["wall_s"] if rows else 0.0)
+    early = max((r["env_steps"] for r in rows if r["wall_s"] <= t20), default=0.0)
+    span = (rows[-1]["wall_s"] - t20) if rows else 0.0
+    return {"wall_s": wall_s, "cpu_s": cpu_s, "cpu_busy": cpu_s / max(wall_s, 1e-9) / (os.cpu_count() or 1),
+            "env_steps": steps, "steady_steps_per_s": (steps - early) / span if span > 0 else 0.0,
+            "curve": curve, "final": last[-1] if last else float("nan"),
             "episodes": [[r["env_steps"], round(r["wall_s"], 2), r["return"]] for r in rows]}
 
 
 def _spread(v: list[float]) -> dict:
     return {"median": float(np.median(v)), "min": float(np.min(v)), "max": float(np.max(v))}
+
+
+def format_table(result: dict) -> str:
+    """The markdown table docs/benchmarks.md shows: median [min, max] over seeds of each side."""
+    peer, bins, s = result["peer"], result["bins"], result["summary"]
+    by_steps = result["budget"] == "env_steps"
+    marks = [result["budget_value"] * (i + 1) / bins for i in range(bins)]
+    pick = sorted({bins // 2 - 1, bins - 1})
+    label = (lambda m: f"return at {m / 1000:.0f}k steps") if by_steps else (lambda m: f"return at {m:.0f} s")
+    head = [label(marks[i]) for i in pick] + ["wall time (s)", "env steps/s (steady)", "CPU busy"]
+    lines = ["| | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+
+    def cell(v, fmt):
+        return f"{fmt(np.median(v))} [{fmt(min(v))}, {fmt(max(v))}]" if v else "-"
+
+    for side in (peer, "tristream"):
+        rs = result["runs"][side]
+        cells = [cell([r["curve"][i] for r in rs if r["curve"][i] is not None], lambda x: f"{x:.0f}") for i in pick]
+        cells += [cell([r["wall_s"] for r in rs], lambda x: f"{x:.0f}"),
+                  cell([r["steady_steps_per_s"] for r in rs], lambda x: f"{x:.0f}"),
+                  cell([r["cpu_busy"] for r in rs], lambda x: f"{x:.0%}")]
+        name = f"{peer} {result['peer_version']}" if side == peer else "tristream"
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    axis = "env steps" if by_steps else "wall time"
+    lines.append(f"\nmedian [min, max] over {result['seeds']} seeds; a return is the mean training-episode return of "
+                 f"the episodes that ended in the last {100 // bins}% of {axis} before the mark; wall time of the "
+                 f"whole run, start-up included. tristream / {peer}: final return "
+                 f"{_ratio(s['tristream']['final'], s[peer]['final'])}, env steps/s "
+                 f"{_ratio(s['tristream']['steady_steps_per_s'], s[peer]['steady_steps_per_s'])}.")
+    return "\n".join(lines)
+
+
+def _ratio(a: dict, b: dict) -> str:
+    return f"{a['median'] / b['median']:.2f}x" if b["median"] else "-"
 
 
 def plot_peers(result: dict, path: Path) -> Path:
@@ -221,13 +360,12 @@ def plot_peers(result: dict, path: Path) -> Path:
             axes[1].plot(ep[k - 1:, 1], smooth, color=colours[side], alpha=0.8, label=label)
     axes[0].xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:.0f}k"))
     axes[0].set_xlabel("env steps")
-    axes[1].set_xlabel("wall time (s)")
+    axes[1].set_xlabel("wall time since launch (s)")
     for ax in axes:
         ax.set_ylabel("training episode return")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"PPO on {result['env_id']}: {result['peer']} {result['peer_version']} vs tristream, "
-                 f"{result['seeds']} seeds")
+    fig.suptitle(f"{result['env_id']}: {result['peer']} {result['peer_version']} vs tristream, {result['seeds']} seeds")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

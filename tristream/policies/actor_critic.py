@@ -8,8 +8,9 @@
 
 The instruction is ignored. Initialisation follows CleanRL and SB3 (``ortho_init``): orthogonal weights with
 gain sqrt(2) in hidden layers, 0.01 on the action mean and 1 on the value output, zero biases. The Gaussian
-head is the VLA's (heads.GaussianChunkHead): a state-independent log std per action dimension and a mean
-squashed into [-1, 1]; sampled actions are not clipped (the env clips), so log-probs are exact.
+head is the VLA's (heads.GaussianChunkHead) parameterised as SB3's: a state-independent, free log std per
+action dimension and an unsquashed mean (``squash_mean`` / ``bound_log_std`` give the VLA's tanh forms);
+sampled actions are not clipped (the env clips), so log-probs are exact.
 
 Use them to compare tristream's runtime with a peer at the peer's network size, or as a fast policy for a
 state-based env: ``policy.name=mlp policy.hidden_dim=64 policy.init_log_std=0 policy.chunk_len=1``.
@@ -43,6 +44,10 @@ class ActorCriticConfig:
     init_log_std: float = 0.0
     min_log_std: float = -5.0
     max_log_std: float = 2.0
+    # SB3 / CleanRL / Sample Factory: an unsquashed mean (the env clips the action) and a free log std; True
+    # gives the VLA's tanh-squashed mean and tanh-bounded log std
+    squash_mean: bool = False
+    bound_log_std: bool = False
     # running mean / var of the state (SB3's VecNormalize obs), clipped to +-10; updated by observe(), once per
     # global step after its update, so an update trains with the statistics its data were collected with
     normalize_state: bool = True
@@ -133,7 +138,8 @@ class ActorCriticPolicy(Policy):
         self.actor, actor_out = _tower(feat, cfg.hidden_dim, cfg.layers, act)
         self.critic, critic_out = _tower(feat, cfg.hidden_dim, cfg.layers, act)
         self.head = GaussianChunkHead(actor_out, cfg.chunk_len, self.action_dim, cfg.init_log_std,
-                                      cfg.min_log_std, cfg.max_log_std)
+                                      cfg.min_log_std, cfg.max_log_std, squash_mean=cfg.squash_mean,
+                                      bound_log_std=cfg.bound_log_std)
         self.value_out = nn.Linear(critic_out, 1)
         self.tokens_per_chunk = self.head.tokens_per_chunk
         if cfg.ortho_init:

@@ -77,7 +77,7 @@ class Learner:
         self.policy = policy
         self.algo = algo
         self.total_steps = total_steps
-        self.optimizer = torch.optim.Adam(self._param_groups(policy, algo), lr=algo.lr, eps=1e-5)
+        self.optimizer = torch.optim.Adam(self._param_groups(policy, algo), lr=algo.lr, eps=1e-5, foreach=True)
         self.rng = np.random.default_rng(seed)
         self.version = 0
         self.optimizer_steps = 0
@@ -284,7 +284,7 @@ class Learner:
                     p.grad = None
         stats = {k: v if k.endswith("_max") else v / share for k, v in stats.items()}  # means, not the weight
         stats["tokens_per_sample"] = tokens / len(idx)  # a language policy's mean response length
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), a.max_grad_norm or float("inf"))
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), a.max_grad_norm or float("inf"), foreach=True)
         self.optimizer.step()
         self.optimizer_steps += 1
         stats["grad_norm"] = float(grad_norm)

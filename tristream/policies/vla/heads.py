@@ -36,6 +36,8 @@ class GaussianChunkHead(nn.Module):
     mean = tanh(W h) in [-1, 1] (only the mean is squashed; the distribution itself is a plain, unsquashed
     Normal, so log-probs are exact Normal log-probs). std is state independent: one learned log_std per
     action dim, shared over the K chunk steps and soft-bounded into (min_log_std, max_log_std) with a tanh.
+    ``squash_mean=False`` / ``bound_log_std=False``: mean = W h and log_std a free parameter (clamped to the
+    bounds only where it is used), as Stable-Baselines3 and CleanRL parameterise it.
     Sampled actions may leave [-1, 1]: the env clips them; log-probs always refer to the unclipped sample.
     logp [B, 1] = sum over K and A of Normal(mean, std).log_prob(action); entropy [B, 1] likewise summed.
     With ``tokens="dim"`` every action dimension of every chunk step is its own token instead, as for the
@@ -53,9 +55,12 @@ class GaussianChunkHead(nn.Module):
         max_log_std: float = 0.5,
         bc_nll_weight: float = 0.05,
         tokens: str = "chunk",
+        squash_mean: bool = True,
+        bound_log_std: bool = True,
     ):
         super().__init__()
         self.chunk_len, self.action_dim = chunk_len, action_dim
+        self.squash_mean, self.bound_log_std = squash_mean, bound_log_std
         self.set_tokens(tokens)
         self.min_log_std, self.max_log_std = min_log_std, max_log_std
         self.bc_nll_weight = bc_nll_weight
@@ -85,14 +90,17 @@ class GaussianChunkHead(nn.Module):
         lo, hi = self.min_log_std, self.max_log_std
         if not lo < log_std < hi:
             raise ValueError(f"log_std {log_std} outside the bounds ({lo}, {hi})")
-        self.log_std_param.fill_(math.atanh(2.0 * (log_std - lo) / (hi - lo) - 1.0))
+        self.log_std_param.fill_(math.atanh(2.0 * (log_std - lo) / (hi - lo) - 1.0) if self.bound_log_std else log_std)
 
     def log_std(self) -> torch.Tensor:  # [A]
         lo, hi = self.min_log_std, self.max_log_std
+        if not self.bound_log_std:
+            return self.log_std_param.clamp(lo, hi)
         return lo + 0.5 * (hi - lo) * (torch.tanh(self.log_std_param) + 1.0)
 
     def dist_params(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = torch.tanh(self.mean(h)).view(-1, self.chunk_len, self.action_dim)
+        mean = self.mean(h)
+        mean = (torch.tanh(mean) if self.squash_mean else mean).view(-1, self.chunk_len, self.action_dim)
         return mean, self.log_std().expand_as(mean)
 
     @staticmethod

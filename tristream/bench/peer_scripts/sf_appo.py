@@ -1,0 +1,64 @@
+"""Sample Factory's APPO on a Gymnasium pixel env, run by `tristream bench peers` with the peer's own Python.
+
+Standalone on purpose: it runs in the peer's virtual environment and imports nothing from tristream.
+    python sf_appo.py SETTINGS.json LOG_DIR
+SETTINGS: {"env": "package.module:Class", "env_kwargs", "max_episode_steps", "train_dir", "sf_args": [...]}.
+Every env instance appends one JSON line per finished episode to LOG_DIR/<pid>_<n>.jsonl:
+{"t": unix time, "return", "length", "steps": env steps this instance has taken}.
+"""
+import importlib
+import itertools
+import json
+import os
+import sys
+import time
+
+import gymnasium as gym
+from sample_factory.cfg.arguments import parse_full_cfg, parse_sf_args
+from sample_factory.envs.env_utils import register_env
+from sample_factory.train import run_rl
+
+_instances = itertools.count()
+
+
+class EpisodeLog(gym.Wrapper):
+    def __init__(self, env, log_dir):
+        super().__init__(env)
+        self.file = open(os.path.join(log_dir, f"{os.getpid()}_{next(_instances)}.jsonl"), "a")
+        self.ret, self.len, self.steps = 0.0, 0, 0
+
+    def reset(self, **kwargs):
+        self.ret, self.len = 0.0, 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, r, term, trunc, info = self.env.step(action)
+        self.ret, self.len, self.steps = self.ret + float(r), self.len + 1, self.steps + 1
+        if term or trunc:
+            self.file.write(json.dumps({"t": time.time(), "return": self.ret, "length": self.len,
+                                        "steps": self.steps}) + "\n")
+            self.file.flush()
+        return obs, r, term, trunc, info
+
+
+def main(settings_path, log_dir):
+    s = json.load(open(settings_path))
+    module, cls = s["env"].split(":")
+
+    def make(full_env_name, cfg=None, env_config=None, render_mode=None):
+        env = getattr(importlib.import_module(module), cls)(**s["env_kwargs"])
+        env = gym.wrappers.TimeLimit(env, max_episode_steps=s["max_episode_steps"])
+        return EpisodeLog(env, log_dir)
+
+    register_env("tristream_peer_env", make)
+    argv = ["--env=tristream_peer_env", f"--train_dir={s['train_dir']}", *s["sf_args"]]
+    parser, _ = parse_sf_args(argv=argv)
+    cfg = parse_full_cfg(parser, argv)
+    t0 = time.perf_counter()
+    status = run_rl(cfg)
+    print(f"sample-factory: status {status} after {time.perf_counter() - t0:.1f} s")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
