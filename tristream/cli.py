@@ -212,7 +212,7 @@ def cmd_bench(args) -> int:
         return 0 if done else 130  # stopped by SIGINT/SIGTERM
     if args.what == "peers":
         from tristream.bench.peers import bench_peers
-        bench_peers(cfg, args.out, peer=args.peer, env_steps=args.env_steps, seeds=args.seeds)
+        bench_peers(cfg, args.out, peer=args.peer, env_steps=args.env_steps, seconds=args.seconds, seeds=args.seeds)
         return 0
     if args.what == "decode":
         if not args.checkpoint:
@@ -337,11 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--regimes", default="", help="algos: regimes, comma-separated, each NAME[:KEY=VALUE]... "
                    "(default: default and aggressive), e.g. fp32,int4:rollout.weights=int4")
     b.add_argument("--seeds", type=int, default=3, help="algos: seeds per loss and regime; peers: seeds per side")
-    b.add_argument("--peer", default="sb3", help="peers: the other library (sb3: Stable-Baselines3 PPO), installed "
-                                                 "in a venv of its own on first use ($TRISTREAM_PEERS_DIR, default "
-                                                 "~/.cache/tristream/peers)")
-    b.add_argument("--env-steps", type=int, default=100_000, help="peers: env steps per run (rounded up to whole "
+    b.add_argument("--peer", default="sb3", help="peers: the other library, installed in a venv of its own on first "
+                                                 "use ($TRISTREAM_PEERS_DIR, default ~/.cache/tristream/peers): sb3 "
+                                                 "(Stable-Baselines3 PPO, equal env steps) or sf (Sample Factory "
+                                                 "APPO, equal wall time)")
+    b.add_argument("--env-steps", type=int, default=100_000, help="peers sb3: env steps per run (rounded up to whole "
                                                                   "rollouts)")
+    b.add_argument("--seconds", type=float, default=200.0, help="peers sf: wall seconds per run")
     b.add_argument("--eval-episodes", type=int, default=100, help="algos: held-out episodes per trained policy")
     b.add_argument("--checkpoint", default="", help="decode: LM folder from `tristream sft --preset lm_tiny --out DIR`")
     b.add_argument("--problems", type=int, default=64, help="decode: held-out prompts decoded per pass")

@@ -85,3 +85,14 @@ def test_curves_are_binned_summarised_tabled_and_plotted(tmp_path):
     assert "| sb3 x | - | 7 [7, 7] | 12 [12, 12] | 10 [10, 10] |" in table
     assert "final return 1.00x, env steps/s 1.00x" in table
     assert plot_peers(result, tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_cli_names_what_to_change_before_installing_anything(tmp_path, capsys, monkeypatch):
+    from tristream.cli import main
+    monkeypatch.setenv("TRISTREAM_PEERS_DIR", str(tmp_path / "peers"))
+    assert main(["bench", "peers", "--preset", "tiny", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "bench peers --peer sb3 compares like with like" in err and "policy.name=mlp" in err
+    assert "ppo_mujoco" in err and not (tmp_path / "peers").exists()
+    assert main(["bench", "peers", "--peer", "nope", "--preset", "ppo_mujoco", "--out", str(tmp_path)]) == 2
+    assert "unknown peer 'nope'; valid: ['sb3', 'sf']" in capsys.readouterr().err

@@ -39,7 +39,7 @@ def test_streaming_steps_once_per_global_batch_whatever_the_chunks(tiny, chunks)
     assert learner.version == 1
 
 
-@pytest.mark.parametrize("extra", [[], ["policy.kwargs.normalize_state=true"]])
+@pytest.mark.parametrize("extra", [[], ["policy.kwargs.normalize_state=true"], ["algo.shuffle=samples"]])
 def test_streamed_update_equals_the_whole_step_update(tiny, extra):
     """Segments that arrive after training began (streamed) are prepared as if they had arrived first: GAE
     bootstraps from the pre-update value function, in eval mode (a state normaliser's running statistics are
@@ -246,3 +246,25 @@ def test_fixed_horizon_runs_n_decisions_per_env_and_carries_episodes_over(tiny, 
 def test_fixed_horizon_needs_gae_without_groups(tiny):
     with pytest.raises(ValueError, match="rollout.steps_per_env=4 cuts episodes"):
         tiny("rollout.steps_per_env=4", "algo.advantage=grpo", "rollout.group_size=2")
+
+
+def test_sample_shuffling_mixes_segments_in_later_passes(tiny):
+    """algo.shuffle=samples: a later pass's mini-batch holds samples of many segments in no time order; the
+    default keeps each segment's samples together (sequence-level losses need them)."""
+    for shuffle, mixed in (("segments", False), ("samples", True)):
+        learner, stream, segs, n = _stream(tiny, "algo.update_epochs=2", f"algo.shuffle={shuffle}")
+        stream.add(segs)
+        stream.close()
+        while stream._queue:  # pass 1
+            stream.train_step()
+        stream._start_next_pass()
+        rows = np.concatenate([batch.row[idx] for batch, idx in stream._queue])  # the pass's sample order
+        runs = np.count_nonzero(np.diff(rows)) + 1  # stretches of one segment
+        assert len(rows) == n and (runs > len(set(rows))) == mixed, (shuffle, runs)
+
+
+def test_sample_shuffling_needs_a_token_mean_loss(tiny):
+    with pytest.raises(ValueError, match="algo.shuffle=samples breaks up the sequences that loss 'gspo'"):
+        tiny("algo.shuffle=samples", "algo.loss=gspo", "algo.advantage=grpo", "rollout.group_size=2")
+    tiny("algo.shuffle=samples", "algo.loss=grpo", "algo.advantage=grpo", "rollout.group_size=2",
+         "algo.loss_reduction=token-mean")

@@ -172,7 +172,8 @@ def _sb3(python: Path, cfg, seed: int, total: int, out: Path) -> tuple[list[dict
     settings = out / f"sb3_seed{seed}.json"
     settings.write_text(json.dumps(sb3_settings(cfg, seed, total), indent=2))
     log = out / f"sb3_seed{seed}.jsonl"
-    wall, cpu = _run([str(python), str(SCRIPTS / "sb3_ppo.py"), str(settings), str(log)])
+    env = {**os.environ, "SB3_LOGDIR": str(out / "sb3_logs")}  # not a fresh folder in /tmp per run
+    wall, cpu = _run([str(python), str(SCRIPTS / "sb3_ppo.py"), str(settings), str(log)], env=env)
     return [json.loads(x) for x in log.read_text().splitlines()], wall, cpu
 
 

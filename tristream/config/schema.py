@@ -161,6 +161,10 @@ class AlgoConfig:
                  "keep small advantages")
     update_epochs: int = f(2, "passes over each global step's data (the first as it streams in, the rest "
                                 "shuffled once the step is complete)", min=1)
+    shuffle: Literal["segments", "samples"] = f(
+        "segments", "what passes 2..update_epochs shuffle: whole trajectory segments (each mini-batch holds "
+                    "sequences, as sequence-level losses need) or single samples (mini-batches of independent "
+                    "decisions, as Stable-Baselines3 and CleanRL draw them; token-mean losses only)")
     critic_warmup: int = f(0, "GAE: global steps at the start that train only the value head (policy frozen), "
                               "so the first policy updates use a fitted critic (RLinf/RL4VLA-style warm-up; they "
                               "count in train.steps)", min=0)
@@ -203,6 +207,11 @@ class AlgoConfig:
         if self.norm_reward and self.advantage != "gae":
             raise ValueError(f"algo.norm_reward scales GAE's rewards (advantage={self.advantage!r} normalises "
                              f"outcomes per group); set algo.norm_reward=false or algo.advantage=gae")
+        spec = loss_spec(self.loss)
+        if self.shuffle == "samples" and ((self.loss_reduction or spec.reduction) != "token-mean" or spec.precompute):
+            raise ValueError(f"algo.shuffle=samples breaks up the sequences that loss {self.loss!r} with reduction "
+                             f"{self.loss_reduction or spec.reduction!r} reduces over; use algo.shuffle=segments, or "
+                             f"a token-mean loss (ppo, decoupled_ppo, grpo with algo.loss_reduction=token-mean)")
         if self.critic_warmup > 0 and self.advantage != "gae":
             raise ValueError(f"critic_warmup={self.critic_warmup} needs advantage=gae (advantage={self.advantage!r} "
                              f"uses no critic); set it to 0")

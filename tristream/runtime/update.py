@@ -9,7 +9,8 @@ canonical sample order (:mod:`tristream.runtime.stream_order`), not on arrival:
    straddles a boundary is split there. The rollout's end cuts the rest as a short mini-batch whose samples
    weigh 1/``global_batch`` each, as in a full one.
 2. **Passes 2..update_epochs** run once the step is complete: the step's segments in a fresh random order
-   (the learner's seeded rng), cut the same way.
+   (the learner's seeded rng), cut the same way; with ``algo.shuffle=samples`` single samples instead, so a
+   mini-batch holds independent decisions of many envs (token-mean losses).
 3. Every mini-batch normalises its own advantages (GAE whitened if ``algo.norm_adv``; GRPO with
    ``grpo_std_level=batch`` divided by its std), as CleanRL and Stable-Baselines3 do, so no statistic needs
    the whole step before training starts.
@@ -133,14 +134,18 @@ class StepUpdate:
         return bool(self._pass_kl) and self.learner.kl_exceeded(float(np.mean(self._pass_kl)))
 
     def _start_next_pass(self) -> None:
-        """Passes after the first: the whole step, its segments shuffled, cut into mini-batches."""
+        """Passes after the first: the whole step, its segments (or, algo.shuffle=samples, its samples)
+        shuffled, cut into mini-batches."""
         if self._step is None:
             self._step = step = Samples.concat(self._trained)
         step = self._step
-        counts = np.bincount(step.row)  # rows are the step's segment ids, each contiguous
-        starts = np.r_[0, np.cumsum(counts)[:-1]]
-        rows = [r for r in self.learner.rng.permutation(len(counts)) if counts[r]]
-        order = np.concatenate([np.arange(starts[r], starts[r] + counts[r]) for r in rows])
+        if self.learner.algo.shuffle == "samples":
+            order = self.learner.rng.permutation(len(step))
+        else:
+            counts = np.bincount(step.row)  # rows are the step's segment ids, each contiguous
+            starts = np.r_[0, np.cumsum(counts)[:-1]]
+            rows = [r for r in self.learner.rng.permutation(len(counts)) if counts[r]]
+            order = np.concatenate([np.arange(starts[r], starts[r] + counts[r]) for r in rows])
         for lo in range(0, len(order), self.batch_size):  # indices into the step: no copies of the images
             self._queue.append((step, order[lo:lo + self.batch_size]))
         self._pass += 1
