@@ -31,7 +31,7 @@ def test_sb3_gets_the_same_ppo_settings():
 
 @pytest.mark.parametrize("override,named", [
     ("policy.name=vla", "policy.name=mlp"), ("policy.chunk_len=2", "policy.chunk_len=1"),
-    ("rollout.steps_per_env=0", "rollout.steps_per_env=N"), ("algo.loss=gspo", "algo.loss=ppo"),
+    ("rollout.steps_per_env=0", "rollout.steps_per_env=N"), ("algo.loss=decoupled_ppo", "algo.loss=ppo"),
 ])
 def test_refuses_settings_the_peer_cannot_share(override, named):
     with pytest.raises(ValueError, match=named.replace(".", r"\.")):

@@ -43,7 +43,8 @@ def test_streaming_steps_once_per_global_batch_whatever_the_chunks(tiny, chunks)
 def test_streamed_update_equals_the_whole_step_update(tiny, extra):
     """Segments that arrive after training began (streamed) are prepared as if they had arrived first: GAE
     bootstraps from the pre-update value function, in eval mode (a state normaliser's running statistics are
-    not moved by bootstrapping). The same weights and metrics as feeding the step at once."""
+    not moved by bootstrapping). The same weights and metrics as feeding the step at once; with
+    algo.shuffle=samples too, where streaming only prepares and training waits for the whole step."""
     import copy
     import torch
     learner, whole, segs, n = _stream(tiny, "algo.update_epochs=2", *extra)
@@ -53,7 +54,8 @@ def test_streamed_update_equals_the_whole_step_update(tiny, extra):
         streamed.add(chunk)
         while streamed.pending:  # train on what is ready before the rest arrives
             streamed.train_step()
-    assert streamed.optimizer_steps > 0
+    # algo.shuffle=samples draws pass 1 from the complete step too, so it waits for the rollout's end
+    assert (streamed.optimizer_steps > 0) == ("algo.shuffle=samples" not in extra)
     s_stats = streamed.finish()
     whole.add(segs)
     w_stats = whole.finish()

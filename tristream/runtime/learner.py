@@ -59,7 +59,8 @@ class Samples:
                        version=np.concatenate([p.version for p in parts]))
 
     def select(self, idx: np.ndarray) -> "Samples":
-        """The samples ``idx`` (which must keep each segment's samples contiguous and in order)."""
+        """The samples ``idx``: each segment's samples contiguous and in order, as sequence-level losses need
+        (``algo.shuffle=samples``, for token-mean losses only, takes them in any order)."""
         t = torch.from_numpy(idx)
         return Samples(obs=ObsBatch(self.obs.images[idx], self.obs.state[idx], [self.obs.instruction[i] for i in idx]),
                        actions=self.actions[t], behaviour_logp=self.behaviour_logp[t],

@@ -9,8 +9,9 @@ canonical sample order (:mod:`tristream.runtime.stream_order`), not on arrival:
    straddles a boundary is split there. The rollout's end cuts the rest as a short mini-batch whose samples
    weigh 1/``global_batch`` each, as in a full one.
 2. **Passes 2..update_epochs** run once the step is complete: the step's segments in a fresh random order
-   (the learner's seeded rng), cut the same way; with ``algo.shuffle=samples`` single samples instead, so a
-   mini-batch holds independent decisions of many envs (token-mean losses).
+   (the learner's seeded rng), cut the same way. With ``algo.shuffle=samples`` (token-mean losses) every
+   pass, the first included, draws single samples of the complete step in a fresh random order, so a
+   mini-batch holds independent decisions of many envs; pass 1 then waits for the step to be complete.
 3. Every mini-batch normalises its own advantages (GAE whitened if ``algo.norm_adv``; GRPO with
    ``grpo_std_level=batch`` divided by its std), as CleanRL and Stable-Baselines3 do, so no statistic needs
    the whole step before training starts.
@@ -52,6 +53,7 @@ class StepUpdate:
         # recomputed on fresh data too: a loss that asks for it, or rollouts from other weights than the learner's
         self._always_proximal = loss_spec(algo.loss).proximal == "always" or learner.tracks_mismatch
         self._recompute_stale = algo.ratio_reference == "proximal"
+        self._shuffle_samples = algo.shuffle == "samples"
         self._ready: list[Samples] = []  # prepared, not yet cut into a pass-1 mini-batch
         self._trained: list[Samples] = []  # pass-1 mini-batches, with their proximal log-probs
         self._queue: deque[tuple[Samples, np.ndarray]] = deque()  # (samples, mini-batch indices) to train
@@ -103,25 +105,29 @@ class StepUpdate:
             rest = [s for s in rest if done[s.group_key] >= group_size]
         self._take(rest)
         self._values_at_start = None  # every segment is prepared
-        self._cut_batches(sum(len(r) for r in self._ready))
+        n = sum(len(r) for r in self._ready)
+        self._cut_batches(n, self.learner.rng.permutation(n) if self._shuffle_samples else None)
 
     def _take(self, segments: list[Segment]) -> None:
         if segments:
             self._ready.append(self.learner.prepare(segments, normalize=False, first_row=self._rows,
                                                     value_policy=self._values_at_start))
             self._rows += len(segments)
+        if self._shuffle_samples:  # pass 1 draws from the whole step too: nothing is cut before it is complete
+            return
         n = sum(len(r) for r in self._ready)
         self._cut_batches(n - n % self.batch_size)
 
-    def _cut_batches(self, n: int) -> None:
-        """Queue the first ``n`` ready samples as mini-batches of ``batch_size`` (the last may be short);
-        one concatenation for all of them."""
+    def _cut_batches(self, n: int, order: np.ndarray | None = None) -> None:
+        """Queue the first ``n`` ready samples (in ``order``, a permutation of all of them, if given) as
+        mini-batches of ``batch_size`` (the last may be short); one concatenation for all of them."""
         if n == 0:
             return
         ready = Samples.concat(self._ready) if len(self._ready) > 1 else self._ready[0]
+        order = np.arange(n) if order is None else order
         for lo in range(0, n, self.batch_size):
             hi = min(lo + self.batch_size, n)
-            self._queue.append((ready.select(np.arange(lo, hi)), np.arange(hi - lo)))
+            self._queue.append((ready.select(order[lo:hi]), np.arange(hi - lo)))
         rest = ready.select(np.arange(n, len(ready)))
         self._ready = [rest] if len(rest) else []
         self._cut += n
