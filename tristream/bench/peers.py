@@ -16,6 +16,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -179,7 +180,9 @@ def _sb3(python: Path, cfg, seed: int, total: int, out: Path) -> tuple[list[dict
 
 def _sf(python: Path, cfg, seed: int, seconds: float, out: Path) -> tuple[list[dict], float, float]:
     settings, logs = out / f"sf_seed{seed}.json", out / f"sf_seed{seed}_episodes"
-    logs.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(logs, ignore_errors=True)  # a rerun into the same folder starts afresh
+    shutil.rmtree(out / "sf_train_dir" / f"seed{seed}", ignore_errors=True)
+    logs.mkdir(parents=True)
     settings.write_text(json.dumps(sf_settings(cfg, seed, seconds, out / "sf_train_dir"), indent=2))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     start = time.time()

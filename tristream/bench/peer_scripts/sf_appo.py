@@ -41,16 +41,21 @@ class EpisodeLog(gym.Wrapper):
         return obs, r, term, trunc, info
 
 
-def main(settings_path, log_dir):
-    s = json.load(open(settings_path))
+def make_env(full_env_name, cfg=None, env_config=None, render_mode=None):
+    """Module level, so Sample Factory's spawned workers can unpickle it; the settings come by env var."""
+    s = json.load(open(os.environ["TRISTREAM_PEER_SETTINGS"]))
     module, cls = s["env"].split(":")
+    env = getattr(importlib.import_module(module), cls)(**s["env_kwargs"])
+    env = gym.wrappers.TimeLimit(env, max_episode_steps=s["max_episode_steps"])
+    return EpisodeLog(env, os.environ["TRISTREAM_PEER_LOGS"])
 
-    def make(full_env_name, cfg=None, env_config=None, render_mode=None):
-        env = getattr(importlib.import_module(module), cls)(**s["env_kwargs"])
-        env = gym.wrappers.TimeLimit(env, max_episode_steps=s["max_episode_steps"])
-        return EpisodeLog(env, log_dir)
 
-    register_env("tristream_peer_env", make)
+register_env("tristream_peer_env", make_env)  # at import: spawned workers import this module too
+
+
+def main(settings_path, log_dir):
+    os.environ["TRISTREAM_PEER_SETTINGS"], os.environ["TRISTREAM_PEER_LOGS"] = settings_path, log_dir
+    s = json.load(open(settings_path))
     argv = ["--env=tristream_peer_env", f"--train_dir={s['train_dir']}", *s["sf_args"]]
     parser, _ = parse_sf_args(argv=argv)
     cfg = parse_full_cfg(parser, argv)
