@@ -113,7 +113,7 @@ def sf_settings(cfg, seed: int, seconds: float, train_dir: Path) -> dict:
             "normalize_returns": a.norm_reward, "normalize_input": False, "use_rnn": False,
             "encoder_conv_architecture": "convnet_simple", "encoder_conv_mlp_layers": p.hidden_dim,
             "nonlinearity": "elu", "policy_initialization": "orthogonal",
-            "initial_stddev": round(math.exp(p.init_log_std), 6), "pixel_format": "HWC", "device": "cpu",
+            "initial_stddev": round(math.exp(p.init_log_std), 6), "device": "cpu",
             "with_wandb": False, "train_for_seconds": int(seconds), "seed": seed, "experiment": f"seed{seed}",
             "save_every_sec": 100000, "decorrelate_experience_max_seconds": 0}
     return {"env": cfg.env.gym.id, "env_kwargs": dict(cfg.env.kwargs), "max_episode_steps": cfg.env.max_episode_steps,

@@ -3,6 +3,7 @@
 Standalone on purpose: it runs in the peer's virtual environment and imports nothing from tristream.
     python sf_appo.py SETTINGS.json LOG_DIR
 SETTINGS: {"env": "package.module:Class", "env_kwargs", "max_episode_steps", "train_dir", "sf_args": [...]}.
+An HxWxC image observation is handed to Sample Factory as CxHxW.
 Every env instance appends one JSON line per finished episode to LOG_DIR/<pid>_<n>.jsonl:
 {"t": unix time, "return", "length", "steps": env steps this instance has taken}.
 """
@@ -14,6 +15,7 @@ import sys
 import time
 
 import gymnasium as gym
+import numpy as np
 from sample_factory.cfg.arguments import parse_full_cfg, parse_sf_args
 from sample_factory.envs.env_utils import register_env
 from sample_factory.train import run_rl
@@ -41,13 +43,27 @@ class EpisodeLog(gym.Wrapper):
         return obs, r, term, trunc, info
 
 
+class ChannelsFirst(gym.ObservationWrapper):
+    """HxWxC uint8 images -> CxHxW, the layout Sample Factory's conv encoder reads."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        h, w, c = env.observation_space.shape
+        self.observation_space = gym.spaces.Box(0, 255, (c, h, w), np.uint8)
+
+    def observation(self, obs):
+        return np.ascontiguousarray(obs.transpose(2, 0, 1))
+
+
 def make_env(full_env_name, cfg=None, env_config=None, render_mode=None):
     """Module level, so Sample Factory's spawned workers can unpickle it; the settings come by env var."""
     s = json.load(open(os.environ["TRISTREAM_PEER_SETTINGS"]))
     module, cls = s["env"].split(":")
     env = getattr(importlib.import_module(module), cls)(**s["env_kwargs"])
     env = gym.wrappers.TimeLimit(env, max_episode_steps=s["max_episode_steps"])
-    return EpisodeLog(env, os.environ["TRISTREAM_PEER_LOGS"])
+    env = EpisodeLog(env, os.environ["TRISTREAM_PEER_LOGS"])
+    shape = env.observation_space.shape
+    return ChannelsFirst(env) if len(shape) == 3 and shape[-1] in (1, 3) and shape[0] not in (1, 3) else env
 
 
 register_env("tristream_peer_env", make_env)  # at import: spawned workers import this module too
