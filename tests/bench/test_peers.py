@@ -96,3 +96,18 @@ def test_cli_names_what_to_change_before_installing_anything(tmp_path, capsys, m
     assert "ppo_mujoco" in err and not (tmp_path / "peers").exists()
     assert main(["bench", "peers", "--peer", "nope", "--preset", "ppo_mujoco", "--out", str(tmp_path)]) == 2
     assert "unknown peer 'nope'; valid: ['sb3', 'sf']" in capsys.readouterr().err
+
+
+def test_a_run_past_its_time_is_stopped_with_every_process_it_started(tmp_path):
+    """The peer's worker processes are stopped with it (a library's children must not outlive the benchmark)."""
+    import subprocess
+    import sys
+    from tristream.bench.peers import _run
+    script = ("import subprocess, sys, time; "
+              "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); time.sleep(600)")
+    wall, _ = _run([sys.executable, "-c", script], tmp_path / "run.log", seconds=1.0)
+    assert wall < 30
+    left = subprocess.run(["pgrep", "-f", "time.sleep\\(600\\)"], capture_output=True, text=True).stdout.split()
+    assert not left
+    with pytest.raises(RuntimeError, match="exit 3"):
+        _run([sys.executable, "-c", "print('boom'); raise SystemExit(3)"], tmp_path / "fail.log")

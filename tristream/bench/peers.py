@@ -147,26 +147,40 @@ def _cpu_children() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def _run(cmd: list[str], *, env: dict | None = None, seconds: float | None = None, poll=None) -> tuple[float, float]:
-    """Run ``cmd`` (SIGTERM after ``seconds``, then a grace period); ``poll()`` is called twice a second.
-    Returns (wall s, CPU s of the process tree)."""
+def _run(cmd: list[str], log: Path, *, env: dict | None = None, seconds: float | None = None,
+         poll=None) -> tuple[float, float]:
+    """Run ``cmd`` in a session of its own, its output to ``log``; after ``seconds`` SIGTERM to the whole process
+    group (a library's worker processes included), SIGKILL after a grace period. ``poll(elapsed)`` is called
+    twice a second. Returns (wall s, CPU s of the process tree)."""
     cpu0, t0 = _cpu_children(), time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    while proc.poll() is None:
-        if seconds is not None and time.perf_counter() - t0 > seconds:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            break
-        if poll is not None:
-            poll(time.perf_counter() - t0)
-        time.sleep(0.5)
-    err = proc.stderr.read() if proc.stderr else ""
-    if proc.returncode not in (0, -signal.SIGTERM) and not (seconds is not None and proc.returncode == 130):
-        raise RuntimeError(f"`{' '.join(cmd[:6])} ...` failed (exit {proc.returncode}):\n{err[-3000:]}")
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        stopped = False
+        while proc.poll() is None:
+            if seconds is not None and time.perf_counter() - t0 > seconds and not stopped:
+                _signal_group(proc, signal.SIGTERM)
+                stopped = True
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    pass
+                break
+            if poll is not None:
+                poll(time.perf_counter() - t0)
+            time.sleep(0.5)
+        _signal_group(proc, signal.SIGKILL)  # nothing of the run outlives it
+        proc.wait()
+    if proc.returncode != 0 and not stopped:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        raise RuntimeError(f"`{' '.join(cmd[:6])} ...` failed (exit {proc.returncode}); the end of {log}:\n{tail}")
     return time.perf_counter() - t0, _cpu_children() - cpu0
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _sb3(python: Path, cfg, seed: int, total: int, out: Path) -> tuple[list[dict], float, float]:
@@ -174,7 +188,8 @@ def _sb3(python: Path, cfg, seed: int, total: int, out: Path) -> tuple[list[dict
     settings.write_text(json.dumps(sb3_settings(cfg, seed, total), indent=2))
     log = out / f"sb3_seed{seed}.jsonl"
     env = {**os.environ, "SB3_LOGDIR": str(out / "sb3_logs")}  # not a fresh folder in /tmp per run
-    wall, cpu = _run([str(python), str(SCRIPTS / "sb3_ppo.py"), str(settings), str(log)], env=env)
+    wall, cpu = _run([str(python), str(SCRIPTS / "sb3_ppo.py"), str(settings), str(log)], out / f"sb3_seed{seed}.log",
+                     env=env)
     return [json.loads(x) for x in log.read_text().splitlines()], wall, cpu
 
 
@@ -186,8 +201,8 @@ def _sf(python: Path, cfg, seed: int, seconds: float, out: Path) -> tuple[list[d
     settings.write_text(json.dumps(sf_settings(cfg, seed, seconds, out / "sf_train_dir"), indent=2))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     start = time.time()
-    wall, cpu = _run([str(python), str(SCRIPTS / "sf_appo.py"), str(settings), str(logs)], env=env,
-                     seconds=seconds + 120)  # its own --train_for_seconds ends it; the margin covers start-up
+    wall, cpu = _run([str(python), str(SCRIPTS / "sf_appo.py"), str(settings), str(logs)], out / f"sf_seed{seed}.log",
+                     env=env, seconds=seconds + 120)  # its own --train_for_seconds ends it; the margin: start-up
     events = []  # (time, file, steps of that env instance, return)
     for f in logs.glob("*.jsonl"):
         events += [(r["t"], f.name, r["steps"], r["return"]) for r in map(json.loads, f.read_text().splitlines())]
@@ -219,7 +234,7 @@ def _tristream(preset: Path, cfg, seed: int, out: Path, *, steps: int | None = N
                 if m.get("phase") == "train":
                     seen.setdefault(int(m["step"]), elapsed)
 
-    wall, cpu = _run(cmd, seconds=seconds, poll=poll)
+    wall, cpu = _run(cmd, out / f"tristream_seed{seed}.log", seconds=seconds, poll=poll)
     poll(wall)
     rows = []
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
