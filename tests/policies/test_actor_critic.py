@@ -92,7 +92,7 @@ def test_save_and_load_round_trip(tmp_path):
     ("cnn", STATE, {}, "this env has none; use policy.name=mlp"),
     ("mlp", STATE, {"head": "discrete"}, "Gaussian head only"),
     ("mlp", STATE, {"activation": "swish"}, "activation must be one of"),
-    ("mlp", STATE, {"widths": 3}, r"unknown policy setting\(s\) \['widths'\]"),
+    ("mlp", STATE, {"widths": 3}, r"unknown mlp / cnn policy setting\(s\) \['widths'\]"),
     ("cnn", EnvSpec(2, 0, ("a",), 8, 10), {}, "leaves nothing of a 8x8 image"),
     ("mlp", STATE, {"init_log_std": 3.0}, "min_log_std < init_log_std < max_log_std"),
 ])

@@ -18,7 +18,7 @@ state-based env: ``policy.name=mlp policy.hidden_dim=64 policy.init_log_std=0 po
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from torch import nn
 
 from tristream.noise import RowNoise
 
-from .base import ActOutput, EvalOutput, Policy
+from .base import ActOutput, EvalOutput, Policy, config_from_kwargs
 from .vla.encoders import RunningNorm
 from .vla.heads import GaussianChunkHead
 
@@ -75,11 +75,7 @@ class ActorCriticConfig:
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "ActorCriticConfig":
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - valid)
-        if unknown:
-            raise ValueError(f"unknown policy setting(s) {unknown} for the mlp / cnn policy; valid: {sorted(valid)}")
-        return cls(**kwargs)
+        return config_from_kwargs(cls, kwargs, "mlp / cnn policy setting(s)")
 
 
 def _tower(in_dim: int, width: int, layers: int, act: type[nn.Module]) -> tuple[nn.Sequential, int]:

@@ -12,7 +12,7 @@ Actions are float32 [B, K, action_dim] (K = chunk length).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -85,3 +85,13 @@ class Policy(nn.Module):
     def config_dict(self) -> dict[str, Any]:
         """JSON-serialisable constructor arguments, saved beside the weights."""
         raise NotImplementedError
+
+
+def config_from_kwargs(cls, kwargs: dict[str, Any], what: str):
+    """``cls(**kwargs)`` for a policy's config dataclass; unknown keys raise a ValueError that names them and
+    lists the valid ones (``what`` says whose keys they are)."""
+    valid = {f.name for f in fields(cls)}
+    unknown = sorted(set(kwargs) - valid)
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; valid: {sorted(valid)}")
+    return cls(**kwargs)

@@ -1,8 +1,10 @@
 """VLAConfig: every knob of the small from-scratch VLA policy (see model.py)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from ..base import config_from_kwargs
 
 HEADS = ("gaussian", "discrete")
 POOLS = ("spatial_softmax", "mean")
@@ -91,8 +93,4 @@ class VLAConfig:
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "VLAConfig":
         """Like ``VLAConfig(**kwargs)`` but unknown keys raise a ValueError that lists the valid ones."""
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - valid)
-        if unknown:
-            raise ValueError(f"unknown VLAConfig field(s) {unknown}; valid fields: {sorted(valid)}")
-        return cls(**kwargs)
+        return config_from_kwargs(cls, kwargs, "VLAConfig field(s)")
