@@ -162,9 +162,11 @@ class AlgoConfig:
     update_epochs: int = f(2, "passes over each global step's data (the first as it streams in, the rest "
                                 "shuffled once the step is complete)", min=1)
     shuffle: Literal["segments", "samples"] = f(
-        "segments", "what passes 2..update_epochs shuffle: whole trajectory segments (each mini-batch holds "
-                    "sequences, as sequence-level losses need) or single samples (mini-batches of independent "
-                    "decisions, as Stable-Baselines3 and CleanRL draw them; token-mean losses only)")
+        "segments", "segments: pass 1 in stream order, passes 2..update_epochs shuffle whole trajectory segments "
+                    "(each mini-batch holds sequences, as sequence-level losses need); samples: every pass, the "
+                    "first included, shuffles single samples of the complete step (mini-batches of independent "
+                    "decisions, as Stable-Baselines3 and CleanRL draw them; pass 1 waits for the step; token-mean "
+                    "losses only)")
     critic_warmup: int = f(0, "GAE: global steps at the start that train only the value head (policy frozen), "
                               "so the first policy updates use a fitted critic (RLinf/RL4VLA-style warm-up; they "
                               "count in train.steps)", min=0)
