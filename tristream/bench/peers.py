@@ -220,6 +220,7 @@ def _tristream(preset: Path, cfg, seed: int, out: Path, *, steps: int | None = N
     """A ``tristream train`` subprocess; each global step's row is stamped with the time since launch when it
     appears (polled), so start-up counts as it does for the peer."""
     run_dir = out / f"tristream_seed{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)  # a rerun into the same folder starts afresh
     cmd = [sys.executable, "-c", "from tristream.cli import main; raise SystemExit(main())", "train",
            "--no-progress", "--preset", str(preset), f"run.seed={seed}", f"run.dir={out}",
            f"run.name=tristream_seed{seed}", f"train.steps={steps or 1_000_000}", "train.init=", "eval.episodes=1",
