@@ -83,6 +83,38 @@ def test_micro_batch_size_does_not_change_the_update(setup, loss):
         torch.testing.assert_close(r, results[0], atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("loss", sorted(n for n, spec in LOSSES.items() if spec.per_token))
+def test_per_token_losses_train_the_same_on_sample_rows_as_on_segment_rows(setup, loss, monkeypatch):
+    """Under token-mean a per-token loss does not see rows: the learner's per-sample layout (no padding)
+    takes the same step, with the same statistics, as the segment layout every other loss gets."""
+    cfg, env, policy = setup
+    segs = _segments(env, n_segments=8)
+    algo = dataclasses.replace(cfg.algo, loss=loss, loss_reduction="token-mean", global_batch=10, micro_batch=3,
+                               update_epochs=2, dual_clip=3.0, advantage="grpo" if loss == "grpo" else "gae")
+    results = []
+    for flat in (True, False):
+        monkeypatch.setattr(Learner, "rows_are_samples", property(lambda self, flat=flat: flat))
+        p = copy.deepcopy(policy)
+        stats = update_on(Learner(p, algo, seed=0), segs)
+        results.append((torch.cat([v.flatten() for v in p.state_dict().values()]), stats))
+    (w_flat, s_flat), (w_rows, s_rows) = results
+    assert not torch.equal(w_flat, torch.cat([v.flatten() for v in policy.state_dict().values()]))  # it trained
+    torch.testing.assert_close(w_flat, w_rows, atol=1e-6, rtol=1e-5)
+    assert s_flat.keys() == s_rows.keys()
+    for k in s_flat:
+        assert s_flat[k] == pytest.approx(s_rows[k], rel=1e-4, abs=1e-6), k
+
+
+def test_only_per_token_losses_under_token_mean_lay_samples_out_as_rows(setup):
+    cfg, _, policy = setup
+    def flat(**kw):
+        return Learner(policy, dataclasses.replace(cfg.algo, **kw)).rows_are_samples
+    assert flat(loss="ppo") and flat(loss="decoupled_ppo") and flat(loss="grpo", loss_reduction="token-mean")
+    assert not flat(loss="grpo")  # seq-mean-token-mean: a row is a sequence
+    assert not flat(loss="gspo", loss_reduction="token-mean")  # a sequence-level ratio
+    assert not flat(loss="ppo", loss_reduction="seq-mean-token-sum")
+
+
 def test_gae_bootstraps_on_truncation_not_termination(setup):
     cfg, env, policy = setup
     segs = _segments(env, n_segments=3)

@@ -265,8 +265,11 @@ def test_sample_shuffling_mixes_segments_in_later_passes(tiny):
         assert len(rows) == n and (runs > len(set(rows))) == mixed, (shuffle, runs)
 
 
-def test_sample_shuffling_needs_a_token_mean_loss(tiny):
+def test_sample_shuffling_needs_a_per_token_loss_under_token_mean(tiny):
     with pytest.raises(ValueError, match="algo.shuffle=samples breaks up the sequences that loss 'gspo'"):
         tiny("algo.shuffle=samples", "algo.loss=gspo", "algo.advantage=grpo", "rollout.group_size=2")
+    with pytest.raises(ValueError, match="loss 'gspo' with reduction 'token-mean'"):  # its ratio is per sequence
+        tiny("algo.shuffle=samples", "algo.loss=gspo", "algo.advantage=grpo", "rollout.group_size=2",
+             "algo.loss_reduction=token-mean")
     tiny("algo.shuffle=samples", "algo.loss=grpo", "algo.advantage=grpo", "rollout.group_size=2",
          "algo.loss_reduction=token-mean")

@@ -44,6 +44,10 @@ class LossSpec:
     fine_tokens: the loss bounds each token's ratio (a per-token trust region), so a Gaussian action head
         defaults to one token per action dimension under it (``train.rl_gaussian_tokens`` null): a whole
         chunk's log-prob moves ~dims times as far as one dimension's, and would leave the token radius at once.
+    per_token: each token's loss term reads that token's inputs alone (no sequence-level ratio, no row
+        statistic), so under ``token-mean`` the loss does not depend on how tokens are grouped into rows: the
+        learner then lays every sample out as a row of its own (no padding to segments) and
+        ``algo.shuffle=samples`` may draw single samples.
     """
 
     fn: LossFn
@@ -53,6 +57,7 @@ class LossSpec:
     proximal: Literal["when_stale", "always"] = "when_stale"
     precompute: Callable | None = None
     fine_tokens: bool = False
+    per_token: bool = False
 
     def __post_init__(self):
         unknown = set(self.inputs) - set(INPUTS)
@@ -77,10 +82,10 @@ def _fiberpo(algo) -> dict:
 LOSSES: dict[str, LossSpec] = {
     # PPO reads the behaviour log-probs so that stale data get the decoupled importance weight; on fresh
     # data behaviour == proximal and the weight is exactly 1 (plain clipped PPO).
-    "ppo": LossSpec(decoupled_ppo_loss, "token-mean", _clip, inputs=("behaviour_logp",)),
+    "ppo": LossSpec(decoupled_ppo_loss, "token-mean", _clip, inputs=("behaviour_logp",), per_token=True),
     "decoupled_ppo": LossSpec(decoupled_ppo_loss, "token-mean", _clip, inputs=("behaviour_logp",),
-                              proximal="always"),
-    "grpo": LossSpec(grpo_loss, "seq-mean-token-mean", _clip),
+                              proximal="always", per_token=True),
+    "grpo": LossSpec(grpo_loss, "seq-mean-token-mean", _clip, per_token=True),
     "gspo": LossSpec(gspo_loss, "seq-mean-token-mean",
                      lambda a: {"clip_eps_low": a.gspo_clip_low, "clip_eps_high": a.gspo_clip_high}),
     "fiberpo": LossSpec(fiberpo_loss, "seq-mean-token-mean", _fiberpo, fine_tokens=True),

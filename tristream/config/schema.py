@@ -210,10 +210,11 @@ class AlgoConfig:
             raise ValueError(f"algo.norm_reward scales GAE's rewards (advantage={self.advantage!r} normalises "
                              f"outcomes per group); set algo.norm_reward=false or algo.advantage=gae")
         spec = loss_spec(self.loss)
-        if self.shuffle == "samples" and ((self.loss_reduction or spec.reduction) != "token-mean" or spec.precompute):
+        if self.shuffle == "samples" and ((self.loss_reduction or spec.reduction) != "token-mean" or not spec.per_token):
             raise ValueError(f"algo.shuffle=samples breaks up the sequences that loss {self.loss!r} with reduction "
-                             f"{self.loss_reduction or spec.reduction!r} reduces over; use algo.shuffle=segments, or "
-                             f"a token-mean loss (ppo, decoupled_ppo, grpo with algo.loss_reduction=token-mean)")
+                             f"{self.loss_reduction or spec.reduction!r} reads; use algo.shuffle=segments, or "
+                             f"a per-token loss with token-mean reduction (ppo, decoupled_ppo, grpo with "
+                             f"algo.loss_reduction=token-mean)")
         if self.critic_warmup > 0 and self.advantage != "gae":
             raise ValueError(f"critic_warmup={self.critic_warmup} needs advantage=gae (advantage={self.advantage!r} "
                              f"uses no critic); set it to 0")

@@ -261,24 +261,29 @@ class Learner:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr() * group.get("lr_mult", 1.0)  # absent in older checkpoints
         L = samples.behaviour_logp.shape[1]
-        # Sub-rows: a segment's samples inside this mini-batch (the loss's "sequences").
-        subrows = np.split(np.arange(len(idx)), np.flatnonzero(np.diff(samples.row[idx])) + 1)
         share = len(idx) / max(batch or len(idx), len(idx))  # this mini-batch's weight: 1 unless short
         tokens = self.policy.token_mask(samples.actions[idx])  # a language policy's generated tokens
         tokens = len(idx) * L if tokens is None else max(float(tokens.sum()), 1.0)
-        norm = {"tokens": tokens / share, "seqs": len(subrows) / share, "samples": len(idx) / share}
-        pre = self._precompute(samples, idx, subrows, norm) if self.loss.precompute else None
+        if self.rows_are_samples:  # every sample a row of its own; micro-batches of micro_batch samples
+            micros = [[np.arange(lo, min(lo + a.micro_batch, len(idx)))] for lo in range(0, len(idx), a.micro_batch)]
+            seqs = len(idx)
+        else:  # sub-rows: a segment's samples inside this mini-batch (the loss's "sequences"); micro-batches
+            subrows = np.split(np.arange(len(idx)), np.flatnonzero(np.diff(samples.row[idx])) + 1)
+            micros = _cut_between(subrows, a.micro_batch)  # are cut only between sub-rows
+            seqs = len(subrows)
+        norm = {"tokens": tokens / share, "seqs": seqs / share, "samples": len(idx) / share}
+        pre = None
+        if self.loss.precompute:
+            pre = self._precompute(samples, idx, [sr for m in micros for sr in m], norm)
         self.optimizer.zero_grad(set_to_none=True)
         stats: dict[str, float] = defaultdict(float)
         first = 0
-        for last in range(len(subrows)):  # micro-batches cut only between sub-rows
-            n = sum(len(sr) for sr in subrows[first:last + 1])
-            if n >= a.micro_batch or last == len(subrows) - 1:
-                part = None if pre is None else pre.select(torch.arange(first, last + 1))
-                micro = self._micro(samples, idx, subrows[first:last + 1], norm, part)
-                for key, v in micro.items():  # "_max": the largest; the rest add up (mini-batch normalised)
-                    stats[key] = max(stats.get(key, v), v) if key.endswith("_max") else stats[key] + v
-                first = last + 1
+        for micro_rows in micros:
+            part = None if pre is None else pre.select(torch.arange(first, first + len(micro_rows)))
+            first += len(micro_rows)
+            micro = self._micro(samples, idx, micro_rows, norm, part)
+            for key, v in micro.items():  # "_max": the largest; the rest add up (mini-batch normalised)
+                stats[key] = max(stats.get(key, v), v) if key.endswith("_max") else stats[key] + v
         if self.warming_up:  # only the value function learns: the policy's own weights keep no gradient
             for name, p in self.policy.named_parameters():
                 if not _is_value(name):
@@ -293,17 +298,21 @@ class Learner:
         return stats
 
     def _rows(self, samples: Samples, idx: np.ndarray, subrows: list[np.ndarray], logp: torch.Tensor):
-        """Lay samples out as loss rows: [R sub-rows, T steps x L head tokens], plus mask and advantages."""
+        """Lay samples out as loss rows: [R sub-rows, T steps x L head tokens], plus mask and advantages; with
+        :attr:`rows_are_samples` ``subrows`` is one array of positions and every sample is a row: [n, L]."""
         sel = idx[np.concatenate(subrows)]
         n, L = logp.shape
-        r_idx = torch.from_numpy(np.repeat(np.arange(len(subrows)), [len(sr) for sr in subrows]))
-        t_idx = torch.from_numpy(np.concatenate([np.arange(len(sr)) for sr in subrows]))
-        R, T = len(subrows), int(t_idx.max()) + 1
+        if self.rows_are_samples:
+            rows, first = (lambda x: x), sel  # [n, L] already
+        else:
+            r_idx = torch.from_numpy(np.repeat(np.arange(len(subrows)), [len(sr) for sr in subrows]))
+            t_idx = torch.from_numpy(np.concatenate([np.arange(len(sr)) for sr in subrows]))
+            R, T = len(subrows), int(t_idx.max()) + 1
 
-        def rows(x: torch.Tensor) -> torch.Tensor:  # [n, L] -> [R, T*L]
-            return x.new_zeros(R, T, L).index_put((r_idx, t_idx), x).reshape(R, T * L)
+            def rows(x: torch.Tensor) -> torch.Tensor:  # [n, L] -> [R, T*L]
+                return x.new_zeros(R, T, L).index_put((r_idx, t_idx), x).reshape(R, T * L)
 
-        first = idx[np.array([sr[0] for sr in subrows])]
+            first = idx[np.array([sr[0] for sr in subrows])]
         mask = self.policy.token_mask(samples.actions[sel])
         lay = {"rows": rows, "sel": sel, "mask": rows(torch.ones(n, L) if mask is None else mask),
                "adv": rows(samples.advantages[sel][:, None].expand(n, L).contiguous()),
@@ -396,6 +405,26 @@ class Learner:
     @property
     def loss_reduction(self) -> str:
         return self.algo.loss_reduction or self.loss.reduction
+
+    @property
+    def rows_are_samples(self) -> bool:
+        """A per-token loss under token-mean does not see rows, so each sample is its own: no layout into
+        segment rows and no padding (the loss and its gradient are the same; tests/runtime/test_learner.py)."""
+        spec = self.loss
+        return spec.per_token and not spec.precompute and self.loss_reduction == "token-mean"
+
+
+def _cut_between(subrows: list[np.ndarray], micro_batch: int) -> list[list[np.ndarray]]:
+    """Consecutive sub-rows grouped into micro-batches: a micro-batch closes once it holds ``micro_batch``
+    samples or more (a sub-row is never split, so a sequence-level loss sees whole sequences)."""
+    micros, current, n = [], [], 0
+    for sr in subrows:
+        current.append(sr)
+        n += len(sr)
+        if n >= micro_batch:
+            micros.append(current)
+            current, n = [], 0
+    return micros + [current] if current else micros
 
 
 def _is_value(param_name: str) -> bool:
