@@ -20,7 +20,7 @@ $(TEST_STAMP): $(STAMP) pyproject.toml requirements/libero-nodeps.txt
 	$(VENV)/bin/pip install -q --no-deps --require-hashes -r requirements/libero-nodeps.txt
 	touch $(TEST_STAMP)
 
-.PHONY: setup train test
+.PHONY: setup train test test-fast
 setup: $(TEST_STAMP)
 
 train: $(STAMP)
@@ -36,3 +36,7 @@ test: $(TEST_STAMP)
 	  echo "kernel-sensitive tests again with ATEN_CPU_CAPABILITY=$$cap" && \
 	  ATEN_CPU_CAPABILITY=$$cap $(VENV)/bin/python -m pytest tests -m kernels; \
 	fi
+
+# While developing: everything but the tests marked `slow` (whole recipes), on this machine's kernels only.
+test-fast: $(TEST_STAMP)
+	$(VENV)/bin/python -m pytest tests -m "not slow" $(ARGS)

@@ -361,10 +361,7 @@ def _ratio(a: dict, b: dict) -> str:
 
 def plot_peers(result: dict, path: Path) -> Path:
     """Return against env steps and against wall time, every seed of both sides in one figure."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
+    from tristream.metrics.plots import count_axis, plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     colours = {result["peer"]: "tab:blue", "tristream": "tab:orange"}
@@ -378,7 +375,7 @@ def plot_peers(result: dict, path: Path) -> Path:
             label = side if i == 0 else None
             axes[0].plot(ep[k - 1:, 0], smooth, color=colours[side], alpha=0.8, label=label)
             axes[1].plot(ep[k - 1:, 1], smooth, color=colours[side], alpha=0.8, label=label)
-    axes[0].xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:.0f}k"))
+    count_axis(axes[0].xaxis)
     axes[0].set_xlabel("env steps")
     axes[1].set_xlabel("wall time since launch (s)")
     for ax in axes:

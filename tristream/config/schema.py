@@ -165,8 +165,8 @@ class AlgoConfig:
         "segments", "segments: pass 1 in stream order, passes 2..update_epochs shuffle whole trajectory segments "
                     "(each mini-batch holds sequences, as sequence-level losses need); samples: every pass, the "
                     "first included, shuffles single samples of the complete step (mini-batches of independent "
-                    "decisions, as Stable-Baselines3 and CleanRL draw them; pass 1 waits for the step; token-mean "
-                    "losses only)")
+                    "decisions, as Stable-Baselines3 and CleanRL draw them; pass 1 waits for the step; per-token "
+                    "losses under token-mean only)")
     critic_warmup: int = f(0, "GAE: global steps at the start that train only the value head (policy frozen), "
                               "so the first policy updates use a fitted critic (RLinf/RL4VLA-style warm-up; they "
                               "count in train.steps)", min=0)
@@ -210,9 +210,10 @@ class AlgoConfig:
             raise ValueError(f"algo.norm_reward scales GAE's rewards (advantage={self.advantage!r} normalises "
                              f"outcomes per group); set algo.norm_reward=false or algo.advantage=gae")
         spec = loss_spec(self.loss)
-        if self.shuffle == "samples" and ((self.loss_reduction or spec.reduction) != "token-mean" or not spec.per_token):
+        reduction = self.loss_reduction or spec.reduction
+        if self.shuffle == "samples" and (reduction != "token-mean" or not spec.per_token):
             raise ValueError(f"algo.shuffle=samples breaks up the sequences that loss {self.loss!r} with reduction "
-                             f"{self.loss_reduction or spec.reduction!r} reads; use algo.shuffle=segments, or "
+                             f"{reduction!r} reads; use algo.shuffle=segments, or "
                              f"a per-token loss with token-mean reduction (ppo, decoupled_ppo, grpo with "
                              f"algo.loss_reduction=token-mean)")
         if self.critic_warmup > 0 and self.advantage != "gae":

@@ -8,7 +8,23 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+
 from tristream.metrics.tracker import read_metrics  # noqa: E402
+
+
+def short_count(x: float, _pos=None) -> str:
+    """An axis label for a count: 950, 12k, 1.5M (matplotlib's plain labels run into each other)."""
+    for scale, unit in ((1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.0f}"
+
+
+def count_axis(axis) -> None:
+    """Few, short tick labels on ``axis`` (e.g. ``ax.xaxis``) of env steps or samples."""
+    axis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+    axis.set_major_formatter(FuncFormatter(short_count))
 
 
 def learning_curve(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -25,6 +41,7 @@ def learning_curve(run_dir: str | Path, out: str | Path | None = None) -> Path:
             ax.plot(x[k - 1:], [sum(y[i - k + 1:i + 1]) / k for i in range(k - 1, len(y))], color="C0",
                     label=f"mean of {k}")
         ax.set_xlabel("env steps")
+        count_axis(ax.xaxis)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     evals = [r for r in read_metrics(run_dir, "eval") if "success" in r]  # (a language SFT logs exact_match)

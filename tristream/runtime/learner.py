@@ -60,7 +60,7 @@ class Samples:
 
     def select(self, idx: np.ndarray) -> "Samples":
         """The samples ``idx``: each segment's samples contiguous and in order, as sequence-level losses need
-        (``algo.shuffle=samples``, for token-mean losses only, takes them in any order)."""
+        (``algo.shuffle=samples``, for per-token losses under token-mean, takes them in any order)."""
         t = torch.from_numpy(idx)
         return Samples(obs=ObsBatch(self.obs.images[idx], self.obs.state[idx], [self.obs.instruction[i] for i in idx]),
                        actions=self.actions[t], behaviour_logp=self.behaviour_logp[t],
@@ -290,7 +290,8 @@ class Learner:
                     p.grad = None
         stats = {k: v if k.endswith("_max") else v / share for k, v in stats.items()}  # means, not the weight
         stats["tokens_per_sample"] = tokens / len(idx)  # a language policy's mean response length
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), a.max_grad_norm or float("inf"), foreach=True)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), a.max_grad_norm or float("inf"),
+                                                   foreach=True)
         self.optimizer.step()
         self.optimizer_steps += 1
         stats["grad_norm"] = float(grad_norm)

@@ -9,9 +9,10 @@ canonical sample order (:mod:`tristream.runtime.stream_order`), not on arrival:
    straddles a boundary is split there. The rollout's end cuts the rest as a short mini-batch whose samples
    weigh 1/``global_batch`` each, as in a full one.
 2. **Passes 2..update_epochs** run once the step is complete: the step's segments in a fresh random order
-   (the learner's seeded rng), cut the same way. With ``algo.shuffle=samples`` (token-mean losses) every
-   pass, the first included, draws single samples of the complete step in a fresh random order, so a
-   mini-batch holds independent decisions of many envs; pass 1 then waits for the step to be complete.
+   (the learner's seeded rng), cut the same way. With ``algo.shuffle=samples`` (per-token losses under
+   token-mean) every pass, the first included, draws single samples of the complete step in a fresh random
+   order, so a mini-batch holds independent decisions of many envs; pass 1 then waits for the step to be
+   complete.
 3. Every mini-batch normalises its own advantages (GAE whitened if ``algo.norm_adv``; GRPO with
    ``grpo_std_level=batch`` divided by its std), as CleanRL and Stable-Baselines3 do, so no statistic needs
    the whole step before training starts.
