@@ -215,13 +215,13 @@ def cmd_bench(args) -> int:
         bench_peers(cfg, args.out, peer=args.peer, env_steps=args.env_steps, seconds=args.seconds, seeds=args.seeds)
         return 0
     if args.what == "decode":
+        from tristream.bench.decode import bench_decode, parse_variants
+        draft_ks, quant = parse_variants(args.draft_k, args.quant, args.quant_draft_k)
         if not args.checkpoint:
             raise ValueError("bench decode needs --checkpoint DIR: an LM from `tristream sft --preset lm_tiny --out DIR`")
-        from tristream.bench.decode import bench_decode
         bench_decode(args.checkpoint, args.out, problems=args.problems, batch_size=args.batch_size,
-                     draft_ks=tuple(int(k) for k in args.draft_k.split(",") if k.strip()),
-                     quant=tuple(q.strip() for q in args.quant.split(",") if q.strip()),
-                     quant_draft_k=args.quant_draft_k, repeats=args.repeats, threads=cfg.run.torch_threads)
+                     draft_ks=draft_ks, quant=quant, quant_draft_k=args.quant_draft_k, repeats=args.repeats,
+                     threads=cfg.run.torch_threads)
         return 0
     from tristream.bench.throughput import bench_throughput
     modes = tuple(m.strip() for m in args.modes.split(","))

@@ -42,6 +42,12 @@ def test_cli_errors_for_lm_commands(tmp_path, capsys):
     assert "lm.json" in capsys.readouterr().err
     assert main(["sft", "--preset", "lm_tiny", "lm.qat=int3", "--out", str(tmp_path / "y")]) == 2
     assert "lm.qat" in capsys.readouterr().err
+    for option, value, says in (("--quant", "fp32", "--quant fp32: unknown low-bit weights; valid: int8, int4"),
+                                ("--quant", "int8,int3", "--quant int3"), ("--draft-k", "1,x", "--draft-k '1,x'"),
+                                ("--draft-k", "0,2", "draft lengths are >= 1"),
+                                ("--quant-draft-k", "-1", "draft lengths are >= 1")):
+        assert main(["bench", "decode", "--checkpoint", str(tmp_path), option, value, "--out", str(tmp_path / "b")]) == 2
+        assert says in capsys.readouterr().err, (option, value)
 
 
 TEXT = ["--preset", "lm_text", "--no-progress", "lm.steps=4", "lm.batch_size=8", "lm.eval_every=4",

@@ -64,6 +64,29 @@ def decode_pass(model, prompts: list[torch.Tensor], max_new: int, draft_k: int) 
             "main_forwards": main_fw, "mtp_forwards": mtp_fw}
 
 
+QUANT_BITS = {"int8": 8, "int4": 4}  # the exported low-bit weights a run can add to fp32
+
+
+def parse_variants(draft_k: str, quant: str, quant_draft_k: int) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """``--draft-k 1,2`` and ``--quant int8,int4`` as (draft lengths, low-bit weights); ValueError naming the
+    bad value and what is valid (fp32 plain decoding always runs, so it is neither a draft length nor a
+    quantization)."""
+    try:
+        ks = tuple(int(k) for k in draft_k.split(",") if k.strip())
+    except ValueError:
+        raise ValueError(f"--draft-k {draft_k!r}: comma-separated draft lengths >= 1, e.g. 1,2,3,4 (empty: "
+                         f"fp32 plain decoding only)") from None
+    if any(k < 1 for k in ks) or quant_draft_k < 0:
+        raise ValueError(f"--draft-k {draft_k!r} / --quant-draft-k {quant_draft_k}: draft lengths are >= 1 (plain "
+                         f"decoding always runs; --quant-draft-k 0 means the low-bit weights run plain only)")
+    qs = tuple(q.strip() for q in quant.split(",") if q.strip())
+    bad = [q for q in qs if q not in QUANT_BITS]
+    if bad:
+        raise ValueError(f"--quant {','.join(bad)}: unknown low-bit weights; valid: {', '.join(QUANT_BITS)}, "
+                         f"comma-separated, or empty for none (fp32 always runs)")
+    return ks, qs
+
+
 def bench_decode(checkpoint: str | Path, out_dir: str | Path, *, problems: int = 64, batch_size: int = 1,
                  draft_ks=(1, 2, 3, 4), quant=("int8", "int4"), quant_draft_k: int = 3, group_size: int | None = None,
                  repeats: int = 3, threads: int | None = None) -> dict[str, Any]:
@@ -79,7 +102,7 @@ def bench_decode(checkpoint: str | Path, out_dir: str | Path, *, problems: int =
     max_new = task.answer_width + 1
     weights = {"fp32": model}
     for q in quant:
-        weights[q] = quantize_model(copy.deepcopy(model), {"int8": 8, "int4": 4}[q], group).eval()
+        weights[q] = quantize_model(copy.deepcopy(model), QUANT_BITS[q], group).eval()
     variants = [("fp32", 0)] + [("fp32", k) for k in draft_ks]
     for q in quant:
         variants += [(q, 0)] + ([(q, quant_draft_k)] if quant_draft_k else [])
