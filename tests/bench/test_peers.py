@@ -56,6 +56,9 @@ def test_sample_factory_gets_the_same_settings(tmp_path):
         "num_batches_per_epoch": "1", "num_epochs": "2", "learning_rate": "0.0003", "gamma": "0.98",
         "gae_lambda": "0.95", "ppo_clip_ratio": "0.2", "max_grad_norm": "4.0", "normalize_returns": "True",
         "use_rnn": "False", "encoder_conv_mlp_layers": "512", "train_for_seconds": "200", "seed": "2"}
+    # what tristream's cnn policy does: images scaled to [0, 1], a state-independent std, bootstrapped time limits
+    assert (args["obs_scale"], args["normalize_input"], args["adaptive_stddev"], args["value_bootstrap"]) == \
+        ("255.0", "False", "False", "True")
 
 
 def test_a_peer_that_cannot_be_installed_is_a_clear_error(tmp_path):

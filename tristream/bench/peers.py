@@ -110,10 +110,14 @@ def sf_settings(cfg, seed: int, seconds: float, train_dir: Path) -> dict:
             "num_batches_per_epoch": max(1, per_step // a.global_batch), "num_epochs": a.update_epochs,
             "learning_rate": a.lr, "gamma": a.gamma, "gae_lambda": a.gae_lambda, "ppo_clip_ratio": a.clip_eps,
             "value_loss_coeff": a.vf_coef, "exploration_loss_coeff": a.ent_coef, "max_grad_norm": a.max_grad_norm,
-            "normalize_returns": a.norm_reward, "normalize_input": False, "use_rnn": False,
+            "normalize_returns": a.norm_reward, "use_rnn": False,
+            # images in [0, 1] as policy.name=cnn sees them (raw 0-255 pixels blow the first updates up)
+            "normalize_input": False, "obs_scale": 255.0,
             "encoder_conv_architecture": "convnet_simple", "encoder_conv_mlp_layers": p.hidden_dim,
             "nonlinearity": "elu", "policy_initialization": "orthogonal",
-            "initial_stddev": round(math.exp(p.init_log_std), 6), "device": "cpu",
+            # a state-independent log std, as tristream's Gaussian head; bootstrap at a time limit, as GAE here does
+            "adaptive_stddev": False, "initial_stddev": round(math.exp(p.init_log_std), 6), "value_bootstrap": True,
+            "batched_sampling": True, "device": "cpu",
             "with_wandb": False, "train_for_seconds": int(seconds), "seed": seed, "experiment": f"seed{seed}",
             "save_every_sec": 100000, "decorrelate_experience_max_seconds": 0}
     return {"env": cfg.env.gym.id, "env_kwargs": dict(cfg.env.kwargs), "max_episode_steps": cfg.env.max_episode_steps,
