@@ -176,7 +176,7 @@ def cmd_eval(args) -> int:
         (out / f"{args.label}.json").write_text(json.dumps(result, indent=2))
         print(f"[tristream] wrote {out / f'{args.label}.json'}")
         return 0
-    if (path / "checkpoints" / "latest").exists():  # a run directory: its newest checkpoint
+    if (path / "checkpoints").is_dir():  # a run directory: its newest readable checkpoint
         from tristream.checkpoint import latest_checkpoint
         path = latest_checkpoint(path)
     policy = load_policy(path)
@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = overrides
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # bad input, a missing or unreadable file, a full disk
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -28,6 +28,22 @@ def test_resume_continues_exactly(tiny, tmp_path):
     assert _train_rows(tmp_path / "split") == _train_rows(tmp_path / "full")
 
 
+def test_resume_past_a_corrupt_newest_checkpoint_retrains_from_the_one_before(tiny, tmp_path, capsys):
+    """The newest checkpoint is truncated (a crash or a full disk while copying it): --resume warns, starts from
+    the newest readable one and trains the lost steps again, exactly, and metrics.jsonl holds each step once."""
+    cfg = tiny("runtime.backend=serial", "train.steps=4", "train.save_every=1")
+    _run(cfg, tmp_path / "full")
+    _run(tiny("runtime.backend=serial", "train.steps=4", "train.save_every=1"), tmp_path / "split")
+    trainer = tmp_path / "split" / "checkpoints" / "step_000004" / "trainer.pt"
+    trainer.write_bytes(trainer.read_bytes()[:100])
+    capsys.readouterr()
+    _run(cfg, tmp_path / "split", resume=True)
+    out = capsys.readouterr().out
+    assert "skipping checkpoint" in out and "step_000004" in out and "resuming from" in out and "step_000003" in out
+    assert "dropped 1 metric rows past global step 3" in out
+    assert _train_rows(tmp_path / "split") == _train_rows(tmp_path / "full")
+
+
 def test_resume_without_checkpoint_names_the_problem(tiny, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no RL checkpoint"):

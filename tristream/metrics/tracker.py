@@ -41,6 +41,21 @@ class Tracker:
             self._tb.close()
 
 
+def drop_rows_after(run_dir: str | Path, step: int, phase: str = "train") -> int:
+    """Remove ``phase`` rows past ``step`` from ``metrics.jsonl`` (a resume from an older checkpoint trains
+    those steps again); returns how many went. The file is replaced atomically."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return 0
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    keep = [line for line in lines if (r := json.loads(line)).get("phase") != phase or r.get("step", 0) <= step]
+    if len(keep) < len(lines):
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        os.replace(tmp, path)
+    return len(lines) - len(keep)
+
+
 def console_line(step: int, total: int, metrics: dict[str, Any]) -> str:
     parts = [f"step {step}/{total}"]
     for key, short, fmt in CONSOLE_KEYS:

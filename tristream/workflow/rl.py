@@ -13,7 +13,7 @@ from tqdm import tqdm
 from tristream.algos.registry import loss_spec
 from tristream.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from tristream.metrics.plots import learning_curve
-from tristream.metrics.tracker import Tracker, console_line
+from tristream.metrics.tracker import Tracker, console_line, drop_rows_after
 from tristream.policies.io import load_policy
 from tristream.runtime.learner import Learner
 from tristream.runtime.pipeline import train_loop
@@ -92,6 +92,10 @@ def rl_train(cfg, run_dir: str | Path, env_spec, *, init: str | Path | None = No
         learner.load_state_dict(state["learner"])
         start, totals = int(state["step"]), state["totals"]
         print(f"[tristream] resuming from {ckpt} (global step {start}, policy version {learner.version})")
+        dropped = drop_rows_after(run_dir, start)
+        if dropped:
+            print(f"[tristream] dropped {dropped} metric rows past global step {start} from metrics.jsonl: "
+                  f"those steps ran after the checkpoint and are trained again")
     else:
         torch.manual_seed(cfg.run.seed)
         policy = load_policy(init) if init else build_policy(cfg, env_spec)
