@@ -8,6 +8,7 @@ from tristream.envs.toy import ToyEnv
 from tristream.runtime.backends import make_backend
 from tristream.runtime.learner import Learner
 from tristream.runtime.pipeline import train_loop
+from tristream.runtime.shm import SHM_DIR, block_tag
 from tristream.policies.from_config import build_policy
 
 
@@ -51,11 +52,17 @@ def _run(cfg, kill=None, steps=4):
     return last, rows
 
 
+def _blocks(cfg):
+    """The run's image blocks in /dev/shm (runtime/shm.py names them by run directory and driver pid)."""
+    return sorted(p.name for p in SHM_DIR.glob(block_tag(Path(cfg.run.dir) / cfg.run.name) + "*"))
+
+
 def test_killed_env_worker_is_replaced_and_training_finishes(tiny):
     cfg = tiny("runtime.backend=local", "train.steps=4")
     last, rows = _run(cfg, kill="env_worker0")
     assert last == 4 and len(rows) == 4
     assert rows[-1].get("restarts/env_worker0") == 1
+    assert _blocks(cfg) == []  # the killed worker's blocks went with its replacement, the rest at close
 
 
 def test_killed_inference_is_replaced_and_training_finishes(tiny):

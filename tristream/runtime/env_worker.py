@@ -45,7 +45,7 @@ class _EnvSlot:
 class EnvWorker:
     def __init__(self, worker_id: int, groups: dict[int, list[int]], make_env: Callable[[], Any],
                  inbox, inference_inbox, learner_inbox, *, segment_len: int, run_seed: int,
-                 group_size: int = 1, shared_memory: bool = False):
+                 group_size: int = 1, shm_tag: str | None = None):
         self.worker_id = worker_id
         self.groups = groups
         self.inbox, self.inference_inbox, self.learner_inbox = inbox, inference_inbox, learner_inbox
@@ -61,7 +61,7 @@ class EnvWorker:
         self._due: list[tuple[float, int]] = []  # (time, group): requests held back by the latency model
         self.env_steps = 0
         self.tracer = Tracer(f"env_worker{worker_id}")
-        self.shared_memory = shared_memory
+        self.shm_tag = shm_tag  # images through /dev/shm blocks named shm_tag + worker and group (None: in messages)
         self._shm: dict[int, ShmWriter] = {}
 
     # --- event loop -----------------------------------------------------------------------------
@@ -143,9 +143,10 @@ class EnvWorker:
             return
         obs = ObsBatch.stack([self.slots[e].obs for e in active])
         # images go through the group's shared block (state-only envs have none); the message carries its name
-        if self.shared_memory and obs.images.size:
+        if self.shm_tag is not None and obs.images.size:
             if group_id not in self._shm:
-                self._shm[group_id] = ShmWriter((len(self.groups[group_id]), *obs.images.shape[1:]))
+                self._shm[group_id] = ShmWriter((len(self.groups[group_id]), *obs.images.shape[1:]),
+                                                name=f"{self.shm_tag}w{self.worker_id}g{group_id}")
             obs.images = self._shm[group_id].write(obs.images)
         self.seq[group_id] += 1
         keys = [noise_key(self.run_seed, self.global_step, e, self.slots[e].episode_index, self.slots[e].episode_steps)

@@ -21,10 +21,11 @@ class Inboxes:
 
 
 def build_role(role: RoleId, cfg, topology: Topology, inboxes: Inboxes, *, env_spec=None,
-               policy_spec: dict[str, Any] | None = None, shared_memory: bool = False, own_process: bool = False):
+               policy_spec: dict[str, Any] | None = None, shm_tag: str | None = None, own_process: bool = False):
     """An ``EnvWorker`` or ``InferenceWorker`` for ``role``. ``policy_spec`` (policies.from_config.policy_spec of
     the learner's policy): the architecture inference builds before the first weights arrive (None: the
-    config's ``policy`` section). ``shared_memory``: env workers send images through /dev/shm blocks.
+    config's ``policy`` section). ``shm_tag``: env workers send images through /dev/shm blocks named with it
+    (runtime.shm.block_tag; None: images travel in the messages).
     ``own_process``: the role has the process to itself (inference then sets its torch threads)."""
     if role.is_env_worker:
         from tristream.envs.from_config import env_from_config
@@ -33,7 +34,7 @@ def build_role(role: RoleId, cfg, topology: Topology, inboxes: Inboxes, *, env_s
         return EnvWorker(role.index, topology.plan.worker_groups(role.index),
                          lambda: env_from_config(cfg.env, next(seeds), True), inboxes.own, inboxes.inference,
                          inboxes.learner, segment_len=cfg.rollout.segment_len, run_seed=cfg.run.seed,
-                         group_size=cfg.rollout.group_size, shared_memory=shared_memory)
+                         group_size=cfg.rollout.group_size, shm_tag=shm_tag)
     import torch
 
     from tristream.policies.from_config import apply_rl_qat, build_policy

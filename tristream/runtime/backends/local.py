@@ -11,19 +11,21 @@ import queue
 import signal
 import time
 import traceback
+from pathlib import Path
 
 from tristream.runtime.backends.base import Backend, RestartPolicy
 from tristream.runtime.channels import ProcessChannel
 from tristream.runtime.messages import RoleError, Stop
 from tristream.runtime.roles import Inboxes, build_role
+from tristream.runtime.shm import block_tag, remove_stale_blocks
 from tristream.runtime.telemetry import TelemetrySink
 from tristream.runtime.topology import INFERENCE, RoleId
 
 
-def _role_main(role: RoleId, cfg, topology, inboxes: Inboxes, env_spec, policy_spec) -> None:
+def _role_main(role: RoleId, cfg, topology, inboxes: Inboxes, env_spec, policy_spec, shm_tag: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        build_role(role, cfg, topology, inboxes, env_spec=env_spec, policy_spec=policy_spec, shared_memory=True,
+        build_role(role, cfg, topology, inboxes, env_spec=env_spec, policy_spec=policy_spec, shm_tag=shm_tag,
                    own_process=True).run()
     except Exception:
         inboxes.learner.put(RoleError(role, traceback.format_exc(), os.getpid()))
@@ -36,6 +38,12 @@ class LocalBackend(Backend):
         os.environ.setdefault("OMP_NUM_THREADS", "1")  # env workers need no BLAS threads
         self.restart_policy = RestartPolicy(cfg.runtime.max_restarts)
         self.telemetry = TelemetrySink()
+        run_dir = Path(cfg.run.dir) / cfg.run.name
+        stale = remove_stale_blocks(run_dir)  # image blocks of an earlier run here that was killed outright
+        if stale:
+            print(f"[tristream] removed {len(stale)} shared-memory blocks left in /dev/shm by an earlier run in "
+                  f"{run_dir}", flush=True)
+        self.shm_tag = block_tag(run_dir)
         self._start_all()
 
     def _start_all(self) -> None:
@@ -47,7 +55,8 @@ class LocalBackend(Backend):
         for role in t.roles:
             inboxes = Inboxes(self.inboxes[role], self.inboxes[INFERENCE], env_inboxes, self.learner_inbox)
             self.procs[role] = self.ctx.Process(target=_role_main, name=f"tristream-{role}", daemon=True,
-                                                args=(role, self.cfg, t, inboxes, self.env_spec, self.policy_spec))
+                                                args=(role, self.cfg, t, inboxes, self.env_spec, self.policy_spec,
+                                                      self.shm_tag))
             self.procs[role].start()
 
     def replace_roles(self) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import time
+from pathlib import Path
 
 from tristream.runtime.backends import ray_placement as placement
 from tristream.runtime.backends.base import Backend, RestartPolicy
@@ -26,6 +27,7 @@ from tristream.runtime.backends.ray_channels import (TAKE_WAIT_S, ActorChannel, 
                                                      quiet_readonly_arrays, where_am_i)
 from tristream.runtime.backends.ray_learner import in_actor
 from tristream.runtime.messages import RoleError, Stop, Weights
+from tristream.runtime.shm import block_tag
 from tristream.runtime.telemetry import TelemetrySink
 from tristream.runtime.topology import INFERENCE, RoleId
 
@@ -92,7 +94,8 @@ class RayBackend(Backend):
         here = self.nodes[INFERENCE]["node_id"]
         env_roles = list(self.topology.env_workers)
         local = [r for r in env_roles if self.cfg.ray.shared_memory and self.nodes[r]["node_id"] == here]
-        ray.get([self.actors[r].use_shared_memory.remote() for r in local], timeout=self.cfg.runtime.timeout_s)
+        tag = block_tag(Path(self.cfg.run.dir) / self.cfg.run.name)
+        ray.get([self.actors[r].use_shared_memory.remote(tag) for r in local], timeout=self.cfg.runtime.timeout_s)
         store = [r for r in env_roles if r not in local]
         print("[tristream] observation images: "
               + "; ".join(part for part in (f"node shared memory for {', '.join(local)}" if local else "",

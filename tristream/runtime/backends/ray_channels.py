@@ -152,9 +152,10 @@ class RoleActor:
                                own_process=True)
         return where_am_i()
 
-    def use_shared_memory(self) -> None:
-        """Env worker on the inference actor's node: images through /dev/shm, the request carries the name."""
-        self.role.shared_memory = True
+    def use_shared_memory(self, tag: str) -> None:
+        """Env worker on the inference actor's node: images through /dev/shm blocks named with ``tag``
+        (runtime.shm.block_tag), the request carries the name."""
+        self.role.shm_tag = tag
 
     def unlink_shared_memory(self) -> None:
         """Before the actor is killed: remove its /dev/shm block names (kill skips the role's own cleanup)."""
