@@ -1,15 +1,22 @@
 """Faults on the local backend: a killed or failing role is restarted and training finishes."""
 import os
 import signal
+import time
 from pathlib import Path
+
+import pytest
 
 from tristream.envs import make_env
 from tristream.envs.toy import ToyEnv
+from tristream.metrics import tracker as tracker_mod
 from tristream.runtime.backends import make_backend
+from tristream.runtime.backends.base import RestartPolicy, RestartsExhausted
 from tristream.runtime.learner import Learner
 from tristream.runtime.pipeline import train_loop
 from tristream.runtime.shm import SHM_DIR, block_tag
 from tristream.policies.from_config import build_policy
+from tristream.runtime.topology import INFERENCE, RoleId
+from tristream.workflow.rl import rl_train
 
 
 def flaky_env(**kwargs):
@@ -30,6 +37,21 @@ def flaky_env(**kwargs):
         return step(action)
 
     env.reset, env.step = counting_reset, failing_step
+    return env
+
+
+def broken_env(**kwargs):
+    """A toy env whose simulator crashes on every step once the file TRISTREAM_TEST_MARKER exists."""
+    marker = Path(os.environ["TRISTREAM_TEST_MARKER"])
+    env = ToyEnv(**kwargs)
+    step = env.step
+
+    def failing_step(action):
+        if marker.exists():
+            raise RuntimeError("simulated broken simulator")
+        return step(action)
+
+    env.step = failing_step
     return env
 
 
@@ -85,3 +107,49 @@ def test_env_that_raises_is_restarted_and_nothing_is_half_trained(tiny, tmp_path
     assert sum(r.get("restarts/env_worker0", 0) + r.get("restarts/env_worker1", 0) for r in rows[-1:]) == 1
     # the lost rollout was run again from scratch: every step trained on all of its episodes
     assert all(r["episodes"] == 4 for r in rows)
+
+
+def test_a_role_that_keeps_failing_backs_off_then_stops_the_run_with_its_traceback_and_a_checkpoint(tiny, tmp_path,
+                                                                                                   capsys):
+    """After global step 2 the simulator crashes at every step: restarts back off (1 s, then 2 s), then past
+    runtime.max_restarts the run stops with the role's traceback, and step 2 (the learner had not trained on
+    step 3) is checkpointed although train.save_every is 10."""
+    marker = tmp_path / "broken"
+    cfg = tiny("runtime.backend=local", "train.steps=10", "train.save_every=10", "runtime.max_restarts=2",
+               "env.name=tests.runtime.test_faults:broken_env", "run.name=storm")
+    spec = make_env("toy", image_size=cfg.env.image_size).spec
+    os.environ["TRISTREAM_TEST_MARKER"] = str(marker)
+    original = tracker_mod.Tracker.log
+
+    def log(self, step, metrics, phase="train"):
+        original(self, step, metrics, phase)
+        if step == 2:
+            marker.write_text("from now on every env step fails")
+
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(tracker_mod.Tracker, "log", log)
+            t0 = time.monotonic()
+            with pytest.raises(RestartsExhausted, match="(?s)failed 3 times.*simulated broken simulator"):
+                rl_train(cfg, tmp_path / "storm", spec, progress=False)
+    finally:
+        del os.environ["TRISTREAM_TEST_MARKER"]
+    out = capsys.readouterr().out
+    assert "(restart 1 of at most 2" in out and "(restart 2 of at most 2" in out
+    assert "in 1.0 s: it failed again" in out and time.monotonic() - t0 >= 1.0
+    assert (tmp_path / "storm" / "checkpoints" / "latest").read_text().strip() == "step_000002"
+    assert "resume with: tristream train --resume" in out
+
+
+def test_restart_back_off_doubles_within_a_storm_and_resets_after_a_quiet_spell():
+    now = [0.0]
+    policy = RestartPolicy(max_restarts=10, backoff_s=1.0, max_backoff_s=4.0, storm_window_s=30.0,
+                           clock=lambda: now[0])
+    role, waits = RoleId.env_worker(0), []
+    for t in (0, 5, 10, 15, 20, 25, 100):
+        now[0] = t
+        policy.failed(role, "boom")
+        waits.append(policy.backoff(role))
+    assert waits == [0.0, 1.0, 2.0, 4.0, 4.0, 4.0, 0.0]
+    policy.failed(INFERENCE, "boom")  # another role's storm is its own
+    assert policy.backoff(INFERENCE) == 0.0

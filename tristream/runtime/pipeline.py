@@ -19,7 +19,9 @@ A restart of the roles (a role died) loses the rollouts in flight. If nothing of
 trained yet (always so in sync and async-rollout), the step is rolled out again from scratch: its seeds and
 weights are fixed, so it is the same rollout and nothing is half-trained. Otherwise (async, already trained
 on part of it) the step closes with what arrived, an incomplete GRPO group dropped, and the run goes on
-with the next step. Either way the restart is counted in ``restarts/<role>``.
+with the next step. Either way the restart is counted in ``restarts/<role>``. Past ``runtime.max_restarts``
+the run stops (:class:`~tristream.runtime.backends.base.RestartsExhausted`), saying whether the learner's
+state is still that of the last completed step, so the caller can checkpoint it.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import numpy as np
 from tristream.metrics.trace import Tracer
 from tristream.runtime.admission import Admission
 from tristream.runtime.backends import make_backend
+from tristream.runtime.backends.base import RestartsExhausted
 from tristream.runtime.learner import Learner
 from tristream.runtime.messages import RoleRestarted, RolloutDone, SegmentBatch, StartRollout, Weights
 from tristream.policies.from_config import policy_spec
@@ -108,57 +111,62 @@ def _run(backend, cfg, learner, tracer, step, on_step, should_stop) -> int:
     update, collected, t0 = new_step([])
     lost = False  # the current step's rollout was cut short by a restart
     t_rollout = overlap = None
-    while step < cfg.train.steps:
-        for w, j in admission.admit(step):
-            backend.send_env_worker(w, StartRollout(j, learner.version, cfg.rollout.episodes_per_env,
-                                                    cfg.rollout.steps_per_env))
-        if should_stop():
-            break
-        over = lost or admission.rollout_over(step)
-        if over and t_rollout is None:
-            t_rollout = time.perf_counter() - t0
-            overlap = update.optimizer_steps  # taken while the rollout ran (streamed learning)
-            if not streamed:
-                with tracer.span("prepare"):
-                    update.add(collected)
-            update.close()
-        msg = backend.learner_poll() if (update.pending or over) else backend.learner_get(timeout=cfg.runtime.timeout_s)
-        if isinstance(msg, SegmentBatch):
-            segs = msg.segments
-            if segs[0].global_step != step:
-                early[segs[0].global_step] += segs
-            else:
-                collected += segs
-                if streamed:
+    try:
+        while step < cfg.train.steps:
+            for w, j in admission.admit(step):
+                backend.send_env_worker(w, StartRollout(j, learner.version, cfg.rollout.episodes_per_env,
+                                                        cfg.rollout.steps_per_env))
+            if should_stop():
+                break
+            over = lost or admission.rollout_over(step)
+            if over and t_rollout is None:
+                t_rollout = time.perf_counter() - t0
+                overlap = update.optimizer_steps  # taken while the rollout ran (streamed learning)
+                if not streamed:
                     with tracer.span("prepare"):
-                        update.add(segs)
-        elif isinstance(msg, RolloutDone):
-            admission.finished(msg.worker_id, msg.global_step)
-        elif isinstance(msg, RoleRestarted):
-            restarts[str(msg.role)] = restarts.get(str(msg.role), 0) + 1
-            _publish(backend, learner)
-            early.clear()
-            if update.started:
-                lost = True
-                admission.restart(step + 1)
-            else:  # rerun the step from scratch (its rollout may have ended already)
-                admission.restart(step)
-                update, collected, t0 = new_step([])
+                        update.add(collected)
+                update.close()
+            busy = update.pending or over
+            msg = backend.learner_poll() if busy else backend.learner_get(timeout=cfg.runtime.timeout_s)
+            if isinstance(msg, SegmentBatch):
+                segs = msg.segments
+                if segs[0].global_step != step:
+                    early[segs[0].global_step] += segs
+                else:
+                    collected += segs
+                    if streamed:
+                        with tracer.span("prepare"):
+                            update.add(segs)
+            elif isinstance(msg, RolloutDone):
+                admission.finished(msg.worker_id, msg.global_step)
+            elif isinstance(msg, RoleRestarted):
+                restarts[str(msg.role)] = restarts.get(str(msg.role), 0) + 1
+                _publish(backend, learner)
+                early.clear()
+                if update.started:
+                    lost = True
+                    admission.restart(step + 1)
+                else:  # rerun the step from scratch (its rollout may have ended already)
+                    admission.restart(step)
+                    update, collected, t0 = new_step([])
+                    lost, t_rollout, overlap = False, None, None
+            elif update.pending:
+                with tracer.span("train"):
+                    update.train_step()
+            elif over:  # every segment of the step trained on: close the step
+                metrics = episode_metrics(collected, learner.version) | update.finish()
+                elapsed = time.perf_counter() - t0
+                metrics |= {"rollout_s": t_rollout, "update_s": elapsed - t_rollout, "step_s": elapsed,
+                            "env_steps_per_s": metrics["env_steps"] / elapsed, "version": float(learner.version),
+                            "overlap_optimizer_steps": float(overlap),
+                            **{f"restarts/{r}": float(n) for r, n in restarts.items()}}
+                admission.forget(step)
+                step += 1
+                _publish(backend, learner)
+                on_step(step, metrics)
+                update, collected, t0 = new_step(early.pop(step, []))
                 lost, t_rollout, overlap = False, None, None
-        elif update.pending:
-            with tracer.span("train"):
-                update.train_step()
-        elif over:  # every segment of the step trained on: close the step
-            metrics = episode_metrics(collected, learner.version) | update.finish()
-            elapsed = time.perf_counter() - t0
-            metrics |= {"rollout_s": t_rollout, "update_s": elapsed - t_rollout, "step_s": elapsed,
-                        "env_steps_per_s": metrics["env_steps"] / elapsed, "version": float(learner.version),
-                        "overlap_optimizer_steps": float(overlap),
-                        **{f"restarts/{r}": float(n) for r, n in restarts.items()}}
-            admission.forget(step)
-            step += 1
-            _publish(backend, learner)
-            on_step(step, metrics)
-            update, collected, t0 = new_step(early.pop(step, []))
-            lost, t_rollout, overlap = False, None, None
+    except RestartsExhausted as e:  # the learner's state is the last completed step's unless it trained on the
+        e.step_intact = None if update.started else step  # step in progress (async): then safe to checkpoint
+        raise
     return step

@@ -14,6 +14,7 @@ from tristream.algos.registry import loss_spec
 from tristream.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from tristream.metrics.plots import learning_curve
 from tristream.metrics.tracker import Tracker, console_line, drop_rows_after
+from tristream.runtime.backends.base import RestartsExhausted
 from tristream.policies.io import load_policy
 from tristream.runtime.learner import Learner
 from tristream.runtime.pipeline import train_loop
@@ -142,6 +143,12 @@ def rl_train(cfg, run_dir: str | Path, env_spec, *, init: str | Path | None = No
             stop.__enter__()
         step = train_loop(cfg, policy, env_spec, learner=learner, start_step=start, on_step=on_step,
                           should_stop=stop)
+    except RestartsExhausted as e:  # keep what was trained: the last completed step, when it is intact
+        if e.step_intact is not None and e.step_intact != last_saved:
+            checkpoint(e.step_intact)
+        print(f"[tristream] the run stopped: a role kept failing. Newest checkpoint: global step {last_saved}; "
+              f"resume with: tristream train --resume {run_dir}", flush=True)
+        raise
     finally:
         if own_stop:
             stop.__exit__(None, None, None)

@@ -15,27 +15,57 @@ from tristream.runtime.telemetry import TelemetrySink
 from tristream.runtime.topology import RoleId, Topology
 
 
+class RestartsExhausted(RuntimeError):
+    """A role failed more than ``runtime.max_restarts`` times: the run stops. ``step_intact`` is set by the
+    pipeline: the number of completed global steps when the learner had not yet trained on the step in
+    progress (its state is then exactly that of the last completed step, safe to checkpoint), else None."""
+
+    step_intact: int | None = None
+
+
 class RestartPolicy:
     """When a role fails (raises, or its process or actor dies) every role is replaced, not just the failed
     one: a process killed while writing to a shared queue can leave it locked for good, and the survivors
     hold requests and segments of the lost rollout, which the pipeline reruns (or closes) from scratch.
-    Each role may fail ``max_restarts`` times (``runtime.max_restarts``); one more ends the run."""
+    Each role may fail ``max_restarts`` times (``runtime.max_restarts``); one more ends the run.
 
-    def __init__(self, max_restarts: int):
+    A role that fails again within ``storm_window_s`` of its previous failure is in a restart storm (a broken
+    env, a full disk): each further restart waits twice as long as the one before, from ``backoff_s`` up to
+    ``max_backoff_s``, instead of spinning the machine through process starts."""
+
+    def __init__(self, max_restarts: int, *, backoff_s: float = 1.0, max_backoff_s: float = 30.0,
+                 storm_window_s: float = 30.0, clock=time.monotonic):
         self.max_restarts = max_restarts
+        self.backoff_s, self.max_backoff_s, self.storm_window_s = backoff_s, max_backoff_s, storm_window_s
+        self.clock = clock
         self.counts: dict[str, int] = {}
+        self._last: dict[str, float] = {}
+        self._storm: dict[str, int] = {}  # failures in a row, each within storm_window_s of the previous
 
     def failed(self, role: RoleId, reason: str, where: str = "") -> RoleRestarted:
-        """Count a failure of ``role``; raises ``RuntimeError`` past the limit, else announces the restart."""
+        """Count a failure of ``role``; raises :class:`RestartsExhausted` past the limit, else announces the
+        restart (and its back-off, :meth:`backoff`)."""
         name = f"{role} ({where})" if where else str(role)
         n = self.counts[role] = self.counts.get(role, 0) + 1
+        now = self.clock()
+        recent = role in self._last and now - self._last[role] < self.storm_window_s
+        self._storm[role] = self._storm.get(role, 0) + 1 if recent else 1
+        self._last[role] = now
         if n > self.max_restarts:
-            raise RuntimeError(f"{name} failed {n} times (runtime.max_restarts={self.max_restarts}); "
-                               f"last failure: {reason}")
+            raise RestartsExhausted(f"{name} failed {n} times (runtime.max_restarts={self.max_restarts}); "
+                                    f"last failure: {reason}")
         last_line = (reason.strip().splitlines() or ["no reason given"])[-1]
+        wait = self.backoff(role)
         print(f"[tristream] {name} failed ({last_line}); restarting every role "
-              f"(restart {n} of at most {self.max_restarts} for {role})", flush=True)
+              f"(restart {n} of at most {self.max_restarts} for {role})"
+              + (f" in {wait:.1f} s: it failed again within {self.storm_window_s:.0f} s" if wait else ""), flush=True)
         return RoleRestarted(role, reason)
+
+    def backoff(self, role: RoleId) -> float:
+        """Seconds to wait before restarting after ``role``'s latest failure: 0 for a first failure (or one
+        long after the previous), then backoff_s, 2 x backoff_s, ... up to max_backoff_s."""
+        streak = self._storm.get(role, 0)
+        return 0.0 if streak < 2 else min(self.max_backoff_s, self.backoff_s * 2 ** (streak - 2))
 
 
 class Backend(ABC):
@@ -73,6 +103,7 @@ class Backend(ABC):
         """The one fault rule of every backend: count (or give up), replace every role, tell the pipeline."""
         where = self.where(role)
         msg = self.restart_policy.failed(role, reason, where)
+        time.sleep(self.restart_policy.backoff(role))
         try:
             self.replace_roles()
         except (ValueError, RuntimeError) as e:  # e.g. the node the role needs is gone (a placement error)
