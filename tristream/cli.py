@@ -212,8 +212,16 @@ def cmd_bench(args) -> int:
         return 0 if done else 130  # stopped by SIGINT/SIGTERM
     if args.what == "peers":
         from tristream.bench.peers import bench_peers
-        bench_peers(cfg, args.out, peer=args.peer, env_steps=args.env_steps, seconds=args.seconds, seeds=args.seeds)
+        bench_peers(cfg, args.out, peer=args.peer, env_steps=args.env_steps, seconds=args.seconds or 200.0,
+                    seeds=args.seeds)
         return 0
+    if args.what == "chaos":
+        from tristream.bench.chaos import bench_chaos
+        if cfg.runtime.backend != "local":
+            raise ValueError(f"bench chaos drives the local backend (got runtime.backend={cfg.runtime.backend})")
+        r = bench_chaos(args.preset, args.overrides, args.out, seconds=args.seconds or 3600.0,
+                        fault_every=args.fault_every, seed=cfg.run.seed)
+        return 0 if r["exit_code"] == 0 else 1
     if args.what == "decode":
         from tristream.bench.decode import bench_decode, parse_variants
         draft_ks, quant = parse_variants(args.draft_k, args.quant, args.quant_draft_k)
@@ -317,8 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = common(sub.add_parser("bench", epilog=epilog, help="benchmarks: env (env-only throughput, the ceiling), "
                               "throughput (sync vs async-rollout vs async, side by side), algos (every loss, two regimes), "
                               "decode (LM: plain vs MTP speculative, fp32/INT8/INT4), peers (PPO against "
-                              "Stable-Baselines3, same settings)"),
-               ["env", "throughput", "algos", "decode", "peers"],
+                              "Stable-Baselines3, same settings), chaos (a run under injected faults)"),
+               ["env", "throughput", "algos", "decode", "peers", "chaos"],
                "which benchmark")
     b.add_argument("--num-envs", type=int, default=8, help="env: envs stepped in one process")
     b.add_argument("--steps", type=int, default=500, help="env: env steps per env")
@@ -331,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--ceiling-steps", type=int, default=4000, help="throughput: env steps per env worker of the "
                                                                   "env-only ceiling (0: skip it; lower it for slow "
                                                                   "simulators such as LIBERO)")
-    b.add_argument("--out", default="runs/bench", help="throughput, algos, decode, peers: output folder")
+    b.add_argument("--out", default="runs/bench", help="throughput, algos, decode, peers, chaos: output folder")
     b.add_argument("--losses", default="", help="algos: losses, comma-separated (default: all; for a "
                    "language policy grpo, gspo, fiberpo, fiberpo_domain)")
     b.add_argument("--regimes", default="", help="algos: regimes, comma-separated, each NAME[:KEY=VALUE]... "
@@ -343,7 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "APPO, equal wall time)")
     b.add_argument("--env-steps", type=int, default=100_000, help="peers sb3: env steps per run (rounded up to whole "
                                                                   "rollouts)")
-    b.add_argument("--seconds", type=float, default=200.0, help="peers sf: wall seconds per run")
+    b.add_argument("--seconds", type=float, default=None,
+                   help="peers sf: wall seconds per run (default 200); chaos: seconds of faults (default 3600)")
+    b.add_argument("--fault-every", type=float, default=60.0, help="chaos: mean seconds between injected faults")
     b.add_argument("--eval-episodes", type=int, default=100, help="algos: held-out episodes per trained policy")
     b.add_argument("--checkpoint", default="", help="decode: LM folder from `tristream sft --preset lm_tiny --out DIR`")
     b.add_argument("--problems", type=int, default=64, help="decode: held-out prompts decoded per pass")

@@ -55,7 +55,7 @@ def test_sample_factory_gets_the_same_settings(tmp_path):
         "num_workers": "2", "num_envs_per_worker": "8", "rollout": "32", "batch_size": "512",
         "num_batches_per_epoch": "1", "num_epochs": "2", "learning_rate": "0.0003", "gamma": "0.98",
         "gae_lambda": "0.95", "ppo_clip_ratio": "0.2", "max_grad_norm": "4.0", "normalize_returns": "True",
-        "use_rnn": "False", "encoder_conv_mlp_layers": "512", "train_for_seconds": "200", "seed": "2"}
+        "use_rnn": "False", "encoder_conv_mlp_layers": "512", "train_for_seconds": "3800", "seed": "2"}
     # what tristream's cnn policy does: images scaled to [0, 1], a state-independent std, bootstrapped time limits
     assert (args["obs_scale"], args["normalize_input"], args["adaptive_stddev"], args["value_bootstrap"]) == \
         ("255.0", "False", "False", "True")
@@ -114,3 +114,13 @@ def test_a_run_past_its_time_is_stopped_with_every_process_it_started(tmp_path):
     assert not left
     with pytest.raises(RuntimeError, match="exit 3"):
         _run([sys.executable, "-c", "print('boom'); raise SystemExit(3)"], tmp_path / "fail.log")
+
+
+def test_the_cpu_of_worker_processes_counts_although_they_are_never_waited_for(tmp_path):
+    """A library's workers are killed with the group, never reaped: their CPU must still count."""
+    import sys
+    from tristream.bench.peers import _run
+    script = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
+              "'t = __import__(\"time\").time()\\nwhile __import__(\"time\").time() - t < 60: pass']); time.sleep(600)")
+    wall, cpu = _run([sys.executable, "-c", script], tmp_path / "run.log", seconds=3.0)
+    assert cpu >= 1.0, (wall, cpu)  # the busy child, about 2.5 of its 3 s

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -118,7 +117,8 @@ def sf_settings(cfg, seed: int, seconds: float, train_dir: Path) -> dict:
             # a state-independent log std, as tristream's Gaussian head; bootstrap at a time limit, as GAE here does
             "adaptive_stddev": False, "initial_stddev": round(math.exp(p.init_log_std), 6), "value_bootstrap": True,
             "batched_sampling": True, "device": "cpu",
-            "with_wandb": False, "train_for_seconds": int(seconds), "seed": seed, "experiment": f"seed{seed}",
+            "with_wandb": False, "train_for_seconds": int(seconds) + 3600, "seed": seed,  # stopped at `seconds` wall
+            "experiment": f"seed{seed}",
             "save_every_sec": 100000, "decorrelate_experience_max_seconds": 0}
     return {"env": cfg.env.gym.id, "env_kwargs": dict(cfg.env.kwargs), "max_episode_steps": cfg.env.max_episode_steps,
             "train_dir": str(train_dir), "sf_args": [f"--{k}={v}" for k, v in args.items()]}
@@ -146,21 +146,34 @@ def check_comparable(cfg, peer: Peer) -> None:
 
 
 # ----------------------------------------------------------------------------- running each side
-def _cpu_children() -> float:
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
+def _group_cpu(pgid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of every live process of process group ``pgid``, from /proc: a library's
+    worker processes count even when they are never waited for (killed with the group at the end)."""
+    out, tick = {}, os.sysconf("SC_CLK_TCK")
+    for d in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            out[int(d.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def _run(cmd: list[str], log: Path, *, env: dict | None = None, seconds: float | None = None,
          poll=None) -> tuple[float, float]:
     """Run ``cmd`` in a session of its own, its output to ``log``; after ``seconds`` SIGTERM to the whole process
     group (a library's worker processes included), SIGKILL after a grace period. ``poll(elapsed)`` is called
-    twice a second. Returns (wall s, CPU s of the process tree)."""
-    cpu0, t0 = _cpu_children(), time.perf_counter()
+    twice a second. Returns (wall s, CPU s of the process group until the stop, sampled twice a second)."""
+    t0 = time.perf_counter()
+    cpu: dict[int, float] = {}
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         stopped = False
         while proc.poll() is None:
+            cpu |= _group_cpu(proc.pid)
             if seconds is not None and time.perf_counter() - t0 > seconds and not stopped:
                 _signal_group(proc, signal.SIGTERM)
                 stopped = True
@@ -172,12 +185,13 @@ def _run(cmd: list[str], log: Path, *, env: dict | None = None, seconds: float |
             if poll is not None:
                 poll(time.perf_counter() - t0)
             time.sleep(0.5)
+        wall = time.perf_counter() - t0
         _signal_group(proc, signal.SIGKILL)  # nothing of the run outlives it
         proc.wait()
     if proc.returncode != 0 and not stopped:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
         raise RuntimeError(f"`{' '.join(cmd[:6])} ...` failed (exit {proc.returncode}); the end of {log}:\n{tail}")
-    return time.perf_counter() - t0, _cpu_children() - cpu0
+    return wall, sum(cpu.values())
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -206,7 +220,7 @@ def _sf(python: Path, cfg, seed: int, seconds: float, out: Path) -> tuple[list[d
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     start = time.time()
     wall, cpu = _run([str(python), str(SCRIPTS / "sf_appo.py"), str(settings), str(logs)], out / f"sf_seed{seed}.log",
-                     env=env, seconds=seconds + 120)  # its own --train_for_seconds ends it; the margin: start-up
+                     env=env, seconds=seconds)  # the same wall time as tristream's side, start-up included
     events = []  # (time, file, steps of that env instance, return)
     for f in logs.glob("*.jsonl"):
         events += [(r["t"], f.name, r["steps"], r["return"]) for r in map(json.loads, f.read_text().splitlines())]

@@ -239,7 +239,10 @@ class RuntimeConfig:
     max_policy_lag: int = f(1, "async: how many versions older than the learner a trained sample may be "
                                "(0: the data of sync)", min=0)
     inference_threads: int = f(1, "torch threads of the inference worker", min=1)
-    timeout_s: float = f(120.0, "give up on a role that sends nothing for this long", min=1.0)
+    timeout_s: float = f(120.0, "give up on a role that sends nothing for this long (a stopped role process is "
+                                "restarted instead)", min=1.0)
+    audit_samples: bool = f(False, "log a key of every trained segment per global step (metrics.jsonl "
+                                   "audit_keys): `bench chaos` checks that nothing is trained twice")
     max_restarts: int = f(3, "local and ray backends: restarts allowed per role before the run fails", min=0)
 
 

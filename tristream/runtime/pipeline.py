@@ -160,6 +160,8 @@ def _run(backend, cfg, learner, tracer, step, on_step, should_stop) -> int:
                             "env_steps_per_s": metrics["env_steps"] / elapsed, "version": float(learner.version),
                             "overlap_optimizer_steps": float(overlap),
                             **{f"restarts/{r}": float(n) for r, n in restarts.items()}}
+                if cfg.runtime.audit_samples:
+                    metrics["audit_keys"] = update.segment_keys
                 admission.forget(step)
                 step += 1
                 _publish(backend, learner)

@@ -29,12 +29,17 @@ def block_tag(run_dir: str | os.PathLike, driver_pid: int | None = None) -> str:
     return f"ts_{_run_hash(run_dir)}_{os.getpid() if driver_pid is None else driver_pid}_"
 
 
+def run_blocks(run_dir: str | os.PathLike) -> list[Path]:
+    """The /dev/shm blocks of every driver of the run in ``run_dir`` (none where there is no /dev/shm)."""
+    return sorted(SHM_DIR.glob(f"ts_{_run_hash(run_dir)}_*")) if SHM_DIR.is_dir() else []
+
+
 def remove_stale_blocks(run_dir: str | os.PathLike) -> list[str]:
     """Unlink the blocks of earlier runs in ``run_dir`` whose driver process is gone (a run killed with
     ``kill -9`` unlinks nothing); returns their names. Blocks of a live driver are left alone."""
     prefix = f"ts_{_run_hash(run_dir)}_"
     removed = []
-    for path in SHM_DIR.glob(prefix + "*") if SHM_DIR.is_dir() else ():
+    for path in run_blocks(run_dir):
         pid = path.name[len(prefix):].split("_", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             path.unlink(missing_ok=True)

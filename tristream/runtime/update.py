@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import zlib
 from collections import defaultdict, deque
 
 import numpy as np
@@ -69,6 +70,7 @@ class StepUpdate:
         self._steps = 0
         self._checked_budget = False
         self._values_at_start = None  # the pre-update policy, once training starts before every segment is prepared
+        self.segment_keys: list[str] = []  # every segment this step trains on (runtime.audit_samples)
 
     @property
     def optimizer_steps(self) -> int:
@@ -110,6 +112,7 @@ class StepUpdate:
         self._cut_batches(n, self.learner.rng.permutation(n) if self._shuffle_samples else None)
 
     def _take(self, segments: list[Segment]) -> None:
+        self.segment_keys += [segment_key(s) for s in segments]
         if segments:
             self._ready.append(self.learner.prepare(segments, normalize=False, first_row=self._rows,
                                                     value_policy=self._values_at_start))
@@ -199,6 +202,13 @@ class StepUpdate:
         return out | {"optimizer_steps": float(self._steps), "samples": float(self._cut),
                       "update_epochs_run": float(self._pass if self._steps else 0),
                       "dropped_groups": float(self.dropped_groups)}
+
+
+def segment_key(s: Segment) -> str:
+    """Which samples a segment holds: the rollout's global step, env, episode and a checksum of its actions
+    (sampled, so two different segments practically never share it); a segment rolled out again after a
+    restart has the same key, so a key trained twice is a sample trained twice."""
+    return f"{s.global_step}/{s.env_id}/{s.episode_seed}/{zlib.crc32(s.actions.tobytes()):08x}"
 
 
 def update_on(learner: Learner, segments: list[Segment]) -> dict[str, float]:

@@ -5,6 +5,7 @@ the main process owns shutdown, so Ctrl-C always ends in a checkpoint and a clea
 """
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import queue
@@ -44,6 +45,7 @@ class LocalBackend(Backend):
             print(f"[tristream] removed {len(stale)} shared-memory blocks left in /dev/shm by an earlier run in "
                   f"{run_dir}", flush=True)
         self.shm_tag = block_tag(run_dir)
+        self.roles_file = run_dir / "roles.json"  # who runs where, rewritten on every (re)start: for operators
         self._start_all()
 
     def _start_all(self) -> None:
@@ -58,6 +60,14 @@ class LocalBackend(Backend):
                                                 args=(role, self.cfg, t, inboxes, self.env_spec, self.policy_spec,
                                                       self.shm_tag))
             self.procs[role].start()
+        self._write_roles_file()
+
+    def _write_roles_file(self) -> None:
+        if not self.roles_file.parent.is_dir():  # not a run directory (a benchmark's throwaway config)
+            return
+        tmp = self.roles_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"driver": os.getpid(), **{str(r): p.pid for r, p in self.procs.items()}}))
+        os.replace(tmp, self.roles_file)
 
     def replace_roles(self) -> None:
         self._kill_all()
@@ -88,6 +98,10 @@ class LocalBackend(Backend):
                 if dead:
                     return self.role_failed(dead[0], f"process exited with code {self.procs[dead[0]].exitcode}")
                 if time.monotonic() > deadline:
+                    stopped = [r for r, p in self.procs.items() if _stopped(p.pid)]
+                    if stopped:  # e.g. SIGSTOP: it would never answer; a restart replaces it
+                        return self.role_failed(stopped[0], f"process stopped (state T) for more than {timeout:.0f} s "
+                                                            f"(runtime.timeout_s)")
                     raise TimeoutError(f"the learner received nothing for {timeout:.0f} s (runtime.timeout_s); "
                                        f"roles alive: {', '.join(r for r, p in self.procs.items() if p.is_alive())}")
                 continue
@@ -113,3 +127,12 @@ class LocalBackend(Backend):
                 p.join(timeout=2.0)
             if p.is_alive():
                 p.kill()
+
+
+def _stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP, a debugger), from /proc (False where there is none)."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] in "Tt"
