@@ -124,3 +124,9 @@ def test_the_cpu_of_worker_processes_counts_although_they_are_never_waited_for(t
               "'t = __import__(\"time\").time()\\nwhile __import__(\"time\").time() - t < 60: pass']); time.sleep(600)")
     wall, cpu = _run([sys.executable, "-c", script], tmp_path / "run.log", seconds=3.0)
     assert cpu >= 1.0, (wall, cpu)  # the busy child, about 2.5 of its 3 s
+
+
+def test_negative_returns_are_compared_by_difference_not_ratio():
+    from tristream.bench.peers import _compare
+    assert _compare({"median": 600.0}, {"median": 500.0}) == "1.20x"
+    assert _compare({"median": -19.0}, {"median": -13.0}) == "-6.0"  # worse, although -19 / -13 = 1.46

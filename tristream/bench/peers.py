@@ -367,14 +367,18 @@ def format_table(result: dict) -> str:
     axis = "env steps" if by_steps else "wall time"
     lines.append(f"\nmedian [min, max] over {result['seeds']} seeds; a return is the mean training-episode return of "
                  f"the episodes that ended in the last {100 // bins}% of {axis} before the mark; wall time of the "
-                 f"whole run, start-up included. tristream / {peer}: final return "
-                 f"{_ratio(s['tristream']['final'], s[peer]['final'])}, env steps/s "
-                 f"{_ratio(s['tristream']['steady_steps_per_s'], s[peer]['steady_steps_per_s'])}.")
+                 f"whole run, start-up included. tristream vs {peer}: final return "
+                 f"{_compare(s['tristream']['final'], s[peer]['final'])}, env steps/s "
+                 f"{_compare(s['tristream']['steady_steps_per_s'], s[peer]['steady_steps_per_s'])}.")
     return "\n".join(lines)
 
 
-def _ratio(a: dict, b: dict) -> str:
-    return f"{a['median'] / b['median']:.2f}x" if b["median"] else "-"
+def _compare(a: dict, b: dict) -> str:
+    """tristream's median against the peer's: a ratio where both are positive, else the difference (a ratio
+    of two negative returns reads backwards: -19 / -13 = 1.5x for the worse one)."""
+    if a["median"] > 0 and b["median"] > 0:
+        return f"{a['median'] / b['median']:.2f}x"
+    return f"{a['median'] - b['median']:+.1f}"
 
 
 def plot_peers(result: dict, path: Path) -> Path:
