@@ -11,6 +11,7 @@ from tristream.envs.toy import ToyEnv
 from tristream.metrics import tracker as tracker_mod
 from tristream.runtime.backends import make_backend
 from tristream.runtime.backends.base import RestartPolicy, RestartsExhausted
+from tristream.runtime.messages import Telemetry
 from tristream.runtime.learner import Learner
 from tristream.runtime.pipeline import train_loop
 from tristream.runtime.shm import SHM_DIR, block_tag
@@ -153,3 +154,44 @@ def test_restart_back_off_doubles_within_a_storm_and_resets_after_a_quiet_spell(
     assert waits == [0.0, 1.0, 2.0, 4.0, 4.0, 4.0, 0.0]
     policy.failed(INFERENCE, "boom")  # another role's storm is its own
     assert policy.backoff(INFERENCE) == 0.0
+
+
+class _FakeProc:
+    def __init__(self, alive: bool, pid: int):
+        self.alive, self.pid, self.exitcode = alive, pid, None if alive else -9
+
+    def is_alive(self):
+        return self.alive
+
+
+class _TelemetryFlood:
+    """A learner inbox that never runs dry: the live roles' telemetry, several messages a second."""
+
+    def get(self, timeout):
+        time.sleep(0.01)
+        return Telemetry(role="inference", pid=2, spans=[])
+
+
+def _flooded_backend(monkeypatch, env_worker_alive: bool):
+    from tristream.runtime.backends.local import LocalBackend
+    from tristream.runtime.telemetry import TelemetrySink
+    b = LocalBackend.__new__(LocalBackend)
+    b.learner_inbox, b.telemetry = _TelemetryFlood(), TelemetrySink()
+    b.procs = {RoleId.env_worker(0): _FakeProc(env_worker_alive, 1), INFERENCE: _FakeProc(True, os.getpid())}
+    monkeypatch.setattr(b, "role_failed", lambda role, reason: ("restarted", str(role), reason))
+    return b
+
+
+def test_a_dead_role_is_noticed_while_telemetry_keeps_arriving(monkeypatch):
+    b = _flooded_backend(monkeypatch, env_worker_alive=False)
+    t0 = time.monotonic()
+    assert b.learner_get(timeout=60) == ("restarted", "env_worker0", "process exited with code -9")
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_the_timeout_counts_from_the_last_message_that_was_not_telemetry(monkeypatch):
+    b = _flooded_backend(monkeypatch, env_worker_alive=True)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match="received nothing for 1 s"):
+        b.learner_get(timeout=1.0)
+    assert time.monotonic() - t0 < 4.0

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from tristream.bench.meta import run_meta
+from tristream.bench.meta import publish, run_meta
 from tristream.checkpoint import CheckpointError, verify_checkpoint
 from tristream.runtime.shm import run_blocks
 
@@ -105,11 +105,8 @@ def bench_chaos(preset: str, overrides: list[str], out_dir: str | Path, *, secon
               **run_meta(), "exit_code": rc, "stopped_by_itself": ran_out, "faults": faults, "samples": samples,
               **_audit(run_dir), "end": _end_state(run_dir, last_roles), "resume": _resume(run_dir, out)}
     result["memory"] = _memory_growth(samples)
-    path = out / "chaos.json"
-    path.write_text(json.dumps(result, indent=1))
-    png = plot_memory(result, out / "chaos_memory.png")
-    print(format_report(result))
-    print(f"wrote {path} and {png}; the run's output: {log}")
+    publish(result, out / "chaos.json", out / "chaos_memory.png", plot_memory, format_report(result),
+            f"; the run's output: {log}")
     return result
 
 

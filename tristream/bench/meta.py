@@ -1,6 +1,7 @@
 """What a benchmark result file records besides its numbers: the commit, the machine and the versions."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -40,3 +41,12 @@ def run_meta(packages: tuple[str, ...] = ("tristream", "torch", "gymnasium", "mu
     return {"commit": _commit(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
             "versions": versions}
+
+
+def publish(result: dict, path: Path, png: Path, plot, report: str, note: str = "") -> None:
+    """Write a benchmark's result file and its figure (``plot(result, png)``), then print its report and
+    where both went."""
+    path.write_text(json.dumps(result, indent=2))
+    plot(result, png)
+    print(report)
+    print(f"wrote {path} and {png}{note}")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tristream.bench.meta import run_meta
+from tristream.bench.meta import publish, run_meta
 from tristream.config.loader import save_config
 
 SCRIPTS = Path(__file__).resolve().parent / "peer_scripts"
@@ -306,11 +306,7 @@ def bench_peers(cfg, out: str | Path, *, peer: str = "sb3", env_steps: int = 100
               "env_kwargs": dict(cfg.env.kwargs), "budget": spec.budget, "budget_value": budget, "seeds": seeds,
               "bins": bins, "meta": run_meta(), "runs": runs,
               "summary": {side: {k: _spread([r[k] for r in rs]) for k in keys} for side, rs in runs.items()}}
-    path = out / "peers.json"
-    path.write_text(json.dumps(result, indent=2))
-    png = plot_peers(result, out / "peers.png")
-    print(format_table(result))
-    print(f"wrote {path} and {png}")
+    publish(result, out / "peers.json", out / "peers.png", plot_peers, format_table(result))
     return result
 
 

@@ -89,28 +89,34 @@ class LocalBackend(Backend):
         self.inboxes[RoleId.env_worker(worker)].put(msg, timeout=self.cfg.runtime.timeout_s)
 
     def learner_get(self, timeout: float) -> object:
+        """The learner's next message. Roles are checked for death at least twice a second and the timeout
+        counts from the last message that was not telemetry: live roles send telemetry several times a second,
+        so an inbox that is never empty must not hide a dead role or a stalled run."""
         deadline = time.monotonic() + timeout
+        checked = time.monotonic()
         while True:
             try:
                 msg = self.learner_inbox.get(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
             except queue.Empty:
+                msg = None
+            if isinstance(msg, RoleError):
+                if msg.pid == self.procs[msg.role].pid:  # else that process was already found dead and replaced
+                    return self.role_failed(msg.role, msg.traceback)
+            elif msg is not None and not self.telemetry.take(msg):
+                return msg
+            now = time.monotonic()
+            if msg is None or now - checked >= 0.5:
+                checked = now
                 dead = [r for r, p in self.procs.items() if not p.is_alive()]
                 if dead:
                     return self.role_failed(dead[0], f"process exited with code {self.procs[dead[0]].exitcode}")
-                if time.monotonic() > deadline:
-                    stopped = [r for r, p in self.procs.items() if _stopped(p.pid)]
-                    if stopped:  # e.g. SIGSTOP: it would never answer; a restart replaces it
-                        return self.role_failed(stopped[0], f"process stopped (state T) for more than {timeout:.0f} s "
-                                                            f"(runtime.timeout_s)")
-                    raise TimeoutError(f"the learner received nothing for {timeout:.0f} s (runtime.timeout_s); "
-                                       f"roles alive: {', '.join(r for r, p in self.procs.items() if p.is_alive())}")
-                continue
-            if isinstance(msg, RoleError):
-                if msg.pid != self.procs[msg.role].pid:
-                    continue  # that process was already found dead and replaced
-                return self.role_failed(msg.role, msg.traceback)
-            if not self.telemetry.take(msg):
-                return msg
+            if now > deadline and (msg is None or now > deadline + 1.0):  # drain what is queued, then give up
+                stopped = [r for r, p in self.procs.items() if _stopped(p.pid)]
+                if stopped:  # e.g. SIGSTOP: it would never answer; a restart replaces it
+                    return self.role_failed(stopped[0], f"process stopped (state T) for more than {timeout:.0f} s "
+                                                        f"(runtime.timeout_s)")
+                raise TimeoutError(f"the learner received nothing for {timeout:.0f} s (runtime.timeout_s); "
+                                   f"roles alive: {', '.join(r for r, p in self.procs.items() if p.is_alive())}")
 
     def close(self) -> None:
         for inbox in self.inboxes.values():
