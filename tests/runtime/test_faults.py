@@ -176,7 +176,7 @@ def _flooded_backend(monkeypatch, env_worker_alive: bool):
     from tristream.runtime.backends.local import LocalBackend
     from tristream.runtime.telemetry import TelemetrySink
     b = LocalBackend.__new__(LocalBackend)
-    b.learner_inbox, b.telemetry = _TelemetryFlood(), TelemetrySink()
+    b.learner_reader, b.telemetry = _TelemetryFlood(), TelemetrySink()
     b.procs = {RoleId.env_worker(0): _FakeProc(env_worker_alive, 1), INFERENCE: _FakeProc(True, os.getpid())}
     monkeypatch.setattr(b, "role_failed", lambda role, reason: ("restarted", str(role), reason))
     return b

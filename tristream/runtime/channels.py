@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import queue
+import threading
 from typing import Any
 
 Empty = queue.Empty
@@ -57,3 +58,49 @@ class ProcessChannel:
     def abandon(self) -> None:
         """Give the queue up (its reader is dead): never block at exit flushing what nobody will read."""
         self._queue.cancel_join_thread()
+
+    def close_own_writer(self) -> None:
+        """Close this process's write end of the pipe. Once every other writer is dead too, a read blocked on
+        a half-written message ends (EOF). multiprocessing closes it only after this process has put
+        something, which a reader never does."""
+        self._queue._writer.close()
+
+
+class ThreadedReader:
+    """Reads a :class:`ProcessChannel` in a thread of its own, so that a read can always time out.
+
+    A writer killed (``kill -9``) in the middle of a message leaves half of it in the pipe, and a read then
+    blocks for good: the reading role could never notice the death nor replace the channel. Here only the
+    thread blocks; :meth:`abandon` closes this process's write end so the stuck read ends once the writers
+    are gone. The hand-over queue holds one message, so senders still feel the channel's back-pressure.
+    """
+
+    def __init__(self, channel: ProcessChannel):
+        self.channel = channel
+        self._local: queue.Queue = queue.Queue(maxsize=1)
+        self._abandoned = threading.Event()
+        self._thread = threading.Thread(target=self._pump, name="inbox-reader", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        while not self._abandoned.is_set():
+            try:
+                item = self.channel.get(timeout=0.5)
+            except Empty:
+                continue
+            except (EOFError, OSError, ValueError):  # the pipe is closed or broken: the channel was given up
+                return
+            while not self._abandoned.is_set():
+                try:
+                    self._local.put(item, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+
+    def get(self, timeout: float | None = None) -> Any:
+        return self._local.get(timeout=timeout) if timeout is None or timeout > 0 else self._local.get_nowait()
+
+    def abandon(self) -> None:
+        self._abandoned.set()
+        self.channel.abandon()
+        self.channel.close_own_writer()

@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 
 from tristream.runtime.backends.base import Backend, RestartPolicy
-from tristream.runtime.channels import ProcessChannel
+from tristream.runtime.channels import ProcessChannel, ThreadedReader
 from tristream.runtime.messages import RoleError, Stop
 from tristream.runtime.roles import Inboxes, build_role
 from tristream.runtime.shm import block_tag, remove_stale_blocks
@@ -51,6 +51,7 @@ class LocalBackend(Backend):
     def _start_all(self) -> None:
         t = self.topology
         self.learner_inbox = ProcessChannel(self.ctx, maxsize=t.learner_inbox_size)
+        self.learner_reader = ThreadedReader(self.learner_inbox)  # reads that always time out (see its doc)
         self.inboxes = {role: ProcessChannel(self.ctx, maxsize=t.role_inbox_size) for role in t.roles}
         env_inboxes = {r.index: self.inboxes[r] for r in t.env_workers}
         self.procs: dict[RoleId, mp.Process] = {}
@@ -79,7 +80,7 @@ class LocalBackend(Backend):
                 p.kill()
         for p in self.procs.values():
             p.join(timeout=5.0)
-        for ch in [self.learner_inbox, *self.inboxes.values()]:
+        for ch in [self.learner_reader, *self.inboxes.values()]:
             ch.abandon()
 
     def send_inference(self, msg) -> None:
@@ -96,7 +97,7 @@ class LocalBackend(Backend):
         checked = time.monotonic()
         while True:
             try:
-                msg = self.learner_inbox.get(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+                msg = self.learner_reader.get(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
             except queue.Empty:
                 msg = None
             if isinstance(msg, RoleError):
@@ -133,6 +134,7 @@ class LocalBackend(Backend):
                 p.join(timeout=2.0)
             if p.is_alive():
                 p.kill()
+        self.learner_reader.abandon()
 
 
 def _stopped(pid: int) -> bool:
