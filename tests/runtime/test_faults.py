@@ -1,7 +1,10 @@
 """Faults on the local backend: a killed or failing role is restarted and training finishes."""
 import os
 import signal
+import subprocess
+import sys
 import time
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -177,6 +180,7 @@ def _flooded_backend(monkeypatch, env_worker_alive: bool):
     from tristream.runtime.telemetry import TelemetrySink
     b = LocalBackend.__new__(LocalBackend)
     b.learner_reader, b.telemetry = _TelemetryFlood(), TelemetrySink()
+    b.cfg, b._stopped_since = SimpleNamespace(runtime=SimpleNamespace(timeout_s=1.0)), {}
     b.procs = {RoleId.env_worker(0): _FakeProc(env_worker_alive, 1), INFERENCE: _FakeProc(True, os.getpid())}
     monkeypatch.setattr(b, "role_failed", lambda role, reason: ("restarted", str(role), reason))
     return b
@@ -195,3 +199,19 @@ def test_the_timeout_counts_from_the_last_message_that_was_not_telemetry(monkeyp
     with pytest.raises(TimeoutError, match="received nothing for 1 s"):
         b.learner_get(timeout=1.0)
     assert time.monotonic() - t0 < 4.0
+
+
+def test_a_role_stopped_longer_than_the_timeout_is_restarted(monkeypatch):
+    """SIGSTOP (or a debugger) leaves a process alive but silent: past runtime.timeout_s of being stopped it is
+    treated as failed, while other roles' telemetry keeps arriving."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        os.kill(sleeper.pid, signal.SIGSTOP)
+        b = _flooded_backend(monkeypatch, env_worker_alive=True)
+        b.procs[RoleId.env_worker(0)].pid = sleeper.pid
+        t0 = time.monotonic()
+        role = b.learner_get(timeout=60)[1]
+        assert role == "env_worker0" and 1.0 <= time.monotonic() - t0 < 4.0
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -55,6 +55,7 @@ class LocalBackend(Backend):
         self.inboxes = {role: ProcessChannel(self.ctx, maxsize=t.role_inbox_size) for role in t.roles}
         env_inboxes = {r.index: self.inboxes[r] for r in t.env_workers}
         self.procs: dict[RoleId, mp.Process] = {}
+        self._stopped_since: dict[RoleId, float] = {}
         for role in t.roles:
             inboxes = Inboxes(self.inboxes[role], self.inboxes[INFERENCE], env_inboxes, self.learner_inbox)
             self.procs[role] = self.ctx.Process(target=_role_main, name=f"tristream-{role}", daemon=True,
@@ -111,13 +112,22 @@ class LocalBackend(Backend):
                 dead = [r for r, p in self.procs.items() if not p.is_alive()]
                 if dead:
                     return self.role_failed(dead[0], f"process exited with code {self.procs[dead[0]].exitcode}")
+                stuck = self._stopped_too_long(now)
+                if stuck:  # e.g. SIGSTOP: it would never answer; a restart replaces it
+                    return self.role_failed(stuck, f"process stopped (state T) for more than "
+                                                   f"{self.cfg.runtime.timeout_s:.0f} s (runtime.timeout_s)")
             if now > deadline and (msg is None or now > deadline + 1.0):  # drain what is queued, then give up
-                stopped = [r for r, p in self.procs.items() if _stopped(p.pid)]
-                if stopped:  # e.g. SIGSTOP: it would never answer; a restart replaces it
-                    return self.role_failed(stopped[0], f"process stopped (state T) for more than {timeout:.0f} s "
-                                                        f"(runtime.timeout_s)")
                 raise TimeoutError(f"the learner received nothing for {timeout:.0f} s (runtime.timeout_s); "
                                    f"roles alive: {', '.join(r for r, p in self.procs.items() if p.is_alive())}")
+
+    def _stopped_too_long(self, now: float):
+        """A role whose process has been stopped (state T) for longer than runtime.timeout_s, or None."""
+        for role, p in self.procs.items():
+            if not _stopped(p.pid):
+                self._stopped_since.pop(role, None)
+            elif now - self._stopped_since.setdefault(role, now) > self.cfg.runtime.timeout_s:
+                return role
+        return None
 
     def close(self) -> None:
         for inbox in self.inboxes.values():
