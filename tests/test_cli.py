@@ -140,6 +140,7 @@ def test_sigint_checkpoints_and_leaves_no_child(tmp_path):
     assert not alive, [Path(f"/proc/{c}/cmdline").read_text() for c in alive]
 
 
+@pytest.mark.slow  # 10 s or more (make test-fast skips it)
 def test_sigint_on_ray_reaches_the_learner_actor_and_leaves_no_actor(tmp_path):
     """The driver forwards Ctrl-C to the learner actor: it checkpoints and stops; the local Ray instance the
     command started goes with every actor (their pids are in the placement printout)."""
@@ -203,6 +204,7 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
+@pytest.mark.slow  # 10 s or more (make test-fast skips it)
 def test_bench_throughput_writes_its_files(tmp_path, capsys):
     out = tmp_path / "bench"
     # 3 measured steps: an env worker reports its CPU time once per rollout, and in async it may have

@@ -37,6 +37,7 @@ def test_serial_backend_runs_a_gymnasium_env(tmp_path):
     assert (tmp_path / "r" / "checkpoints" / "latest").exists()
 
 
+@pytest.mark.slow  # 10 s or more (make test-fast skips it)
 def test_ray_backend_runs_a_gymnasium_env(tmp_path):
     """Ray actors build the adapter from the config like any env (a local instance, started and stopped)."""
     pytest.importorskip("ray")

@@ -1,6 +1,8 @@
 """`tristream sft` on a language policy and `tristream bench decode`, end to end on a micro model."""
 import json
 
+import pytest
+
 from tristream.cli import main
 from tests.lm.test_train import micro_config_json
 
@@ -55,6 +57,7 @@ TEXT = ["--preset", "lm_text", "--no-progress", "lm.steps=4", "lm.batch_size=8",
         "runtime.batch_max=4", "train.steps=2", "eval.episodes=8", "eval.num_envs=4"]
 
 
+@pytest.mark.slow  # 10 s or more (make test-fast skips it)
 def test_language_workflow_sft_then_rl_then_eval(tmp_path, capsys):
     """sft -> train train.init=<sft> -> eval, and the recipe that chains them, on the text env."""
     sft = tmp_path / "sft"

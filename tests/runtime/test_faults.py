@@ -113,6 +113,7 @@ def test_env_that_raises_is_restarted_and_nothing_is_half_trained(tiny, tmp_path
     assert all(r["episodes"] == 4 for r in rows)
 
 
+@pytest.mark.slow  # 10 s or more (make test-fast skips it)
 def test_a_role_that_keeps_failing_backs_off_then_stops_the_run_with_its_traceback_and_a_checkpoint(tiny, tmp_path,
                                                                                                    capsys):
     """After global step 2 the simulator crashes at every step: restarts back off (1 s, then 2 s), then past

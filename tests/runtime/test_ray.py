@@ -49,6 +49,7 @@ def test_train_command_runs_on_ray_in_every_mode(tiny, tmp_path, mode):
     assert max(r["policy_lag_max"] for r in rows) <= (1 if mode == "async" else 0)
 
 
+@pytest.mark.slow  # 10 s or more (make test-fast skips it)
 def test_serial_and_ray_sync_train_identically(tiny, tmp_path):
     """Same seed: the same episodes, actions and losses (lockstep batches are ordered by group)."""
     rows = {}
@@ -93,6 +94,7 @@ def test_images_go_through_node_shared_memory_when_on_the_inference_node(tiny, c
     assert f"observation images: {line}" in capfd.readouterr().out
 
 
+@pytest.mark.slow  # 10 s or more (make test-fast skips it)
 def test_killed_env_actor_and_failing_env_are_restarted_and_training_finishes(tiny, ray_instance):
     """In step 3 an env raises (test_faults' flaky env, armed by the module fixture); after step 3 the test
     kills env worker 0's actor (as a lost node would). Each time every role actor is replaced and the lost
@@ -171,6 +173,7 @@ def test_learner_actor_placement_is_checked(tiny):
         run_in_learner_actor(tiny("runtime.backend=ray", "ray.learner.num_cpus=1"), os.getpid)
 
 
+@pytest.mark.slow  # 10 s or more (make test-fast skips it)
 def test_ray_overhead_example_compares_driver_and_learner_actor(capsys):
     from examples.ray_overhead import main as ray_overhead
     ray_overhead(["--preset", "tiny", "env.name=toy", "runtime.groups_per_worker=2", "--repeats", "1",
@@ -219,6 +222,7 @@ def test_ray_config_errors_name_the_key(tiny, override, message):
     assert message in str(err.value)
 
 
+@pytest.mark.slow  # 10 s or more (make test-fast skips it)
 def test_bench_throughput_compares_ray_and_local_interleaved(tmp_path, capsys):
     out = tmp_path / "bench"
     assert main(["bench", "throughput", "--preset", "tiny", "env.name=toy", "--out", str(out), "--repeats", "1",

@@ -112,6 +112,7 @@ def _train_cmd(address: str, init: Path, run_dir: Path, *overrides: str) -> list
             "eval.episodes=2", "eval.videos=0", *overrides]
 
 
+@pytest.mark.slow  # 10 s or more (make test-fast skips it)
 def test_env_workers_run_on_the_sim_node_and_training_completes(two_nodes, init_policy, tmp_path):
     out = subprocess.run(_train_cmd(two_nodes[0], init_policy, tmp_path, "train.steps=2"), capture_output=True,
                          text=True, timeout=240, env=ENV)
@@ -128,6 +129,7 @@ def test_env_workers_run_on_the_sim_node_and_training_completes(two_nodes, init_
     assert "RL: 2 global steps" in out.stdout
 
 
+@pytest.mark.slow  # 10 s or more (make test-fast skips it)
 def test_a_lost_node_is_an_error_naming_the_role_and_node(two_nodes, init_policy, tmp_path):
     """Kill the sim node mid-run (SIGKILL to its whole process group: a crash, not a drain): its env workers
     die, and with no node left offering 'sim' the restart fails with an error naming the role and its node,
