@@ -150,7 +150,7 @@ class LocalBackend(Backend):
 def _stopped(pid: int) -> bool:
     """Whether process ``pid`` is stopped (SIGSTOP, a debugger), from /proc (False where there is none)."""
     try:
-        stat = open(f"/proc/{pid}/stat").read()
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
     return stat[stat.rindex(")") + 2] in "Tt"
