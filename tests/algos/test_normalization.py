@@ -1,10 +1,10 @@
-"""Reward scaling by the running std of the discounted return: the statistics and the scaling."""
+"""Reward scaling by the running std of the discounted return, and value-target standardisation."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tristream.algos import RunningMeanStd, scale_rewards
+from tristream.algos import RunningMeanStd, destandardize, scale_rewards, standardize
 
 floats = st.floats(-1e3, 1e3, allow_nan=False)
 
@@ -51,3 +51,21 @@ def test_scaled_returns_are_near_unit_scale_whatever_the_reward_units():
     returns = [float((s * g).sum()) for s in scaled_all[10:]]
     assert 0.5 < np.std(np.concatenate(scaled_all[10:])) * 50 < 50  # rewards shrank by ~the return's spread
     assert all(abs(x) < 10 for x in returns)  # was ~ -3,500 unscaled
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(floats, min_size=2, max_size=40))
+def test_standardize_inverts_destandardize_and_centres_what_the_statistics_saw(xs):
+    x = np.array(xs)
+    stats = RunningMeanStd(count=1e-12).update(x)
+    z = standardize(x, stats, clip=np.inf)
+    assert z.dtype == np.float32
+    assert abs(float(z.mean())) < 1e-3 and (x.std() < 1e-3 or abs(float(z.std()) - 1.0) < 1e-3)
+    np.testing.assert_allclose(destandardize(z, stats), x, rtol=1e-5, atol=1e-3 * max(1.0, np.abs(x).max()))
+
+
+def test_standardize_clips_outliers():
+    stats = RunningMeanStd(mean=-8.0, var=4.0, count=100.0)
+    np.testing.assert_allclose(standardize(np.array([-8.0, -6.0, 100.0, -100.0]), stats),
+                               [0.0, 1.0, 5.0, -5.0], atol=1e-6)
+    np.testing.assert_allclose(destandardize(np.array([0.0, 1.0]), stats), [-8.0, -6.0], atol=1e-6)

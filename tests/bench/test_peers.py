@@ -40,6 +40,11 @@ def test_refuses_settings_the_peer_cannot_share(override, named):
     check_comparable(load_config(Config, "ppo_pixels", []), PEERS["sf"])
     with pytest.raises(ValueError, match="policy.name=cnn"):
         check_comparable(_cfg(), PEERS["sf"])
+    # each side's normalisation has no counterpart in the other library
+    with pytest.raises(ValueError, match="algo.norm_reward=false"):
+        check_comparable(load_config(Config, "ppo_pixels", ["algo.norm_reward=true"]), PEERS["sf"])
+    with pytest.raises(ValueError, match="algo.value_norm=false"):
+        check_comparable(_cfg("algo.value_norm=true"), PEERS["sb3"])
 
 
 def test_sample_factory_gets_the_same_settings(tmp_path):

@@ -248,6 +248,47 @@ def test_norm_reward_scales_gae_rewards_per_env_and_survives_a_checkpoint(setup)
     assert again.reward_stats == learner.reward_stats and again._env_returns == learner._env_returns
 
 
+def test_value_norm_standardises_targets_and_reads_the_critic_in_return_units(setup):
+    """algo.value_norm: the critic's outputs are standardised returns. GAE runs on them read back through the
+    running statistics (as they stood before each segment), the targets are the returns standardised by
+    statistics that include them, segment by segment in order; the statistics are part of the checkpoint."""
+    from tristream.algos import RunningMeanStd, destandardize, gae, standardize
+    cfg, env, policy = setup
+    segs = _segments(env)
+    algo = dataclasses.replace(cfg.algo, advantage="gae", norm_adv=False, value_norm=True, gamma=0.9)
+    learner = Learner(copy.deepcopy(policy), algo, seed=0)
+    learner.value_stats = stats = RunningMeanStd(mean=-3.0, var=4.0, count=10.0)
+    got = learner.prepare(segs)
+    advs, targets = [], []
+    for s in segs:
+        with torch.no_grad():
+            boot = float(policy.value(ObsBatch.stack([s.bootstrap_obs]).as_dict())[0])
+        values = torch.from_numpy(destandardize(s.values, stats))[:, None]
+        boot = torch.tensor([float(destandardize(np.array([boot]), stats)[0])])
+        T = s.length
+        term, trunc = torch.zeros(T, 1, dtype=torch.bool), torch.zeros(T, 1, dtype=torch.bool)
+        term[-1], trunc[-1] = s.terminated, s.truncated and not s.terminated
+        adv, ret = gae(torch.from_numpy(s.rewards)[:, None], values, term, trunc, boot,
+                       truncation_values=boot.expand(T, 1), gamma=0.9, lam=algo.gae_lambda)
+        stats = stats.update(ret[:, 0].numpy())
+        advs.append(adv[:, 0])
+        targets.append(torch.from_numpy(standardize(ret[:, 0].numpy(), stats)))
+    assert learner.value_stats == stats
+    torch.testing.assert_close(got.advantages, torch.cat(advs), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got.returns, torch.cat(targets), rtol=1e-4, atol=1e-5)
+    plain = Learner(copy.deepcopy(policy), dataclasses.replace(algo, value_norm=False), seed=0).prepare(segs)
+    assert not torch.allclose(got.advantages, plain.advantages)  # the critic is read in other units
+    again = Learner(copy.deepcopy(policy), algo, seed=0)
+    again.load_state_dict(learner.state_dict())
+    assert again.value_stats == learner.value_stats
+
+
+def test_value_norm_needs_gae(tiny):
+    from tristream.config import ConfigError
+    with pytest.raises((ConfigError, ValueError), match="algo.value_norm standardises the critic's targets"):
+        tiny("algo.advantage=grpo", "algo.loss=grpo", "algo.value_norm=true")
+
+
 def test_norm_reward_needs_gae(tiny):
     from tristream.config import ConfigError
     with pytest.raises((ConfigError, ValueError), match="algo.norm_reward scales GAE's rewards"):

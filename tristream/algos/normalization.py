@@ -1,5 +1,6 @@
 """Reward scaling by the running spread of the discounted return (Stable-Baselines3's ``VecNormalize`` with
-``norm_reward``, gymnasium's ``NormalizeReward``), as pure functions.
+``norm_reward``, gymnasium's ``NormalizeReward``) and value-target standardisation (Sample Factory's
+``normalize_returns``), as pure functions.
 
 A dense reward such as minus a distance sums to returns of tens over an episode; the value loss then
 dwarfs the policy loss in the gradient that ``algo.max_grad_norm`` clips, and the policy barely moves.
@@ -50,3 +51,16 @@ def scale_rewards(rewards: np.ndarray, running_return: float, stats: RunningMean
         ret[t] = acc
     stats = stats.update(ret)
     return (r / np.sqrt(stats.var + eps)).astype(np.float32), acc, stats
+
+
+def standardize(x: np.ndarray, stats: RunningMeanStd, clip: float = 5.0, eps: float = 1e-8) -> np.ndarray:
+    """``(x - mean) / std`` clipped to ``[-clip, clip]``, elementwise (any shape): value targets in the units the
+    value head predicts with ``algo.value_norm``."""
+    z = (np.asarray(x, dtype=np.float64) - stats.mean) / np.sqrt(stats.var + eps)
+    return np.clip(z, -clip, clip).astype(np.float32)
+
+
+def destandardize(z: np.ndarray, stats: RunningMeanStd, eps: float = 1e-8) -> np.ndarray:
+    """``z * std + mean``, elementwise: a standardised value prediction back in return units (the inverse of
+    :func:`standardize` where it does not clip)."""
+    return (np.asarray(z, dtype=np.float64) * np.sqrt(stats.var + eps) + stats.mean).astype(np.float32)

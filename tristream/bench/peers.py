@@ -109,7 +109,7 @@ def sf_settings(cfg, seed: int, seconds: float, train_dir: Path) -> dict:
             "num_batches_per_epoch": max(1, per_step // a.global_batch), "num_epochs": a.update_epochs,
             "learning_rate": a.lr, "gamma": a.gamma, "gae_lambda": a.gae_lambda, "ppo_clip_ratio": a.clip_eps,
             "value_loss_coeff": a.vf_coef, "exploration_loss_coeff": a.ent_coef, "max_grad_norm": a.max_grad_norm,
-            "normalize_returns": a.norm_reward, "use_rnn": False,
+            "normalize_returns": a.value_norm, "use_rnn": False,
             # images in [0, 1] as policy.name=cnn sees them (raw 0-255 pixels blow the first updates up)
             "normalize_input": False, "obs_scale": 255.0,
             "encoder_conv_architecture": "convnet_simple", "encoder_conv_mlp_layers": p.hidden_dim,
@@ -137,6 +137,11 @@ def check_comparable(cfg, peer: Peer) -> None:
         problems.append("rollout.steps_per_env=N (the peer's rollout length: fixed-horizon rollouts; got 0, episodic)")
     if cfg.algo.loss != "ppo" or cfg.algo.advantage != "gae":
         problems.append(f"algo.loss=ppo algo.advantage=gae (got {cfg.algo.loss}, {cfg.algo.advantage})")
+    if peer.name == "sf" and cfg.algo.norm_reward:
+        problems.append("algo.norm_reward=false (Sample Factory does not scale rewards; its normalize_returns is "
+                        "algo.value_norm)")
+    if peer.name == "sb3" and cfg.algo.value_norm:
+        problems.append("algo.value_norm=false (Stable-Baselines3 has no value-target standardisation)")
     if peer.name == "sf" and cfg.rollout.num_envs % cfg.runtime.env_workers:
         problems.append("rollout.num_envs divisible by runtime.env_workers (the peer's workers x envs per worker)")
     if problems:

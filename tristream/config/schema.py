@@ -152,6 +152,9 @@ class AlgoConfig:
     norm_reward: bool = f(False, "GAE: divide rewards by the running std of the discounted return (SB3 VecNormalize's "
                                  "norm_reward), so value targets stay near unit scale whatever the env's reward "
                                  "units; for dense rewards of large magnitude (docs/algorithms.md)")
+    value_norm: bool = f(False, "GAE: the value head predicts returns standardised by their running mean and std "
+                                "(Sample Factory's normalize_returns); its outputs are de-standardised for GAE, so a "
+                                "return far from 0 costs the shared encoder no large value error (docs/algorithms.md)")
     grpo_std_norm: bool = f(True, "GRPO: divide each group's centred returns by the group's std (false: "
                                   "Dr. GRPO, centred only, so a group with nearly equal returns gets nearly "
                                   "zero advantages instead of unit-scale ones)")
@@ -209,6 +212,9 @@ class AlgoConfig:
         if self.norm_reward and self.advantage != "gae":
             raise ValueError(f"algo.norm_reward scales GAE's rewards (advantage={self.advantage!r} normalises "
                              f"outcomes per group); set algo.norm_reward=false or algo.advantage=gae")
+        if self.value_norm and self.advantage != "gae":
+            raise ValueError(f"algo.value_norm standardises the critic's targets (advantage={self.advantage!r} uses "
+                             f"no critic); set algo.value_norm=false or algo.advantage=gae")
         spec = loss_spec(self.loss)
         reduction = self.loss_reduction or spec.reduction
         if self.shuffle == "samples" and (reduction != "token-mean" or not spec.per_token):

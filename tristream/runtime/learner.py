@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from tristream.algos.advantages import gae, grpo_advantages
-from tristream.algos.normalization import RunningMeanStd, scale_rewards
+from tristream.algos.normalization import RunningMeanStd, destandardize, scale_rewards, standardize
 from tristream.algos.registry import LossSpec, loss_spec, value_loss
 from tristream.types import ObsBatch, Segment
 
@@ -89,6 +89,7 @@ class Learner:
         # in the order segments are prepared (each step's canonical order), so every mode scales alike
         self.reward_stats = RunningMeanStd()
         self._env_returns: dict[int, float] = {}
+        self.value_stats = RunningMeanStd()  # algo.value_norm: the value targets' running statistics, same order
 
     @staticmethod
     def _param_groups(policy, algo) -> list[dict]:
@@ -106,7 +107,8 @@ class Learner:
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "rng": self.rng.bit_generator.state,
                 "version": self.version, "optimizer_steps": self.optimizer_steps,
-                "reward_stats": dataclasses.asdict(self.reward_stats), "env_returns": dict(self._env_returns)}
+                "reward_stats": dataclasses.asdict(self.reward_stats), "env_returns": dict(self._env_returns),
+                "value_stats": dataclasses.asdict(self.value_stats)}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -115,6 +117,7 @@ class Learner:
         self.optimizer_steps = int(state["optimizer_steps"])
         self.reward_stats = RunningMeanStd(**state.get("reward_stats", {}))
         self._env_returns = {int(k): float(v) for k, v in state.get("env_returns", {}).items()}
+        self.value_stats = RunningMeanStd(**state.get("value_stats", {}))
 
     def weights(self) -> dict[str, torch.Tensor]:
         """A detached copy of the current weights, safe to send while training goes on."""
@@ -149,15 +152,22 @@ class Learner:
             for i, s in enumerate(segments):
                 T = s.length
                 rewards = self._scaled_rewards(s) if a.norm_reward else s.rewards
+                values, boot = s.values, boot_v[i:i + 1]
+                if a.value_norm:  # the critic predicts standardised returns: back to return units for GAE
+                    values = destandardize(values, self.value_stats)
+                    boot = torch.from_numpy(destandardize(boot.numpy(), self.value_stats))
                 term = torch.zeros(T, 1, dtype=torch.bool)
                 trunc = torch.zeros(T, 1, dtype=torch.bool)
                 term[-1] = s.terminated
                 trunc[-1] = s.truncated and not s.terminated
-                adv, ret = gae(torch.from_numpy(rewards)[:, None], torch.from_numpy(s.values)[:, None], term, trunc,
-                               boot_v[i:i + 1], truncation_values=boot_v[i].expand(T, 1), gamma=a.gamma,
-                               lam=a.gae_lambda)
+                adv, ret = gae(torch.from_numpy(rewards)[:, None], torch.from_numpy(values)[:, None], term, trunc,
+                               boot, truncation_values=boot.expand(T, 1), gamma=a.gamma, lam=a.gae_lambda)
+                ret = ret[:, 0]
+                if a.value_norm:  # segment by segment in the canonical order, so every mode standardises alike
+                    self.value_stats = self.value_stats.update(ret.numpy())
+                    ret = torch.from_numpy(standardize(ret.numpy(), self.value_stats))
                 advs.append(adv[:, 0])
-                rets.append(ret[:, 0])
+                rets.append(ret)
             adv = torch.cat(advs)
             if normalize:
                 adv = self.normalize(adv)
