@@ -247,6 +247,11 @@ def cmd_env(args) -> int:
 
 def cmd_config(args) -> int:
     from tristream.config import Config, describe, to_dict
+    if args.what != "reference" and (args.out is not None or args.cli):
+        raise ValueError(f"--out and --cli belong to `tristream config reference`, not `config {args.what}`")
+    if args.what == "reference":
+        from tristream.cli_reference import reference_command
+        return reference_command(args.overrides, args.out, args.cli)
     if args.what == "keys":
         for key, tp, default, help_ in describe(Config):
             print(f"{key:<32} {tp:<22} {str(default):<14} {help_}")
@@ -366,8 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("env", help="list registered envs")
     v.add_argument("what", choices=["list"])
     v.set_defaults(func=cmd_env)
-    k = common(sub.add_parser("config", epilog=epilog, help="show the resolved config (show) or every key with help (keys)"),
-               ["show", "keys"], "show: the resolved config as YAML; keys: every key with type, default, help")
+    k = common(sub.add_parser("config", epilog=epilog, help="show the resolved config (show), every key with help "
+                              "(keys), or the Markdown reference of the keys and the CLI (reference)"),
+               ["show", "keys", "reference"], "show: the resolved config as YAML; keys: every key with type, default, "
+               "help; reference: the Markdown reference of every key (--cli: of the command line)")
+    k.add_argument("--out", metavar="DIR", default=None, help="reference: write config.md and cli.md into DIR "
+                   "(docs/reference holds the committed copies) instead of printing")
+    k.add_argument("--cli", action="store_true", help="reference: print the CLI reference instead of the config one")
     k.set_defaults(func=cmd_config)
     return p
 

@@ -50,6 +50,8 @@ __all__ = [
     "to_dict",
     "save_config",
     "describe",
+    "key_docs",
+    "KeyDoc",
     "parse_value",
     "DEFAULT_PRESETS_DIR",
 ]
@@ -334,23 +336,41 @@ def save_config(cfg: Any, path: str | Path) -> Path:
     return path
 
 
-def describe(cls: type) -> list[tuple[str, str, Any, str]]:
-    """``(dotted key, type, default, help)`` for every leaf; ``default`` is ``dataclasses.MISSING`` if required."""
-    out: list[tuple[str, str, Any, str]] = []
+class KeyDoc(typing.NamedTuple):
+    """One leaf of a config tree as the docs show it (``tristream config keys`` and ``config reference``)."""
+    key: str  # dotted key, e.g. ``algo.lr``
+    type: Any  # the resolved annotation (``_type_str`` writes it out)
+    default: Any  # plain value; ``dataclasses.MISSING`` if required
+    help: str
+    limits: Mapping[str, Any]  # the field's ``min`` / ``max`` metadata, if any
+
+
+def key_docs(cls: type) -> list[KeyDoc]:
+    """Every leaf of ``cls`` in declaration order: the one walk both key listings are generated from."""
+    out: list[KeyDoc] = []
+
+    def leaf(key: str, f: dataclasses.Field, tp: Any, default: Any) -> KeyDoc:
+        meta = f.metadata or {}
+        limits = {k: meta[k] for k in ("min", "max") if k in meta}
+        return KeyDoc(key, tp, default, str(meta.get("help", "")), limits)
 
     def walk(c: type, defaults: Mapping[str, Any], path: str, depth: int) -> None:
         for name, (f, tp) in _fields(c).items():
             key = _join(path, name)
-            helptext = str(f.metadata.get("help", "")) if f.metadata else ""
             default = defaults.get(name, _MISSING)
             dc = _dataclass_of(tp)
             if dc is not None and depth < 20:
                 if dc is not tp:  # Optional[Section]: the section itself is a leaf too
-                    out.append((key, _type_str(tp), default, helptext))
+                    out.append(leaf(key, f, tp, default))
                 sub = default if isinstance(default, Mapping) else _defaults_dict(dc)
                 walk(dc, sub, key, depth + 1)
             else:
-                out.append((key, _type_str(tp), default, helptext))
+                out.append(leaf(key, f, tp, default))
 
     walk(cls, _defaults_dict(cls), "", 0)
     return out
+
+
+def describe(cls: type) -> list[tuple[str, str, Any, str]]:
+    """``(dotted key, type, default, help)`` for every leaf; ``default`` is ``dataclasses.MISSING`` if required."""
+    return [(k.key, _type_str(k.type), k.default, k.help) for k in key_docs(cls)]
