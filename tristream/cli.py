@@ -1,4 +1,4 @@
-"""tristream command line: collect | sft | dpo | train | eval | bench | env | config.
+"""tristream command line: collect | sft | dpo | train | eval | bench | report | env | config.
 
 Every command takes config overrides as ``key.sub=value`` words (``tristream config keys`` lists them
 all, with types, defaults and help) and ``--preset NAME`` (a YAML file in tristream/config/presets/ or a
@@ -238,6 +238,13 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from tristream.bench.report import report_command
+    if args.overrides:
+        raise ValueError(f"tristream report takes result files, not config overrides (got {' '.join(args.overrides)})")
+    return report_command(args.results, args.docs, args.plots)
+
+
 def cmd_env(args) -> int:
     import tristream.envs  # noqa: F401
     from tristream.registry import ENVS
@@ -379,12 +386,24 @@ def build_parser() -> argparse.ArgumentParser:
                    "(docs/reference holds the committed copies) instead of printing")
     k.add_argument("--cli", action="store_true", help="reference: print the CLI reference instead of the config one")
     k.set_defaults(func=cmd_config)
+    r = sub.add_parser("report", help="a benchmark result file as its table (and figure); the docs' measured "
+                       "tables rebuilt from their result files",
+                       description="Print the table of each result file a `tristream bench ...` wrote, with the "
+                                   "command, commit and machine that made it. --docs rebuilds every "
+                                   "`<!-- report FILE -->` block of those Markdown files from FILE.")
+    r.add_argument("results", nargs="*", metavar="RESULT", help="result files (peers.json, throughput.json, ...)")
+    r.add_argument("--docs", nargs="+", metavar="PATH", help="Markdown files or folders whose report blocks to "
+                   "rebuild in place (e.g. README.md docs)")
+    r.add_argument("--plots", action="store_true", help="also redraw each result's figure beside it")
+    r.set_defaults(func=cmd_report)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    from tristream.bench import meta
+    meta.COMMAND = ["tristream", *argv]  # result files name the command that made them
     # Config overrides (key.sub=value) may stand anywhere, except as an option's value (--modes may hold
     # `async:runtime.max_policy_lag=2`); argparse sees only the rest.
     takes_value = parser.value_options

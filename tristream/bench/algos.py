@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from tristream.bench.meta import run_meta
 from tristream.config import Config, config_from_dict, to_dict  # noqa: E402
 from tristream.config.loader import apply_overrides  # noqa: E402
 from tristream.metrics.tracker import read_metrics  # noqa: E402
@@ -111,7 +112,7 @@ def bench_algos(cfg, env_spec, out_dir: str | Path, *, losses=None, seeds=(0, 1,
                           "to continue")
                     return {}
                 table.setdefault(regime, {})[loss] = _summary(runs)
-    result = {"workload": {"init": cfg.train.init, "steps": cfg.train.steps, "num_envs": cfg.rollout.num_envs,
+    result = {"benchmark": "algos", "meta": run_meta(), "workload": {"init": cfg.train.init, "steps": cfg.train.steps, "num_envs": cfg.rollout.num_envs,
                            "advantage": cfg.algo.advantage, "seeds": list(seeds), "regimes": regimes,
                            "eval_episodes": eval_episodes}, "results": table}
     (out / "algos.json").write_text(json.dumps(result, indent=2))

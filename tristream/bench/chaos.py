@@ -100,9 +100,10 @@ def bench_chaos(preset: str, overrides: list[str], out_dir: str | Path, *, secon
     final = _damage_newest(run_dir)  # what a crash while copying the run leaves: --resume must get past it
     if final:
         faults.append(final)
-    result = {"workload": {"command": cmd[3:], "seconds": seconds, "fault_every_s": fault_every, "seed": seed,
+    result = {"benchmark": "chaos",
+              "workload": {"command": cmd[3:], "seconds": seconds, "fault_every_s": fault_every, "seed": seed,
                            "timeout_s": timeout_s},
-              **run_meta(), "exit_code": rc, "stopped_by_itself": ran_out, "faults": faults, "samples": samples,
+              "meta": run_meta(), "exit_code": rc, "stopped_by_itself": ran_out, "faults": faults, "samples": samples,
               **_audit(run_dir), "end": _end_state(run_dir, last_roles), "resume": _resume(run_dir, out)}
     result["memory"] = _memory_growth(samples)
     publish(result, out / "chaos.json", out / "chaos_memory.png", plot_memory, format_report(result),

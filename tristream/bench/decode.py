@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from tristream.bench.meta import run_meta
 from tristream.lm.generate import generate
 from tristream.lm.quant import quantize_model
 from tristream.lm.train import TOKENIZER, heldout, load_lm, task_of
@@ -142,7 +143,7 @@ def bench_decode(checkpoint: str | Path, out_dir: str | Path, *, problems: int =
             "same_as_plain": all(r["outputs"] == plain for r in rs),
             "agreement_vs_fp32": sum(a == b for a, b in zip(first["outputs"], ref)) / len(ref),
             "exact_match": sum(task.reward(p.prompt, c) for p, c in zip(probs, completions)) / len(probs)}
-    result = {"workload": workload, "variants": table}
+    result = {"benchmark": "decode", "meta": run_meta(), "workload": workload, "variants": table}
     path = out / "decode.json"
     path.write_text(json.dumps(result, indent=2))
     print(format_table(table))

@@ -1,13 +1,18 @@
-"""What a benchmark result file records besides its numbers: the commit, the machine and the versions."""
+"""What a benchmark result file records besides its numbers: the command, the commit, the machine and the
+versions."""
 from __future__ import annotations
 
 import json
 import os
 import platform
+import shlex
 import subprocess
 import time
 from importlib import metadata
 from pathlib import Path
+
+
+COMMAND: list[str] | None = None  # the command line this process runs, set by the CLI (``tristream ...``)
 
 
 def _cpu_model() -> str:
@@ -38,7 +43,8 @@ def run_meta(packages: tuple[str, ...] = ("tristream", "torch", "gymnasium", "mu
             versions[p] = metadata.version(p)
         except metadata.PackageNotFoundError:
             versions[p] = None
-    return {"commit": _commit(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    return {"command": shlex.join(COMMAND) if COMMAND else None, "commit": _commit(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
             "versions": versions}
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from tristream.bench.meta import run_meta
 from tristream.config.convert import to_dict
 from tristream.config.loader import ConfigError, apply_overrides, config_from_dict
 from tristream.metrics.plots import timeline
@@ -238,7 +239,8 @@ def bench_throughput(cfg, env_spec, out_dir: str | Path, *, modes=MODES, repeats
         if ray_started:
             import ray
             ray.shutdown()
-    result = {"workload": workload, "env_only_steps_per_s": ceiling, "modes": {}, "ratio_vs_sync": {}}
+    result = {"benchmark": "throughput", "meta": run_meta(), "workload": workload, "env_only_steps_per_s": ceiling,
+              "modes": {}, "ratio_vs_sync": {}}
     for mode, rs in runs.items():
         sps = [r["env_steps_per_s"] for r in rs]
         last = rs[-1]
