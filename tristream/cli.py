@@ -212,8 +212,9 @@ def cmd_bench(args) -> int:
         return 0 if done else 130  # stopped by SIGINT/SIGTERM
     if args.what == "peers":
         from tristream.bench.peers import bench_peers
+        from tristream.bench.variants import parse_named_overrides
         bench_peers(cfg, args.out, peer=args.peer, env_steps=args.env_steps, seconds=args.seconds or 200.0,
-                    seeds=args.seeds)
+                    seeds=args.seeds, also=parse_named_overrides(args.also, "bench peers --also"))
         return 0
     if args.what == "chaos":
         from tristream.bench.chaos import bench_chaos
@@ -361,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "use ($TRISTREAM_PEERS_DIR, default ~/.cache/tristream/peers): sb3 "
                                                  "(Stable-Baselines3 PPO, equal env steps) or sf (Sample Factory "
                                                  "APPO, equal wall time)")
+    b.add_argument("--also", default="", help="peers: more tristream sides, comma-separated, each NAME[:KEY=VALUE]... "
+                                               "(e.g. vla:policy.name=vla: the default VLA beside the peer-sized net)")
     b.add_argument("--env-steps", type=int, default=100_000, help="peers sb3: env steps per run (rounded up to whole "
                                                                   "rollouts)")
     b.add_argument("--seconds", type=float, default=None,

@@ -91,8 +91,16 @@ def test_curves_are_binned_summarised_tabled_and_plotted(tmp_path):
     table = format_table(result)
     assert "| | return at 50k steps | return at 100k steps | wall time (s) | env steps/s (steady) | CPU busy |" in table
     assert "| sb3 x | - | 7 [7, 7] | 12 [12, 12] | 10 [10, 10] |" in table
-    assert "final return 1.00x, env steps/s 1.00x" in table
+    assert "tristream vs sb3: final return 1.00x, env steps/s 1.00x" in table
     assert plot_peers(result, tmp_path / "p.png").stat().st_size > 1000
+    # a second tristream side (bench peers --also vla:policy.name=vla) gets its row and its comparison
+    slow = dict(run, final=3.0, curve=[1.0, None, 2.0, 3.0], steady_steps_per_s=5.0)
+    result["runs"]["tristream vla"] = [slow]
+    result["summary"]["tristream vla"] = {k: {"median": slow[k], "min": slow[k], "max": slow[k]} for k in spread}
+    table = format_table(result)
+    assert "| tristream vla | - | 3 [3, 3] | 12 [12, 12] | 5 [5, 5] |" in table
+    assert "tristream vla vs sb3: final return 0.43x, env steps/s 0.50x" in table
+    assert plot_peers(result, tmp_path / "p3.png").stat().st_size > 1000
 
 
 def test_cli_names_what_to_change_before_installing_anything(tmp_path, capsys, monkeypatch):

@@ -20,9 +20,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tristream.bench.meta import run_meta
-from tristream.config import Config, config_from_dict, to_dict  # noqa: E402
-from tristream.config.loader import apply_overrides  # noqa: E402
+from tristream.bench.meta import run_meta  # noqa: E402
+from tristream.bench.variants import parse_named_overrides, with_overrides  # noqa: E402
+from tristream.config import to_dict  # noqa: E402
 from tristream.metrics.tracker import read_metrics  # noqa: E402
 from tristream.workflow.evaluate import evaluate  # noqa: E402
 from tristream.workflow.rl import StopFlag, rl_train  # noqa: E402
@@ -40,24 +40,12 @@ CURVES = ("success", "raw_ratio_mean", "raw_ratio_max", "approx_kl", "clip_frac"
 
 def parse_regimes(text: str) -> dict[str, list[str]]:
     """``"NAME[:KEY=VALUE]...,..."`` -> {name: overrides}, e.g. ``fp32,int4:rollout.weights=int4``."""
-    regimes: dict[str, list[str]] = {}
-    for item in (x.strip() for x in text.split(",") if x.strip()):
-        name, *overrides = item.split(":")
-        bad = [o for o in overrides if "=" not in o]
-        if not name or bad or name in regimes:
-            raise ValueError(f"bench algos --regimes: {item!r} must be NAME[:KEY=VALUE]... with a new name "
-                             f"(e.g. int4:rollout.weights=int4)")
-        regimes[name] = overrides
-    return regimes
+    return parse_named_overrides(text, "bench algos --regimes")
 
 
 def defaults_for(cfg) -> tuple[tuple[str, ...], dict[str, list[str]]]:
     """(losses, regimes) of the bench for this config: the language ones for a language policy."""
     return (LANGUAGE_LOSSES, LANGUAGE_REGIMES) if cfg.policy.name == "lm" else (LOSSES, REGIMES)
-
-
-def _with(cfg, overrides: list[str]):
-    return config_from_dict(Config, apply_overrides(Config, to_dict(cfg), overrides))
 
 
 def run_one(cfg, env_spec, run_dir: Path, eval_episodes: int, stop: StopFlag | None = None) -> dict[str, Any] | None:
@@ -124,7 +112,7 @@ def bench_algos(cfg, env_spec, out_dir: str | Path, *, losses=None, seeds=(0, 1,
 
 def _run_and_print(cfg, env_spec, out: Path, regime: str, overrides: list[str], loss: str, seed: int,
                    eval_episodes: int, stop: StopFlag) -> dict[str, Any] | None:
-    rcfg = _with(cfg, [*overrides, f"algo.loss={loss}", f"run.seed={seed}"])
+    rcfg = with_overrides(cfg, [*overrides, f"algo.loss={loss}", f"run.seed={seed}"])
     r = run_one(rcfg, env_spec, out / regime / loss / f"seed{seed}", eval_episodes, stop)
     if r is not None:
         print(f"  {regime:<10} {loss:<15} seed {seed}: success {r['success']:.2f}  raw ratio: max step mean "

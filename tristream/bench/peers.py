@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tristream.bench.variants import with_overrides
 from tristream.bench.meta import publish, run_meta
 from tristream.config.loader import save_config
 
@@ -239,14 +240,14 @@ def _sf(python: Path, cfg, seed: int, seconds: float, out: Path) -> tuple[list[d
 
 
 def _tristream(preset: Path, cfg, seed: int, out: Path, *, steps: int | None = None,
-               seconds: float | None = None) -> tuple[list[dict], float, float]:
+               seconds: float | None = None, label: str = "tristream") -> tuple[list[dict], float, float]:
     """A ``tristream train`` subprocess; each global step's row is stamped with the time since launch when it
-    appears (polled), so start-up counts as it does for the peer."""
-    run_dir = out / f"tristream_seed{seed}"
+    appears (polled), so start-up counts as it does for the peer. ``label`` names its run folder and log."""
+    run_dir = out / f"{label}_seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)  # a rerun into the same folder starts afresh
     cmd = [sys.executable, "-c", "from tristream.cli import main; raise SystemExit(main())", "train",
            "--no-progress", "--preset", str(preset), f"run.seed={seed}", f"run.dir={out}",
-           f"run.name=tristream_seed{seed}", f"train.steps={steps or 1_000_000}", "train.init=", "eval.episodes=1",
+           f"run.name={label}_seed{seed}", f"train.steps={steps or 1_000_000}", "train.init=", "eval.episodes=1",
            "eval.videos=0"]
     seen: dict[int, float] = {}
 
@@ -258,7 +259,7 @@ def _tristream(preset: Path, cfg, seed: int, out: Path, *, steps: int | None = N
                 if m.get("phase") == "train":
                     seen.setdefault(int(m["step"]), elapsed)
 
-    wall, cpu = _run(cmd, out / f"tristream_seed{seed}.log", seconds=seconds, poll=poll)
+    wall, cpu = _run(cmd, out / f"{label}_seed{seed}.log", seconds=seconds, poll=poll)
     poll(wall)
     rows = []
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
@@ -270,7 +271,10 @@ def _tristream(preset: Path, cfg, seed: int, out: Path, *, steps: int | None = N
 
 # ----------------------------------------------------------------------------- the benchmark
 def bench_peers(cfg, out: str | Path, *, peer: str = "sb3", env_steps: int = 100_000, seconds: float = 200.0,
-                seeds: int = 3, bins: int = 10, peers_dir: str | Path | None = None) -> dict:
+                seeds: int = 3, bins: int = 10, peers_dir: str | Path | None = None,
+                also: dict[str, list[str]] | None = None) -> dict:
+    """``also``: more tristream sides, {name: overrides of the config} (e.g. {"vla": ["policy.name=vla"]}: the
+    default VLA beside the peer-sized network), run after tristream's side with every seed."""
     if peer not in PEERS:
         raise ValueError(f"unknown peer {peer!r}; valid: {sorted(PEERS)}")
     spec = PEERS[peer]
@@ -285,20 +289,23 @@ def bench_peers(cfg, out: str | Path, *, peer: str = "sb3", env_steps: int = 100
     peer_version = subprocess.run([str(python), "-c", f"from importlib.metadata import version; "
                                    f"print(version({spec.version_of!r}))"], capture_output=True, text=True).stdout.strip()
     preset = save_config(cfg, out / "tristream_config.yaml")
+    extra = {f"tristream {name}": (save_config(with_overrides(cfg, o), out / f"tristream_{name}_config.yaml"), o)
+             for name, o in (also or {}).items()}
     size = f"{budget} env steps per run ({steps} rollouts of {per_step})" if spec.budget == "env_steps" else \
         f"{budget:.0f} s per run"
     print(f"workload: {cfg.env.gym.id} {dict(cfg.env.kwargs) or ''}, {size}, {cfg.rollout.num_envs} envs x "
           f"{cfg.rollout.steps_per_env} steps a rollout, {seeds} seeds, interleaved; {peer} {peer_version} vs tristream "
           f"(policy {cfg.policy.name} {cfg.policy.hidden_dim}, runtime.mode={cfg.runtime.mode}); the same settings "
-          f"({out / 'tristream_config.yaml'})", flush=True)
-    runs: dict[str, list[dict]] = {peer: [], "tristream": []}
+          f"({out / 'tristream_config.yaml'})"
+          + "".join(f"; {side}: {' '.join(o)}" for side, (_, o) in extra.items()), flush=True)
+    runs: dict[str, list[dict]] = {peer: [], "tristream": [], **{side: [] for side in extra}}
+    limit = {"steps": steps} if spec.budget == "env_steps" else {"seconds": budget}
     for seed in range(seeds):
-        if spec.budget == "env_steps":
-            sides = [(peer, lambda: _sb3(python, cfg, seed, budget, out)),
-                     ("tristream", lambda: _tristream(preset, cfg, seed, out, steps=steps))]
-        else:
-            sides = [(peer, lambda: _sf(python, cfg, seed, budget, out)),
-                     ("tristream", lambda: _tristream(preset, cfg, seed, out, seconds=budget))]
+        peer_run = (lambda: _sb3(python, cfg, seed, budget, out)) if spec.budget == "env_steps" else \
+            (lambda: _sf(python, cfg, seed, budget, out))
+        sides = [(peer, peer_run), ("tristream", lambda: _tristream(preset, cfg, seed, out, **limit))]
+        sides += [(side, lambda p=p, label=side.replace(" ", "_"): _tristream(p, cfg, seed, out, label=label, **limit))
+                  for side, (p, _) in extra.items()]
         for side, run in sides:
             rows, wall, cpu = run()
             runs[side].append(_summary(rows, wall, cpu, budget, spec.budget, bins))
@@ -357,20 +364,21 @@ def format_table(result: dict) -> str:
     def cell(v, fmt):
         return f"{fmt(np.median(v))} [{fmt(min(v))}, {fmt(max(v))}]" if v else "-"
 
-    for side in (peer, "tristream"):
+    for side in result["runs"]:
         rs = result["runs"][side]
         cells = [cell([r["curve"][i] for r in rs if r["curve"][i] is not None], lambda x: f"{x:.0f}") for i in pick]
         cells += [cell([r["wall_s"] for r in rs], lambda x: f"{x:.0f}"),
                   cell([r["steady_steps_per_s"] for r in rs], lambda x: f"{x:.0f}"),
                   cell([r["cpu_busy"] for r in rs], lambda x: f"{x:.0%}")]
-        name = f"{peer} {result['peer_version']}" if side == peer else "tristream"
+        name = f"{peer} {result['peer_version']}" if side == peer else side
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     axis = "env steps" if by_steps else "wall time"
     lines.append(f"\nmedian [min, max] over {result['seeds']} seeds; a return is the mean training-episode return of "
                  f"the episodes that ended in the last {100 // bins}% of {axis} before the mark; wall time of the "
-                 f"whole run, start-up included. tristream vs {peer}: final return "
-                 f"{_compare(s['tristream']['final'], s[peer]['final'])}, env steps/s "
-                 f"{_compare(s['tristream']['steady_steps_per_s'], s[peer]['steady_steps_per_s'])}.")
+                 f"whole run, start-up included.")
+    for side in (x for x in result["runs"] if x != peer):
+        lines.append(f"{side} vs {peer}: final return {_compare(s[side]['final'], s[peer]['final'])}, env steps/s "
+                     f"{_compare(s[side]['steady_steps_per_s'], s[peer]['steady_steps_per_s'])}.")
     return "\n".join(lines)
 
 
@@ -387,7 +395,8 @@ def plot_peers(result: dict, path: Path) -> Path:
     from tristream.metrics.plots import count_axis, plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    colours = {result["peer"]: "tab:blue", "tristream": "tab:orange"}
+    palette = iter(["tab:orange", "tab:green", "tab:red", "tab:purple"])
+    colours = {side: "tab:blue" if side == result["peer"] else next(palette) for side in result["runs"]}
     for side, rs in result["runs"].items():
         for i, r in enumerate(rs):
             ep = np.array(r["episodes"], dtype=float).reshape(-1, 3)
