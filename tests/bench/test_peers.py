@@ -53,11 +53,11 @@ def test_sample_factory_gets_the_same_settings(tmp_path):
     args = dict(a[2:].split("=", 1) for a in s["sf_args"])
     assert s["env"] == "examples.pixel_reach:PixelReachEnv" and s["env_kwargs"] == {"reward": "distance"}
     assert s["max_episode_steps"] == 50
-    assert {k: args[k] for k in ("num_workers", "num_envs_per_worker", "rollout", "batch_size", "num_batches_per_epoch",
+    assert {k: args[k] for k in ("num_workers", "num_envs_per_worker", "worker_num_splits", "rollout", "batch_size", "num_batches_per_epoch",
                                  "num_epochs", "learning_rate", "gamma", "gae_lambda", "ppo_clip_ratio",
                                  "max_grad_norm", "normalize_returns", "use_rnn", "encoder_conv_mlp_layers",
                                  "train_for_seconds", "seed")} == {
-        "num_workers": "2", "num_envs_per_worker": "8", "rollout": "32", "batch_size": "512",
+        "num_workers": "2", "num_envs_per_worker": "8", "worker_num_splits": "2", "rollout": "32", "batch_size": "512",
         "num_batches_per_epoch": "1", "num_epochs": "2", "learning_rate": "0.0003", "gamma": "0.98",
         "gae_lambda": "0.95", "ppo_clip_ratio": "0.2", "max_grad_norm": "4.0", "normalize_returns": "True",
         "use_rnn": "False", "encoder_conv_mlp_layers": "512", "train_for_seconds": "3800", "seed": "2"}

@@ -106,6 +106,7 @@ def sf_settings(cfg, seed: int, seconds: float, train_dir: Path) -> dict:
     a, p, r, rt = cfg.algo, cfg.policy, cfg.rollout, cfg.runtime
     per_step = r.num_envs * r.steps_per_env
     args = {"num_workers": rt.env_workers, "num_envs_per_worker": r.num_envs // rt.env_workers,
+            "worker_num_splits": rt.groups_per_worker,  # env groups a worker alternates between
             "rollout": r.steps_per_env, "batch_size": a.global_batch,
             "num_batches_per_epoch": max(1, per_step // a.global_batch), "num_epochs": a.update_epochs,
             "learning_rate": a.lr, "gamma": a.gamma, "gae_lambda": a.gae_lambda, "ppo_clip_ratio": a.clip_eps,
