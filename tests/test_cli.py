@@ -226,6 +226,10 @@ def test_bench_throughput_writes_its_files(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "workload:" in printed and "env-only ceiling" in printed and "x sync" in printed
     assert "cpu cores async: env_worker0=" in printed
+    ms = dict(kv.split("=") for kv in printed.split("cpu ms per env step async: ")[1].splitlines()[0].split())
+    r = result["modes"]["async"]  # cores over env steps per second, per role, and their sum
+    assert float(ms["learner"]) == pytest.approx(1000 * r["cpu_cores"]["learner"] / r["median"], abs=0.01)
+    assert float(ms["total"]) == pytest.approx(sum(float(v) for k, v in ms.items() if k != "total"), abs=0.05)
     assert isinstance(result["env_only_steps_per_s"], float)  # the ceiling was measured (and skippable, below)
 
 

@@ -27,5 +27,6 @@ __all__ = [
     "ppo_clip_loss", "decoupled_ppo_loss", "dpo_loss", "value_loss", "grpo_loss", "gspo_loss",
     "aggregate_gate", "gated_ratio", "fiberpo_quantities", "fiberpo_loss",
     "domain_gated_ratio", "domain_fiberpo_quantities", "fiberpo_domain_precompute", "DomainPrecomputed",
-    "fiberpo_domain_loss", "RunningMeanStd", "scale_rewards", "standardize", "destandardize", "LOSSES", "LossSpec", "register_loss", "loss_spec", "get_loss", "compute_policy_loss",
+    "fiberpo_domain_loss", "RunningMeanStd", "scale_rewards", "standardize", "destandardize",
+    "LOSSES", "LossSpec", "register_loss", "loss_spec", "get_loss", "compute_policy_loss",
 ]

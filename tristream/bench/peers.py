@@ -374,7 +374,7 @@ def format_table(result: dict) -> str:
         name = f"{peer} {result['peer_version']}" if side == peer else side
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     axis = "env steps" if by_steps else "wall time"
-    lines.append(f"\nmedian [min, max] over {result['seeds']} seeds; a return is the mean training-episode return of "
+    lines.append(f"\nmedian [min, max] over {result['seeds']} seed{'s' if result['seeds'] != 1 else ''}; a return is the mean training-episode return of "
                  f"the episodes that ended in the last {100 // bins}% of {axis} before the mark; wall time of the "
                  f"whole run, start-up included.")
     for side in (x for x in result["runs"] if x != peer):

@@ -288,6 +288,12 @@ def format_result(result: dict[str, Any]) -> str:
                      f"{r['success_median']:9.2f}" + cells + f"  {busy}")
     for mode, r in result["modes"].items():
         lines.append(f"cpu cores {mode}: " + " ".join(f"{k}={v:.2f}" for k, v in r["cpu_cores"].items()))
+    for mode, r in result["modes"].items():  # where each env step's CPU goes: cores / (env steps per second)
+        ms = {k: 1000 * v / r["median"] for k, v in r["cpu_cores"].items() if k != "rest of machine"} \
+            if r["median"] else {}
+        if ms:
+            lines.append(f"cpu ms per env step {mode}: " + " ".join(f"{k}={v:.2f}" for k, v in ms.items())
+                         + f" total={sum(ms.values()):.2f}")
     for mode, ratio in result.get("ratio_ray_vs_local", {}).items():
         lines.append(f"{mode}: ray / local = {ratio:.2f}")
     if result["env_only_steps_per_s"] is not None:
