@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tristream.bench.peers import PEERS, Peer, PeerInstallError, _binned, _summary, check_comparable, \
-    format_table, peer_python, plot_peers, sb3_settings, sf_settings
+    complete_rows, format_table, peer_python, plot_peers, sb3_settings, sf_settings
 from tristream.config import Config, load_config
 
 
@@ -143,3 +143,10 @@ def test_negative_returns_are_compared_by_difference_not_ratio():
     from tristream.bench.peers import _compare
     assert _compare({"median": 600.0}, {"median": 500.0}) == "1.20x"
     assert _compare({"median": -19.0}, {"median": -13.0}) == "-6.0"  # worse, although -19 / -13 = 1.46
+
+
+def test_a_half_written_metrics_line_is_left_for_the_next_poll():
+    """The run appends to metrics.jsonl while the benchmark polls it: a line without its newline is not read
+    (it ended a 600 s comparison with a JSON error)."""
+    assert complete_rows('{"step": 1}\n{"step": 2}\n{"step": 3, "ret') == [{"step": 1}, {"step": 2}]
+    assert complete_rows("") == [] and complete_rows('{"step": 1}') == []

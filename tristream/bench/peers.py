@@ -240,6 +240,12 @@ def _sf(python: Path, cfg, seed: int, seconds: float, out: Path) -> tuple[list[d
     return rows, wall, cpu
 
 
+def complete_rows(text: str) -> list[dict]:
+    """The JSON rows of a metrics.jsonl that another process is appending to: its last line may be half
+    written, so only lines ended by a newline count."""
+    return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines() if line.strip()]
+
+
 def _tristream(preset: Path, cfg, seed: int, out: Path, *, steps: int | None = None,
                seconds: float | None = None, label: str = "tristream") -> tuple[list[dict], float, float]:
     """A ``tristream train`` subprocess; each global step's row is stamped with the time since launch when it
@@ -255,8 +261,7 @@ def _tristream(preset: Path, cfg, seed: int, out: Path, *, steps: int | None = N
     def poll(elapsed: float) -> None:
         path = run_dir / "metrics.jsonl"
         if path.is_file():
-            for line in path.read_text().splitlines():
-                m = json.loads(line)
+            for m in complete_rows(path.read_text()):
                 if m.get("phase") == "train":
                     seen.setdefault(int(m["step"]), elapsed)
 
