@@ -216,3 +216,21 @@ def test_a_role_stopped_longer_than_the_timeout_is_restarted(monkeypatch):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_a_role_stopped_when_the_learner_times_out_is_restarted_not_fatal(monkeypatch):
+    """The learner's wait began before the role was stopped: its timeout runs out before the role has been
+    seen stopped for runtime.timeout_s, and the stopped role, the cause of the silence, is replaced."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        os.kill(sleeper.pid, signal.SIGSTOP)
+        b = _flooded_backend(monkeypatch, env_worker_alive=True)
+        b.cfg.runtime.timeout_s = 30.0  # the stopped-for clock alone would take 30 s
+        b.procs[RoleId.env_worker(0)].pid = sleeper.pid
+        t0 = time.monotonic()
+        restarted = b.learner_get(timeout=1.0)
+        assert restarted[:2] == ("restarted", "env_worker0") and "while the learner received nothing" in restarted[2]
+        assert time.monotonic() - t0 < 4.0
+    finally:
+        sleeper.kill()
+        sleeper.wait()

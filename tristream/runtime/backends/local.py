@@ -117,6 +117,12 @@ class LocalBackend(Backend):
                     return self.role_failed(stuck, f"process stopped (state T) for more than "
                                                    f"{self.cfg.runtime.timeout_s:.0f} s (runtime.timeout_s)")
             if now > deadline and (msg is None or now > deadline + 1.0):  # drain what is queued, then give up
+                # A role stopped since before this wait began is why nothing came: replace it (its stopped-for
+                # clock started at the first look, so it may not have run out yet), do not end the run.
+                stopped = next((r for r, p in self.procs.items() if _stopped(p.pid)), None)
+                if stopped is not None:
+                    return self.role_failed(stopped, f"process stopped (state T) while the learner received "
+                                                     f"nothing for {timeout:.0f} s (runtime.timeout_s)")
                 raise TimeoutError(f"the learner received nothing for {timeout:.0f} s (runtime.timeout_s); "
                                    f"roles alive: {', '.join(r for r, p in self.procs.items() if p.is_alive())}")
 
