@@ -100,9 +100,10 @@ def bench_algos(cfg, env_spec, out_dir: str | Path, *, losses=None, seeds=(0, 1,
                           "to continue")
                     return {}
                 table.setdefault(regime, {})[loss] = _summary(runs)
-    result = {"benchmark": "algos", "meta": run_meta(), "workload": {"init": cfg.train.init, "steps": cfg.train.steps, "num_envs": cfg.rollout.num_envs,
-                           "advantage": cfg.algo.advantage, "seeds": list(seeds), "regimes": regimes,
-                           "eval_episodes": eval_episodes}, "results": table}
+    workload = {"init": cfg.train.init, "steps": cfg.train.steps, "num_envs": cfg.rollout.num_envs,
+                "advantage": cfg.algo.advantage, "seeds": list(seeds), "regimes": regimes,
+                "eval_episodes": eval_episodes}
+    result = {"benchmark": "algos", "meta": run_meta(), "workload": workload, "results": table}
     (out / "algos.json").write_text(json.dumps(result, indent=2))
     png = _plot(table, out / "algos.png")
     print(format_table(table))

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tristream.bench.variants import with_overrides
 from tristream.bench.meta import publish, run_meta
+from tristream.bench.variants import with_overrides
 from tristream.config.loader import save_config
 
 SCRIPTS = Path(__file__).resolve().parent / "peer_scripts"
@@ -268,8 +268,7 @@ def _tristream(preset: Path, cfg, seed: int, out: Path, *, steps: int | None = N
     wall, cpu = _run(cmd, out / f"{label}_seed{seed}.log", seconds=seconds, poll=poll)
     poll(wall)
     rows = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        m = json.loads(line)
+    for m in complete_rows((run_dir / "metrics.jsonl").read_text()):
         if m.get("phase") == "train" and "return" in m:
             rows.append({"env_steps": m["env_steps_total"], "wall_s": seen[int(m["step"])], "return": m["return"]})
     return rows, wall, cpu
@@ -310,7 +309,8 @@ def bench_peers(cfg, out: str | Path, *, peer: str = "sb3", env_steps: int = 100
         peer_run = (lambda: _sb3(python, cfg, seed, budget, out)) if spec.budget == "env_steps" else \
             (lambda: _sf(python, cfg, seed, budget, out))
         sides = [(peer, peer_run), ("tristream", lambda: _tristream(preset, cfg, seed, out, **limit))]
-        sides += [(side, lambda p=p, label=side.replace(" ", "_"): _tristream(p, cfg, seed, out, label=label, **limit))
+        sides += [(side, lambda p=p, label=side.replace(" ", "_"): _tristream(p, cfg, seed, out, label=label,
+                                                                               **limit))
                   for side, (p, _) in extra.items()]
         for side, run in sides:
             rows, wall, cpu = run()
@@ -379,7 +379,8 @@ def format_table(result: dict) -> str:
         name = f"{peer} {result['peer_version']}" if side == peer else side
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     axis = "env steps" if by_steps else "wall time"
-    lines.append(f"\nmedian [min, max] over {result['seeds']} seed{'s' if result['seeds'] != 1 else ''}; a return is the mean training-episode return of "
+    seeds = f"{result['seeds']} seed{'s' if result['seeds'] != 1 else ''}"
+    lines.append(f"\nmedian [min, max] over {seeds}; a return is the mean training-episode return of "
                  f"the episodes that ended in the last {100 // bins}% of {axis} before the mark; wall time of the "
                  f"whole run, start-up included.")
     for side in (x for x in result["runs"] if x != peer):
