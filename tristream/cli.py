@@ -1,4 +1,4 @@
-"""tristream command line: collect | sft | dpo | train | eval | bench | report | env | config.
+"""tristream command line: collect | sft | dpo | train | eval | bench | plan | report | env | config.
 
 Every command takes config overrides as ``key.sub=value`` words (``tristream config keys`` lists them
 all, with types, defaults and help) and ``--preset NAME`` (a YAML file in tristream/config/presets/ or a
@@ -239,6 +239,35 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from tristream.plan import command
+    for option, value in (("--warmup", args.warmup), ("--measure-steps", args.measure_steps),
+                          ("--repeats", args.repeats)):
+        if value < 1:
+            raise ValueError(f"plan {args.what}: {option} must be >= 1, got {value}")
+    cfg = _load(args)
+    if args.what == "measure":
+        command.cmd_measure(cfg, _env_spec(cfg), args.out or "runs/plan/costs.json")
+        return 0
+    if args.what == "validate":
+        from tristream.plan.validate import validate
+        if args.machine or args.costs:
+            raise ValueError("plan validate measures this machine itself: --machine and --costs do not apply")
+        validate(cfg, _env_spec(cfg), args.out or "runs/plan/validation", modes=tuple(m.strip() for m in args.modes.split(",")),
+                 repeats=args.repeats, warmup=args.warmup, steps=args.measure_steps)
+        return 0
+    if not args.costs:
+        raise ValueError(f"plan {args.what} needs --costs FILE, written by `tristream plan measure --out FILE`")
+    if args.what == "predict":
+        command.cmd_predict(cfg, args.costs, args.machine, [m.strip() for m in args.modes.split(",")],
+                            warmup=args.warmup, steps=args.measure_steps, against=args.against,
+                            out=Path(args.against).with_name("prediction.json") if args.against else None)
+    else:
+        command.cmd_search(cfg, args.costs, args.machine, warmup=args.warmup, steps=args.measure_steps,
+                           write_preset=args.write_preset)
+    return 0
+
+
 def cmd_report(args) -> int:
     from tristream.bench.report import report_command
     if args.overrides:
@@ -378,6 +407,26 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quant-draft-k", type=int, default=3, help="decode: draft length of the low-bit speculative "
                                                                  "variants (0: plain only)")
     b.set_defaults(func=cmd_bench)
+    pl = common(sub.add_parser("plan", epilog=epilog, help="measure what each stage costs here, predict throughput "
+                               "per mode with a model of the pipeline, search the best shard plan (docs/planning.md)"),
+                ["measure", "predict", "search", "validate"], "measure: probe the stage costs of the configured "
+                "workload; predict: simulate the modes on those costs; search: the best shard plan and batching; "
+                "validate: predicted against measured (`bench throughput`), each repeat on costs measured just before")
+    pl.add_argument("--out", default=None, help="measure: the cost file to write (default runs/plan/costs.json); "
+                    "validate: the output folder (default runs/plan/validation)")
+    pl.add_argument("--costs", default="", help="predict, search: the cost file from `plan measure`")
+    pl.add_argument("--machine", default=None, help="predict, search: the machine, KEY=VALUE,... or a YAML file "
+                    "(cores, nodes, gpus, gpu_speedup, link_gbps, memory_gb; default: this machine)")
+    pl.add_argument("--modes", default="sync,async-rollout,async", help="predict, validate: modes as `bench "
+                    "throughput` takes them, MODE[:KEY=VALUE]...")
+    pl.add_argument("--repeats", type=int, default=3, help="validate: repeats (each: stage costs, then every mode once)")
+    pl.add_argument("--against", default=None, help="predict: a throughput.json of `bench throughput`: predict its "
+                    "modes and steps, print the error of each prediction, write prediction.json beside it")
+    pl.add_argument("--warmup", type=int, default=1, help="predict, search, validate: unmeasured global steps")
+    pl.add_argument("--measure-steps", type=int, default=3, help="predict, search, validate: measured global steps")
+    pl.add_argument("--write-preset", default=None, metavar="PATH", help="search: write the best plan as a preset "
+                    "YAML (use it with --preset PATH)")
+    pl.set_defaults(func=cmd_plan)
     v = sub.add_parser("env", help="list registered envs")
     v.add_argument("what", choices=["list"])
     v.set_defaults(func=cmd_env)

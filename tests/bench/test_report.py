@@ -61,7 +61,7 @@ def test_docs_blocks_are_rebuilt_from_their_files_and_a_missing_file_leaves_its_
 
 
 def test_bad_input_is_named(tmp_path):
-    with pytest.raises(ValueError, match="nothing.json does not exist"):
+    with pytest.raises(ValueError, match="nothing.json not found"):
         load_result(tmp_path / "nothing.json")
     (tmp_path / "peers.json").write_text("{not json")
     with pytest.raises(ValueError, match="peers.json is not valid JSON"):

@@ -78,6 +78,34 @@ def test_dynamic_batch_fires_at_t_max(parts):
     assert [r.group_id for r in _replies(out)] == [0]
 
 
+class _RecordingInbox(SerialChannel):
+    """A serial channel that records how long each read was allowed to wait."""
+
+    def __init__(self):
+        super().__init__()
+        self.timeouts = []
+
+    def get(self, timeout=None):
+        self.timeouts.append(timeout)
+        return super().get(timeout)
+
+
+def test_a_waiting_request_bounds_the_read_to_its_t_max(parts):
+    env, policy = parts
+    inbox, out = _RecordingInbox(), SerialChannel()
+    worker = InferenceWorker(copy.deepcopy(policy), inbox, {0: out}, num_groups=4, batch_max=100, batch_timeout_ms=20)
+    inbox.put(Weights(0, policy.state_dict()))
+    inbox.put(_request(env, 0, 2, sent_at=time.time()))
+    worker.poll(timeout=1.0)  # nothing waited yet: the read may take the full second
+    assert inbox.timeouts[0] == 1.0 and not _replies(out)
+    worker.poll(timeout=1.0)
+    worker.poll(timeout=None)
+    assert all(t is not None and t <= 0.02 for t in inbox.timeouts[-2:])  # bounded by the request's T_max
+    time.sleep(0.03)
+    worker.poll(timeout=1.0)
+    assert inbox.timeouts[-1] == 0.0 and [r.group_id for r in _replies(out)] == [0]
+
+
 def test_requests_wait_for_their_min_version_and_weights_swap_between_batches(parts):
     env, policy = parts
     worker, inbox, out = _worker(policy, num_groups=1, batch_max=1, deterministic=True)

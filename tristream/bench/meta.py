@@ -15,6 +15,18 @@ from pathlib import Path
 COMMAND: list[str] | None = None  # the command line this process runs, set by the CLI (``tristream ...``)
 
 
+def read_json(path: str | Path, what: str, how_made: str):
+    """The JSON in ``path``; a missing or malformed file is an error naming it as ``what`` and saying
+    ``how_made``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} not found ({how_made})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what} {path} is not valid JSON: {e}") from None
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

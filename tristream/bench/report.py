@@ -15,11 +15,12 @@ with the command that makes the file.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from tristream.bench.meta import read_json
 
 
 @dataclass(frozen=True)
@@ -32,24 +33,23 @@ class Kind:
 
 def _kinds() -> dict[str, Kind]:
     # imported here: each benchmark module pulls in its own dependencies (matplotlib, the runtime)
-    from tristream.bench import algos, chaos, decode, peers, throughput
+    from tristream.bench import algos, chaos, decode, peers, plan_tables, throughput
     return {"peers": Kind(peers.format_table, peers.plot_peers, True),
             "chaos": Kind(chaos.format_report, chaos.plot_memory, True),
             "decode": Kind(lambda r: decode.format_table(r["variants"]), None, True),
             "algos": Kind(lambda r: algos.format_table(r["results"]), None, True),
-            "throughput": Kind(throughput.format_result, None, False)}
+            "throughput": Kind(throughput.format_result, None, False),
+            "plan_predict": Kind(plan_tables.format_prediction, None, True)}
 
 
 def load_result(path: str | Path) -> tuple[str, dict]:
     """(kind, result) of a result file; the kind is its ``benchmark`` field, else its file name
     (``peers.json``, ``throughput.json``, ...)."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"result file {path} does not exist (a `tristream bench ...` run writes it)")
     try:
-        result = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"result file {path} is not valid JSON: {e}") from None
+        result = read_json(path, "result file", "a `tristream bench ...` run writes it")
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from None
     kinds = _kinds()
     kind = result.get("benchmark") if isinstance(result, dict) else None
     kind = kind or path.stem
@@ -66,7 +66,8 @@ def provenance(path: str | Path, result: dict) -> str:
     if meta.get("command"):
         parts.insert(0, f"`{meta['command']}`")
     if meta.get("commit"):
-        parts.append(f"commit {str(meta['commit'])[:12]}")
+        commit = str(meta["commit"])
+        parts.append(f"commit {commit[:12]}" + (" with uncommitted changes" if commit.endswith("+dirty") else ""))
     machine = meta.get("machine") or {}
     if machine.get("cpu"):
         parts.append(f"{machine.get('cores', '?')} x {machine['cpu']}")

@@ -188,6 +188,19 @@ def cpu_cores(telemetry: list, machine_cores: float) -> dict[str, float]:
     return out
 
 
+def describe_workload(cfg) -> dict[str, Any]:
+    """What a throughput result was measured on (its ``workload``, less warm-up, steps and repeats)."""
+    plan = Topology.from_config(cfg).plan
+    return {"env": cfg.env.name, "tasks": list(cfg.env.tasks), "image_size": cfg.env.image_size,
+            "num_envs": cfg.rollout.num_envs, "env_workers": plan.env_workers,
+            "groups_per_worker": cfg.runtime.groups_per_worker, "policy": cfg.policy.name, "head": cfg.policy.head,
+            "chunk_len": cfg.policy.chunk_len, "advantage": cfg.algo.advantage, "group_size": cfg.rollout.group_size,
+            "global_batch": cfg.algo.global_batch, "update_epochs": cfg.algo.update_epochs,
+            "max_policy_lag": cfg.runtime.max_policy_lag, "step_latency_ms": cfg.env.step_latency_ms,
+            "latency_sigma": cfg.env.latency_sigma, "backend": cfg.runtime.backend,
+            "init": cfg.train.init or "fresh policy"}
+
+
 def bench_throughput(cfg, env_spec, out_dir: str | Path, *, modes=MODES, repeats: int = 3, warmup: int = 1,
                      steps: int = 3, ceiling_steps: int = 4000) -> dict[str, Any]:
     out = Path(out_dir)
@@ -200,15 +213,7 @@ def bench_throughput(cfg, env_spec, out_dir: str | Path, *, modes=MODES, repeats
         if ":" in m:
             print(f"[tristream] variant {m}: " + " ".join(m.split(":")[1:]))
     plan = Topology.from_config(cfg).plan
-    workload = {"env": cfg.env.name, "tasks": list(cfg.env.tasks), "image_size": cfg.env.image_size,
-                "num_envs": cfg.rollout.num_envs, "env_workers": plan.env_workers,
-                "groups_per_worker": cfg.runtime.groups_per_worker, "policy": cfg.policy.name,
-                "head": cfg.policy.head, "chunk_len": cfg.policy.chunk_len, "advantage": cfg.algo.advantage,
-                "group_size": cfg.rollout.group_size, "global_batch": cfg.algo.global_batch,
-                "update_epochs": cfg.algo.update_epochs, "warmup_steps": warmup, "measured_steps": steps,
-                "repeats": repeats, "max_policy_lag": cfg.runtime.max_policy_lag,
-                "step_latency_ms": cfg.env.step_latency_ms, "latency_sigma": cfg.env.latency_sigma,
-                "backend": cfg.runtime.backend, "init": cfg.train.init or "fresh policy"}
+    workload = describe_workload(cfg) | {"warmup_steps": warmup, "measured_steps": steps, "repeats": repeats}
     print("workload: " + ", ".join(f"{k}={v}" for k, v in workload.items()))
     print(Topology.from_config(cfg).plan.describe())
     if cfg.train.init:

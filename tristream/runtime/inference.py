@@ -50,8 +50,13 @@ class InferenceWorker:
         self._last_telemetry = time.time()
 
     def poll(self, timeout: float | None = 0.05) -> bool:
-        """Take what the inbox has (waiting up to ``timeout`` for the first message), then serve ready
-        batches. Returns False when told to stop."""
+        """Take what the inbox has (waiting up to ``timeout`` for the first message, and no longer than until
+        the oldest waiting request's ``batch_timeout_ms``), then serve ready batches. Returns False when told
+        to stop."""
+        due = self._batch_due()
+        if due is not None:  # a waiting batch fires at its T_max, not at the next message
+            wait = max(0.0, due - time.time())
+            timeout = wait if timeout is None else min(timeout, wait)
         try:
             msg = self.inbox.get(timeout=timeout)
             while True:
@@ -106,8 +111,17 @@ class InferenceWorker:
         else:
             raise TypeError(f"InferenceWorker: unexpected message {type(msg).__name__}")
 
+    def _servable(self) -> list[ObsRequest]:
+        """Pending requests the current weights may answer."""
+        return [r for r in self.pending if r.min_version <= self.version]
+
+    def _batch_due(self) -> float | None:
+        """When the dynamic batcher's timeout fires for the oldest servable request (None: nothing waits on it)."""
+        sent = [r.sent_at for r in self._servable()] if self.batch_max else []
+        return min(sent) + self.batch_timeout_s if sent else None
+
     def _ready_batch(self) -> list[ObsRequest] | None:
-        servable = [r for r in self.pending if r.min_version <= self.version]
+        servable = self._servable()
         if not servable:
             return None
         if self.batch_max == 0:  # lockstep: every running group of the oldest step has asked
