@@ -49,8 +49,9 @@ def test_predict_against_a_benchmark_states_the_error(cost_file, tmp_path, capsy
 
 def test_search_writes_a_preset_that_loads(cost_file, tmp_path, capsys):
     preset = tmp_path / "planned.yaml"
-    assert main(["plan", "search", *TOY, "runtime.mode=async", "--costs", str(cost_file), "--machine", "cores=2",
-                 "--write-preset", str(preset)]) == 0
+    # memory_gb: the probe measured the memory of this test process, which holds the whole session's tests
+    assert main(["plan", "search", *TOY, "runtime.mode=async", "--costs", str(cost_file), "--machine",
+                 "cores=2,memory_gb=256", "--write-preset", str(preset)]) == 0
     out = capsys.readouterr().out
     assert "best plan:" in out and re.search(r"^configured\s+\d+", out, re.M)
     from tristream.config import Config, load_config
