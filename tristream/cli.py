@@ -253,8 +253,9 @@ def cmd_plan(args) -> int:
         from tristream.plan.validate import validate
         if args.machine or args.costs:
             raise ValueError("plan validate measures this machine itself: --machine and --costs do not apply")
-        validate(cfg, _env_spec(cfg), args.out or "runs/plan/validation", modes=tuple(m.strip() for m in args.modes.split(",")),
-                 repeats=args.repeats, warmup=args.warmup, steps=args.measure_steps)
+        modes = tuple(m.strip() for m in args.modes.split(","))
+        validate(cfg, _env_spec(cfg), args.out or "runs/plan/validation", modes=modes, repeats=args.repeats,
+                 warmup=args.warmup, steps=args.measure_steps)
         return 0
     if not args.costs:
         raise ValueError(f"plan {args.what} needs --costs FILE, written by `tristream plan measure --out FILE`")
@@ -419,7 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(cores, nodes, gpus, gpu_speedup, link_gbps, memory_gb; default: this machine)")
     pl.add_argument("--modes", default="sync,async-rollout,async", help="predict, validate: modes as `bench "
                     "throughput` takes them, MODE[:KEY=VALUE]...")
-    pl.add_argument("--repeats", type=int, default=3, help="validate: repeats (each: stage costs, then every mode once)")
+    pl.add_argument("--repeats", type=int, default=3,
+                    help="validate: repeats (each: stage costs, then every mode once)")
     pl.add_argument("--against", default=None, help="predict: a throughput.json of `bench throughput`: predict its "
                     "modes and steps, print the error of each prediction, write prediction.json beside it")
     pl.add_argument("--warmup", type=int, default=1, help="predict, search, validate: unmeasured global steps")

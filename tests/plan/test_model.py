@@ -178,3 +178,54 @@ def test_forward_interpolates_and_extrapolates(costs):
     assert c.forward(2) == pytest.approx(2.0)
     assert c.forward(6) == pytest.approx(5.0)
     assert c.forward(16) == pytest.approx(10.0)  # the last two sizes' slope
+
+
+@pytest.mark.parametrize("streamed, overrides", [
+    (False, ["algo.advantage=gae"]),
+    (True, ["algo.advantage=gae"]),
+    (True, ["algo.advantage=grpo", "rollout.group_size=4", "rollout.episodes_per_env=1"]),
+])
+def test_the_model_cuts_mini_batches_as_the_runtime_does(tiny, streamed, overrides):
+    """The model's update and the runtime's StepUpdate, fed the same segments of a real rollout in the same
+    arrival order, train mini-batches of the same sizes in the same order (passes 1..update_epochs)."""
+    import torch
+
+    from tristream.envs.from_config import env_from_config
+    from tristream.plan.measure import probe_config, probe_rollout
+    from tristream.plan.model import _Segment, _Update
+    from tristream.policies.from_config import build_policy
+    from tristream.runtime.learner import Learner
+    from tristream.runtime.update import StepUpdate
+    cfg = tiny("rollout.num_envs=8", "rollout.episodes_per_env=2", "algo.global_batch=12", "algo.micro_batch=12",
+               "algo.update_epochs=3", "algo.target_kl=null", f"runtime.mode={'async' if streamed else 'sync'}",
+               *overrides)
+    probe = probe_config(cfg)
+    spec = env_from_config(cfg.env).spec
+    torch.manual_seed(0)
+    learner = Learner(build_policy(probe, spec), probe.algo, seed=0)
+    _, segments, _ = probe_rollout(probe, spec, learner.policy, learner, log=lambda line: None)
+    arrivals = [segments[i:i + 3] for i in range(0, len(segments), 3)]
+
+    real: list[int] = []
+    optimizer_step = learner.optimizer_step
+    learner.optimizer_step = lambda samples, idx, batch=None: real.append(len(idx)) or optimizer_step(samples, idx, batch)
+    update = StepUpdate(learner, envs=range(8) if streamed else None, episodes_per_env=cfg.rollout.episodes_per_env,
+                        group_size=cfg.rollout.group_size)
+    modelled: list[int] = []
+    model = _Update(Workload.from_config(cfg), streamed)
+    for batch in arrivals:
+        update.add(batch)
+        model.add([_Segment(s.env_id, s.length, int(s.env_steps.sum()), 0, 0, s.episode_done, s.rollout_end)
+                   for s in batch])
+        while streamed and update.pending:
+            update.train_step()
+        while streamed and model.pending:
+            modelled.append(model.next_batch(0)[0])
+    update.close()
+    model.close()
+    while update.pending:
+        update.train_step()
+    while model.pending:
+        modelled.append(model.next_batch(0)[0])
+    assert len(real) >= 6 and modelled == real
+

@@ -266,8 +266,9 @@ def format_report(r: dict) -> str:
              f"{len(r['end']['role_processes_alive'])}  (must be 0)",
              "checkpoints: " + ", ".join(f"{k} {'ok' if v == 'ok' else 'damaged'}" for k, v in r["end"]["checkpoints"].items()),
              f"resume: exit {r['resume']['exit_code']}, from {r['resume']['resumed_from']}, skipped "
-             f"{len(r['resume']['skipped'])} damaged checkpoint(s)",
-             "| role | RSS MB after warm-up | RSS MB at end | ratio | max open fds |", "|---|---|---|---|---|"]
+             f"{len(r['resume']['skipped'])} damaged checkpoint(s)"]
+    lines = [f"- {line}" for line in lines]  # one bullet per check: a list in Markdown, lines in a terminal
+    lines += ["", "| role | RSS MB after warm-up | RSS MB at end | ratio | max open fds |", "|---|---|---|---|---|"]
     for role, m in sorted(r["memory"].items()):
         lines.append(f"| {role} | {m['rss_mb_after_warmup']:.0f} | {m['rss_mb_at_end']:.0f} | {m['ratio']} | {m['fds_max']} |")
     return "\n".join(lines)
