@@ -300,3 +300,18 @@ def test_bench_algos_runs_every_loss_in_both_regimes(tmp_path, capsys):
     assert again.pop("meta")["command"].startswith("tristream bench algos")  # when and how it was made
     result.pop("meta")
     assert again == result
+
+
+def test_openmp_threads_sleep_only_where_roles_share_cores(monkeypatch):
+    """Commands that start roles make idle OpenMP threads sleep; single-process LM work keeps the default
+    (waking a thread for every small op halves LM decoding speed); a value the user set is kept."""
+    from tristream.cli import _omp_wait_policy
+    for argv, want in ((["train", "--preset", "lm_text"], "PASSIVE"), (["bench", "throughput"], "PASSIVE"),
+                       (["bench", "decode", "--checkpoint", "x"], None), (["sft", "--preset", "lm_tiny"], None),
+                       (["dpo"], None)):
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+        _omp_wait_policy(argv)
+        assert os.environ.get("OMP_WAIT_POLICY") == want, argv
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    _omp_wait_policy(["train"])
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

@@ -13,9 +13,19 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
-# Roles share few cores: OpenMP threads that spin while idle steal them from the other roles (measured:
-# a learner step 50-100x slower beside a busy process). Must be set before torch loads OpenMP.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+#: commands whose work runs in this one process (no roles beside it), where OpenMP's default wait policy
+#: is right: waking a sleeping thread for every small op would make LM decoding ~2x slower
+SOLO_COMMANDS = (("sft",), ("dpo",), ("bench", "decode"))
+
+
+def _omp_wait_policy(argv: list[str]) -> None:
+    """Roles share few cores: OpenMP threads that spin while idle steal them from the other roles
+    (measured: a learner step 50-100x slower beside a busy process), so every command that starts roles
+    makes idle threads sleep. Must run before torch loads OpenMP; a value the user set is kept."""
+    if not any(tuple(argv[:len(c)]) == c for c in SOLO_COMMANDS):
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 # runtime.backend=ray: the learner actor's lines (placement, one per global step) reach this terminal
 # through Ray's log forwarding, which by default folds lines it deems repeated and colours its prefix.
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -224,11 +234,12 @@ def cmd_bench(args) -> int:
                         fault_every=args.fault_every, seed=cfg.run.seed)
         return 0 if r["exit_code"] == 0 else 1
     if args.what == "decode":
-        from tristream.bench.decode import bench_decode, parse_variants
+        from tristream.bench.decode import bench_decode, parse_batch_sizes, parse_variants
         draft_ks, quant = parse_variants(args.draft_k, args.quant, args.quant_draft_k)
+        batch_sizes = parse_batch_sizes(args.batch_size)
         if not args.checkpoint:
             raise ValueError("bench decode needs --checkpoint DIR: an LM from `tristream sft --preset lm_tiny --out DIR`")
-        bench_decode(args.checkpoint, args.out, problems=args.problems, batch_size=args.batch_size,
+        bench_decode(args.checkpoint, args.out, problems=args.problems, batch_sizes=batch_sizes,
                      draft_ks=draft_ks, quant=quant, quant_draft_k=args.quant_draft_k, repeats=args.repeats,
                      threads=cfg.run.torch_threads)
         return 0
@@ -402,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--eval-episodes", type=int, default=100, help="algos: held-out episodes per trained policy")
     b.add_argument("--checkpoint", default="", help="decode: LM folder from `tristream sft --preset lm_tiny --out DIR`")
     b.add_argument("--problems", type=int, default=64, help="decode: held-out prompts decoded per pass")
-    b.add_argument("--batch-size", type=int, default=1, help="decode: prompts decoded together")
+    b.add_argument("--batch-size", default="1,16,64", help="decode: prompts decoded together, comma-separated "
+                   "(a row per batch size)")
     b.add_argument("--draft-k", default="1,2,3,4", help="decode: MTP draft lengths for fp32 weights, comma-separated")
     b.add_argument("--quant", default="int8,int4", help="decode: exported low-bit weights to add (int8, int4 or empty)")
     b.add_argument("--quant-draft-k", type=int, default=3, help="decode: draft length of the low-bit speculative "
@@ -454,8 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    _omp_wait_policy(argv)
+    parser = build_parser()
     from tristream.bench import meta
     meta.COMMAND = ["tristream", *argv]  # result files name the command that made them
     # Config overrides (key.sub=value) may stand anywhere, except as an option's value (--modes may hold

@@ -13,8 +13,9 @@ from tristream.cli import main
 def _decode_result(tokens_per_s: float) -> dict:
     variant = {"median": tokens_per_s, "min": tokens_per_s - 5, "max": tokens_per_s + 5, "ratio_vs_fp32_plain": 1.0,
                "acceptance_length": None, "acceptance_rate": None, "main_forwards_per_token": 1.0,
-               "mtp_forwards_per_token": 0.0, "same_as_plain": True, "agreement_vs_fp32": 1.0, "exact_match": 1.0}
-    return {"benchmark": "decode", "workload": {}, "variants": {"fp32 plain": variant},
+               "mtp_forwards_per_token": 0.0, "ms_per_forward": 2.5, "batch_size": 1, "same_as_plain": True,
+               "agreement_vs_fp32": 1.0, "exact_match": 1.0}
+    return {"benchmark": "decode", "workload": {}, "variants": {"fp32 plain, batch 1": variant},
             "meta": {"command": "tristream bench decode --checkpoint runs/lm", "commit": "0123456789abcdef",
                      "machine": {"cpu": "Test CPU", "cores": 2}}}
 
@@ -31,7 +32,7 @@ def test_a_result_prints_as_its_table_under_its_command_file_commit_and_machine(
     first, _, table = text.partition("\n\n")
     assert first == (f"`tristream bench decode --checkpoint runs/lm`; result file `{path}`; commit 0123456789ab; "
                      f"2 x Test CPU")
-    assert "| fp32 plain | 177 (172-182) | 1.00 |" in table
+    assert "| fp32 plain | 1 | 177 (172-182) | 1.00 |" in table
 
 
 def test_the_kind_comes_from_the_file_name_when_the_result_does_not_say(tmp_path):
@@ -51,13 +52,13 @@ def test_docs_blocks_are_rebuilt_from_their_files_and_a_missing_file_leaves_its_
                    f"<!-- report runs/gone.json -->\nkept as it is\n<!-- /report -->\n\nend\n")
     new, used, missing = rewrite(doc.read_text(), root=tmp_path)
     assert used == ["runs/decode.json"] and missing == ["runs/gone.json"]
-    assert stale not in new and "| fp32 plain | 250 (245-255) |" in new and "result file `runs/decode.json`" in new
+    assert stale not in new and "| fp32 plain | 1 | 250 (245-255) |" in new and "result file `runs/decode.json`" in new
     assert "intro" in new and "middle" in new and "kept as it is" in new and new.endswith("end\n")
     assert rewrite(new, root=tmp_path)[0] == new  # rebuilding again changes nothing
     report_command([], [str(tmp_path / "docs")], plots=False, root=tmp_path)
     out = capsys.readouterr().out
     assert "1 table(s) rebuilt" in out and "missing runs/gone.json" in out
-    assert "| fp32 plain | 250 (245-255) |" in doc.read_text()
+    assert "| fp32 plain | 1 | 250 (245-255) |" in doc.read_text()
 
 
 def test_bad_input_is_named(tmp_path):
@@ -74,7 +75,7 @@ def test_cli_prints_the_table_and_result_files_name_their_command(tmp_path, caps
     monkeypatch.setattr(meta, "COMMAND", None)
     path = _write(tmp_path / "decode.json", _decode_result(90))
     assert main(["report", str(path)]) == 0
-    assert "| fp32 plain | 90 (85-95) |" in capsys.readouterr().out
+    assert "| fp32 plain | 1 | 90 (85-95) |" in capsys.readouterr().out
     assert meta.run_meta()["command"] == f"tristream report {path}"  # what a bench run now records
     assert main(["report"]) == 2
     assert "name result files" in capsys.readouterr().err

@@ -18,16 +18,22 @@ def test_sft_lm_then_bench_decode(tmp_path, capsys):
     assert "SFT language policy saved" in capsys.readouterr().out
     bench = tmp_path / "bench"
     assert main(["bench", "decode", "--checkpoint", str(out), "--problems", "4", "--repeats", "1",
-                 "--draft-k", "1,3", "--quant", "int4", "--quant-draft-k", "2", "--out", str(bench)]) == 0
+                 "--draft-k", "1,3", "--quant", "int8,int4", "--quant-draft-k", "2", "--batch-size", "1,3",
+                 "--out", str(bench)]) == 0
     text = capsys.readouterr().out
     assert "x fp32 plain" in text and str(bench / "decode.json") in text
     result = json.loads((bench / "decode.json").read_text())
-    assert list(result["variants"]) == ["fp32 plain", "fp32 spec k=1", "fp32 spec k=3", "int4 plain", "int4 spec k=2"]
+    names = ["fp32 plain", "fp32 spec k=1", "fp32 spec k=3", "int8 plain", "int8 spec k=2", "int4 plain", "int4 spec k=2"]
+    assert list(result["variants"]) == [f"{n}, batch {b}" for b in (1, 3) for n in names]
+    assert set(result["workload"]["kernels"]["int8"]) == {"int8pack"}  # every quantized Linear on the integer kernel
+    assert result["kernels"][0]["kernels"] == {"fp32": "F.linear", "int8": "int8pack", "int4": "int4pack"}
+    assert "One Linear layer alone" in text
     for name, v in result["variants"].items():
         assert v["same_as_plain"], name  # greedy speculative decoding never changes the output
         assert v["median"] > 0 and len(v["tokens_per_s"]) == 1
-    assert result["variants"]["fp32 spec k=3"]["acceptance_length"] >= 1.0
-    assert result["variants"]["fp32 plain"]["agreement_vs_fp32"] == 1.0
+        assert v["ms_per_forward"] > 0
+    assert result["variants"]["fp32 spec k=3, batch 1"]["acceptance_length"] >= 1.0
+    assert result["variants"]["fp32 plain, batch 3"]["agreement_vs_fp32"] == 1.0
     assert result["workload"]["prompts"] == 4
     assert main(["eval", str(out), "--episodes", "6", "lm.qat_group_size=16", "--label", "g16"]) == 0
     ev = json.loads((out / "eval" / "g16.json").read_text())
@@ -47,7 +53,8 @@ def test_cli_errors_for_lm_commands(tmp_path, capsys):
     for option, value, says in (("--quant", "fp32", "--quant fp32: unknown low-bit weights; valid: int8, int4"),
                                 ("--quant", "int8,int3", "--quant int3"), ("--draft-k", "1,x", "--draft-k '1,x'"),
                                 ("--draft-k", "0,2", "draft lengths are >= 1"),
-                                ("--quant-draft-k", "-1", "draft lengths are >= 1")):
+                                ("--quant-draft-k", "-1", "draft lengths are >= 1"),
+                                ("--batch-size", "0", "batch sizes >= 1"), ("--batch-size", "1,a", "--batch-size '1,a'")):
         assert main(["bench", "decode", "--checkpoint", str(tmp_path), option, value, "--out", str(tmp_path / "b")]) == 2
         assert says in capsys.readouterr().err, (option, value)
 

@@ -78,6 +78,45 @@ def test_truncate_rolls_back():
         cache.truncate(99)
 
 
+def test_ragged_rows_match_each_row_alone():
+    """Rows that keep different numbers of a chunk's slots (commit) continue, through the slot mask and
+    per-row positions, exactly as each row's own sequence without cache; then a shared rollback
+    (truncate) and a second uneven commit, with capacity growth on the way."""
+    torch.manual_seed(0)
+    model = LM(_cfg()).double().eval()
+    prefix = torch.randint(0, 64, (3, 6))
+    chunk = torch.randint(0, 64, (3, 4))
+    more = torch.randint(0, 64, (3, 3))
+    last = torch.randint(0, 64, (3, 2))
+    kept, kept2 = torch.tensor([1, 4, 2]), torch.tensor([3, 1, 2])
+    with torch.no_grad():
+        cache = model.new_cache(3, capacity=8)
+        model(prefix, cache=cache)
+        model(chunk, cache=cache)
+        cache.commit(6, kept)
+        assert cache.ragged and cache.lengths.tolist() == [7, 10, 8] and cache.length == 10
+        model(torch.randint(0, 64, (3, 2)), cache=cache)  # drafts every row rejects
+        cache.truncate(10)
+        model(more, cache=cache)
+        cache.commit(10, kept2)
+        got = model(last, cache=cache).logits
+        for b in range(3):
+            seq = torch.cat([prefix[b], chunk[b, :kept[b]], more[b, :kept2[b]], last[b]])[None]
+            torch.testing.assert_close(got[b], model(seq).logits[0, -2:])
+    assert cache.lengths.tolist() == [7 + 3 + 2, 10 + 1 + 2, 8 + 2 + 2]
+
+
+def test_equal_commits_truncate_without_a_mask():
+    torch.manual_seed(0)
+    model = LM(_cfg()).eval()
+    cache = model.new_cache(2)
+    with torch.no_grad():
+        model(torch.randint(0, 64, (2, 5)), cache=cache)
+        model(torch.randint(0, 64, (2, 3)), cache=cache)
+    cache.commit(5, torch.tensor([2, 2]))
+    assert not cache.ragged and cache.length == 7 and cache.begin(1) is None and cache.mask is None
+
+
 def test_mla_module_shapes_and_causality():
     cfg = _cfg()
     torch.manual_seed(0)

@@ -188,10 +188,28 @@ def test_all_experts_path_equals_chosen_experts_path():
         torch.testing.assert_close(moe(x), ref.view_as(fast), rtol=0, atol=1e-12)
 
 
-def test_quantized_experts_keep_their_own_forward():
-    from tristream.lm.quant import apply_qat, quantize_model
-    cfg = _cfg()
-    for convert in (lambda m: apply_qat(m, 4, 32), lambda m: quantize_model(m, 4, 32)):
-        model = convert(LM(dataclasses.replace(cfg, vocab_size=32)).eval())
-        with torch.no_grad():
-            assert not any(m._use_all_experts(1) for m in model.moe_layers())
+def test_fake_quantized_experts_keep_their_own_forward():
+    from tristream.lm.quant import apply_qat
+    model = apply_qat(LM(dataclasses.replace(_cfg(), vocab_size=32)).eval(), 4, 32)
+    with torch.no_grad():
+        assert not any(m._use_all_experts(1) for m in model.moe_layers())
+
+
+@pytest.mark.parametrize("bits,group", [(4, 32), (8, 0), (8, 32)])
+def test_fused_low_bit_experts_equal_the_routed_loop(bits, group):
+    """Exported low-bit experts run fused (codes and scales side by side, one kernel per projection; down
+    projections with per-channel scales stay separate): same outputs as each chosen expert on its own, up to
+    the integer kernels' bf16 rounding."""
+    from tristream.lm.quant import quantize_model
+    torch.manual_seed(0)
+    moe = quantize_model(MoE(_cfg()).eval(), bits, group)
+    torch.nn.init.normal_(moe.router.weight, std=0.3)
+    x = torch.randn(1, 3, _cfg().hidden_size)
+    with torch.no_grad():
+        assert moe._use_all_experts(3)
+        fast = moe(x)
+        flat_x = x.reshape(-1, x.shape[-1])
+        idx, w = moe.router(flat_x)
+        counts = torch.bincount(idx.flatten(), minlength=len(moe.experts))
+        ref = moe._chosen_experts(flat_x, idx.flatten(), w, counts) + moe.shared_experts(flat_x)
+    assert (fast.view_as(ref) - ref).abs().max() <= 2 ** -6 * ref.abs().max()

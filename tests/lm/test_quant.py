@@ -115,3 +115,45 @@ def test_int4_fast_dequant_equals_unpack_path():
     lin = nn.Linear(20, 6)
     q = QuantizedLinear.from_linear(lin, 4, 4)
     assert torch.equal(q.dequantized_weight(), dequantize_groups(unpack_int4(q.qweight), q.scales, 20))
+
+
+@pytest.mark.parametrize("bits,group,out_f,in_f,kernel", [
+    (8, 0, 48, 32, "int8pack"), (4, 32, 48, 64, "int4pack"), (4, 64, 32, 128, "int4pack"),
+    (8, 0, 48, 24, "dequant"),  # int8pack needs in_features % 16 == 0
+    (8, 16, 48, 32, "dequant"),  # grouped INT8: no integer kernel
+    (4, 16, 48, 32, "dequant"),  # int4pack takes groups of 32..256
+    (4, 32, 40, 64, "dequant"),  # int4pack needs out_features % 16 == 0
+])
+def test_integer_kernels_equal_the_dequantized_reference(bits, group, out_f, in_f, kernel):
+    """The integer kernels compute with bf16 activations and scales: their outputs equal F.linear on the
+    dequantized fp32 weight within 2^-6 of the output's largest magnitude; the fallback is exact."""
+    torch.manual_seed(0)
+    lin = nn.Linear(in_f, out_f)
+    q = QuantizedLinear.from_linear(lin, bits, group)
+    assert q.kernel == kernel and f"kernel={kernel}" in repr(q)
+    x = torch.randn(3, 5, in_f)
+    ref = torch.nn.functional.linear(x, q.dequantized_weight(), q.bias)
+    out = q(x)
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    tol = 2 ** -6 if kernel != "dequant" else 1e-6
+    assert (out - ref).abs().max() <= tol * ref.abs().max()
+
+
+def test_integer_kernel_follows_new_weights():
+    """Kernel operands are packed once and repacked when the buffers change (load_state_dict)."""
+    torch.manual_seed(0)
+    a, b = nn.Linear(64, 32, bias=False), nn.Linear(64, 32, bias=False)
+    qa, qb = QuantizedLinear.from_linear(a, 4, 32), QuantizedLinear.from_linear(b, 4, 32)
+    x = torch.randn(2, 64)
+    before = qa(x)
+    qa.load_state_dict(qb.state_dict())
+    torch.testing.assert_close(qa(x), qb(x), rtol=0, atol=0)
+    assert not torch.equal(before, qa(x))
+
+
+def test_per_channel_groups():
+    """group_size 0: one scale per output row."""
+    w = torch.randn(6, 40)
+    q, scale = quantize_groups(w, 8, 0)
+    assert q.shape == (6, 40) and scale.shape == (6, 1)
+    torch.testing.assert_close(scale[:, 0], w.abs().amax(1) / 127)

@@ -36,7 +36,7 @@ def _kinds() -> dict[str, Kind]:
     from tristream.bench import algos, chaos, decode, peers, plan_tables, throughput
     return {"peers": Kind(peers.format_table, peers.plot_peers, True),
             "chaos": Kind(chaos.format_report, chaos.plot_memory, True),
-            "decode": Kind(lambda r: decode.format_table(r["variants"]), None, True),
+            "decode": Kind(decode.format_result, None, True),
             "algos": Kind(lambda r: algos.format_table(r["results"]), None, True),
             "throughput": Kind(throughput.format_result, None, False),
             "plan_predict": Kind(plan_tables.format_prediction, None, True)}

@@ -14,9 +14,9 @@ positions 0..n-1):
   4. roll the main cache back to n + m + 1 positions (the rejected drafts' entries are dropped).
 Each round emits m + 1 tokens (the "acceptance length") for one main forward.
 
-Batches: prompts of one length (no padding). With batch > 1 a round accepts the smallest m over the rows;
-rows that would have accepted more emit their own draft d_{m+1} (already distributed as p_{m+1}, and equal
-to argmax p_{m+1} when greedy), so outputs stay exact, only the acceptance length is shared.
+Batches: prompts of one length (no padding). Each row keeps its own accepted drafts and emits its own
+m_b + 1 tokens per round; when rows keep different counts the caches become ragged (cache.py: a slot
+mask and per-row positions), so a row is never held back by the others' rejections.
 """
 from __future__ import annotations
 
@@ -67,8 +67,9 @@ def generate(model: LM, prompt: torch.Tensor, max_new_tokens: int, temperature: 
 
     temperature 0 = greedy; draft_k > 0 = MTP self-speculative decoding with k draft tokens per round.
     Returns (tokens [B, T0 + n] with the prompt, stats): stats has new_tokens, main_forwards,
-    mtp_forwards and, for speculative decoding, rounds, accept_lengths (tokens emitted per round),
-    mean_accept_len and accept_rate (accepted / proposed draft tokens).
+    mtp_forwards and, for speculative decoding, rounds (verify rounds summed over the rows taking part),
+    accept_lengths (tokens each of them emitted), mean_accept_len and accept_rate (accepted / proposed
+    draft tokens).
     """
     if draft_k < 0:
         raise ValueError(f"generate: draft_k={draft_k} must be >= 0")
@@ -118,7 +119,11 @@ def _speculative(model, prompt, max_new_tokens, temperature, draft_k, eos_id, ge
                  keep_logits=False):
     """``dist``: logits [..., V] -> the probabilities [..., V] to sample from (default softmax(logits / T));
     greedy decoding takes its argmax. ``keep_logits``: also return the main model's logits of every emitted
-    token [B, n, V] (what scores it)."""
+    token [B, n, V] (what scores it).
+
+    Rows keep their own number of drafts each round: after a verify, row b keeps x_n and its m_b accepted
+    drafts in the cache (:meth:`MLACache.commit`; rows that differ make the caches ragged) and emits its
+    own m_b + 1 tokens. A row stops taking part once it has ``max_new_tokens`` tokens or an eos."""
     B, T0 = prompt.shape
     greedy = temperature <= 0
     probs = dist or (lambda logits: _probs(logits, temperature))
@@ -129,30 +134,46 @@ def _speculative(model, prompt, max_new_tokens, temperature, draft_k, eos_id, ge
             return target(logits).argmax(-1)
         return torch.multinomial(probs(logits), 1, generator=generator)[:, 0]
 
-    cache = model.new_cache(B, capacity=T0 + max_new_tokens + draft_k + 1)
-    mtp_cache = model.new_cache(B, capacity=T0 + max_new_tokens + draft_k + 1, mtp=True)
+    capacity = T0 + max_new_tokens + draft_k + 1  # grows (doubling) when ragged rows leave rejected slots
+    cache = model.new_cache(B, capacity=capacity)
+    mtp_cache = model.new_cache(B, capacity=capacity, mtp=True)
     stats = {"main_forwards": 0, "mtp_forwards": 0, "rounds": 0, "accept_lengths": [], "drafted": 0,
              "accepted": 0}
-    kept: list[torch.Tensor] = []  # logits of the emitted tokens, per round
     if max_new_tokens <= 0:
         new = prompt.new_zeros(B, 0)
         return (new, _summarise(stats), None) if keep_logits else (new, _summarise(stats))
     out = model(prompt, cache, last_only=True)
     stats["main_forwards"] += 1
-    x = pick(out.logits[:, -1])  # [B] the next token, already decided
+    x = pick(out.logits[:, -1])  # [B] the next token of each row, already decided
+    width = max_new_tokens + draft_k + 1  # a row under max_new_tokens emits at most draft_k + 1 more
+    tokens = prompt.new_zeros(B, width)
+    tokens[:, 0] = x
+    kept = out.logits.new_zeros(B, width, out.logits.shape[-1]) if keep_logits else None
     if keep_logits:
-        kept.append(out.logits[:, -1:])
-    new = x[:, None]
-    ended = torch.zeros(B, dtype=torch.bool, device=prompt.device)
-    # MTP inputs not yet in its cache: main hidden h_j and token x_{j+1} for positions j = mtp_cache.length..
-    pend_h, pend_tok = out.hidden, torch.cat([prompt[:, 1:], x[:, None]], dim=1)
+        kept[:, 0] = out.logits[:, -1]
+    count = torch.ones(B, dtype=torch.long, device=prompt.device)  # tokens emitted per row
+    ended = x == eos_id if eos_id is not None else torch.zeros(B, dtype=torch.bool, device=prompt.device)
+    rows = torch.arange(B, device=prompt.device)
+    # MTP inputs not yet in its cache: main hidden h_j and token x_{j+1} for the pending positions j;
+    # pend_kept [B]: how many of them are real per row (None: all)
+    pend_h, pend_tok, pend_kept = out.hidden, torch.cat([prompt[:, 1:], x[:, None]], dim=1), None
 
-    emitted = new  # the tokens of the last step, checked for eos
-    while new.shape[1] < max_new_tokens and not _ended(ended, emitted, eos_id):
-        k = min(draft_k, max_new_tokens - new.shape[1] - 1)
+    while True:
+        active = ~ended & (count < max_new_tokens)
+        fewest = int(torch.where(active, count, max_new_tokens).min())  # one sync per round
+        if fewest >= max_new_tokens:
+            break
+        k = min(draft_k, max_new_tokens - fewest - 1)
         drafts, q_probs = [], []
         if k > 0:
-            o = model.mtp_forward(pend_h, pend_tok, mtp_cache, last_only=True)
+            start = mtp_cache.length
+            o = model.mtp_forward(pend_h, pend_tok, mtp_cache, last_only=pend_kept is None,
+                                  select=None if pend_kept is None else pend_kept - 1)
+            if pend_kept is not None:
+                mtp_cache.commit(start, pend_kept)  # drop the rows' padding positions
+                h = o.hidden[rows, pend_kept - 1][:, None]
+            else:
+                h = o.hidden[:, -1:]
             committed = mtp_cache.length  # entries from true main hiddens: kept
             stats["mtp_forwards"] += 1
             for i in range(k):
@@ -165,34 +186,43 @@ def _speculative(model, prompt, max_new_tokens, temperature, draft_k, eos_id, ge
                     q_probs.append(q)
                 drafts.append(d)
                 if i < k - 1:
-                    o = model.mtp_forward(o.hidden[:, -1:], d[:, None], mtp_cache)
+                    o = model.mtp_forward(h, d[:, None], mtp_cache)
+                    h = o.hidden[:, -1:]
                     stats["mtp_forwards"] += 1
             mtp_cache.truncate(committed)  # drop the recursive drafts' entries
 
         n = cache.length
         verify = model(torch.stack([x, *drafts], dim=1), cache)  # logits [B, k + 1, V]
         stats["main_forwards"] += 1
-        m, nxt = _accept(target(verify.logits) if greedy else probs(verify.logits), drafts, q_probs, greedy,
-                         generator)
-        cache.truncate(n + m + 1)  # keep x_n and the accepted drafts
+        m_row, nxt = _accept(target(verify.logits) if greedy else probs(verify.logits), drafts, q_probs, greedy,
+                             generator)
+        cache.commit(n, m_row + 1)  # each row keeps x_n and its accepted drafts
 
-        accepted = torch.stack(drafts[:m], dim=1) if m else new.new_zeros(B, 0)
-        emitted = torch.cat([accepted, nxt[:, None]], dim=1)  # [B, m + 1]
-        new = torch.cat([new, emitted], dim=1)
+        d = torch.stack(drafts, dim=1) if k else prompt.new_zeros(B, 0)
+        emitted = torch.cat([d, nxt[:, None]], dim=1)  # [B, k + 1]: d_1..d_m, then the main model's token
+        emitted[rows, m_row] = nxt
+        steps = torch.arange(k + 1, device=prompt.device)
+        write = (steps[None] <= m_row[:, None]) & active[:, None]  # [B, k + 1]
+        at = (count[:, None] + steps[None]).clamp(max=width - 1)
+        tokens.scatter_(1, at, torch.where(write, emitted, tokens.gather(1, at)))
         if keep_logits:
-            kept.append(verify.logits[:, :m + 1])
-        if k > 0:
-            pend_h, pend_tok = verify.hidden[:, :m + 1], emitted
-        else:  # no drafting this round: the MTP block catches up next time
-            pend_h = torch.cat([pend_h, verify.hidden[:, :1]], dim=1)
-            pend_tok = torch.cat([pend_tok, emitted], dim=1)
+            idx = at[..., None].expand(-1, -1, kept.shape[-1])
+            kept.scatter_(1, idx, torch.where(write[..., None], verify.logits, kept.gather(1, idx)))
+        if eos_id is not None:
+            ended |= ((emitted == eos_id) & write).any(1)
+        n_active = int(active.sum())
+        stats["rounds"] += n_active
+        stats["drafted"] += k * n_active
+        stats["accepted"] += int(m_row[active].sum())
+        stats["accept_lengths"] += (m_row[active] + 1).tolist()
+        count = count + torch.where(active, m_row + 1, 0)
+        if k > 0:  # (after a round without drafts every row is done: nothing more to catch up on)
+            pend_h, pend_tok, pend_kept = verify.hidden, emitted, m_row + 1
         x = nxt
-        stats["rounds"] += 1
-        stats["drafted"] += k
-        stats["accepted"] += m
-        stats["accept_lengths"].append(m + 1)
+    new = tokens[:, :min(int(count.max()), max_new_tokens)]
+    # a row past its eos (or past max_new_tokens) holds zeros: callers cut at eos / max_new_tokens
     if keep_logits:
-        return new, _summarise(stats), torch.cat(kept, dim=1)
+        return new, _summarise(stats), kept[:, :new.shape[1]]
     return new, _summarise(stats)
 
 
@@ -200,21 +230,14 @@ def _accept(target, drafts, q_probs, greedy, generator):
     """Verification: ``target`` [B, k+1, V] of the main model at [x_n, d_1..d_k] (its probabilities; greedy:
     anything whose argmax is the main model's token); drafts k x [B].
 
-    Returns (m, next token [B]): m = accepted drafts (the smallest over rows), and the token each row
-    emits after them.
+    Returns (m_row [B], next token [B]): the accepted drafts per row, and the token each row emits after them.
     """
     k = target.shape[1] - 1
     d = torch.stack(drafts, 1) if k else target.new_zeros(target.shape[0], 0, dtype=torch.long)
     if greedy:
-        m_row, nxt = accept_greedy(target, d)
-    else:
-        q = torch.stack(q_probs, 1) if k else target.new_zeros(target.shape[0], 0, target.shape[2])
-        m_row, nxt = accept_sampled(target, q, d, generator)
-    m = int(m_row.min())
-    if m == k:
-        return m, nxt
-    # rows that kept d_{m+1} emit it (a valid sample of p_{m+1}, = argmax p_{m+1} when greedy)
-    return m, torch.where(m_row > m, d[:, m], nxt)
+        return accept_greedy(target, d)
+    q = torch.stack(q_probs, 1) if k else target.new_zeros(target.shape[0], 0, target.shape[2])
+    return accept_sampled(target, q, d, generator)
 
 
 def accept_greedy(logits: torch.Tensor, d: torch.Tensor):

@@ -39,10 +39,11 @@ class MLA(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 cache: MLACache | None = None) -> torch.Tensor:
-        """x [B, T, D] at positions [start, start + T) (start = cache.length, else 0); cos/sin [T, R].
+        """x [B, T, D] at positions [start, start + T) (start = cache.length, else 0); cos/sin [T, R], or
+        [B, T, R] for a ragged cache (per-row positions).
 
         With a cache, writes this layer's latent and rope key for the T positions and attends to all
-        cached positions. Returns [B, T, D].
+        cached positions (a ragged cache: to the row's valid slots, ``cache.mask``). Returns [B, T, D].
         """
         cfg, H = self.cfg, self.n_heads
         B, T, _ = x.shape
@@ -53,7 +54,8 @@ class MLA(nn.Module):
             q = self.q_proj(x)
         q = q.view(B, T, H, nope + R).transpose(1, 2)  # [B, H, T, nope + R]
         q_nope, q_rope = q.split([nope, R], dim=-1)
-        q = torch.cat([q_nope, apply_rope(q_rope, cos, sin)], dim=-1)
+        q_cos, q_sin = (cos, sin) if cos.dim() == 2 else (cos[:, None], sin[:, None])  # [B, 1, T, R]: per head
+        q = torch.cat([q_nope, apply_rope(q_rope, q_cos, q_sin)], dim=-1)
 
         latent, k_rope = self.kv_a_proj_with_mqa(x).split([cfg.kv_lora_rank, R], dim=-1)
         latent = self.kv_a_layernorm(latent)  # [B, T, C]
@@ -68,7 +70,9 @@ class MLA(nn.Module):
         k_nope, v = kv.split([nope, V], dim=-1)
         k = torch.cat([k_nope, k_rope[:, None].expand(B, H, S, R)], dim=-1)  # [B, H, S, nope + R]
 
-        if T == 1:  # one new query sees every cached position
+        if cache is not None and cache.mask is not None:  # ragged rows: each sees its own valid slots
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.mask, scale=self.scale)
+        elif T == 1:  # one new query sees every cached position
             out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         elif start == 0:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
@@ -94,3 +98,8 @@ class RopeTable:
             with torch.inference_mode(False):  # a normal tensor, usable by later training forwards
                 self.cos, self.sin = rope_cos_sin(torch.arange(n, device=device), self.dim, self.theta, dtype)
         return self.cos[start:end], self.sin[start:end]
+
+    def at(self, positions: torch.Tensor, dtype):
+        """cos, sin at integer ``positions`` [B, T] (per-row positions of a ragged cache): each [B, T, R]."""
+        self(0, int(positions.max()) + 1, positions.device, dtype)  # grows the table when needed
+        return self.cos[positions], self.sin[positions]

@@ -54,10 +54,8 @@ class LM(nn.Module):
         the cache is extended by T. ``last_only``: logits of the last position only ([B, 1, V]; decoding
         needs no more, and lm_head is the largest matmul at vocab 129k); hidden is always [B, T, D]."""
         T = tokens.shape[1]
-        start = cache.length if cache is not None else 0
-        self._check_positions(start, T)
         x = self.embed_tokens(tokens)
-        cos, sin = self.rope(start, T, x.device, x.dtype)
+        cos, sin = self._rope(cache, T, x)
         for layer in self.layers:
             x = layer(x, cos, sin, cache)
         if cache is not None:
@@ -66,18 +64,31 @@ class LM(nn.Module):
         return LMOutput(logits=self.lm_head(hidden[:, -1:] if last_only else hidden), hidden=hidden)
 
     def mtp_forward(self, hidden: torch.Tensor, next_tokens: torch.Tensor,
-                    cache: MLACache | None = None, last_only: bool = False) -> LMOutput:
+                    cache: MLACache | None = None, last_only: bool = False,
+                    select: torch.Tensor | None = None) -> LMOutput:
         """MTP block: hidden [B, T, D] (h_t), next_tokens [B, T] (x_{t+1}) -> logits for x_{t+2} [B, T, V]
-        (or [B, 1, V] with ``last_only``) and the block's normed output [B, T, D]. With ``cache`` (from
-        :meth:`new_cache` with mtp=True), positions start at cache.length."""
+        (or [B, 1, V] with ``last_only``, or at position ``select[b]`` of each row with ``select`` [B]) and
+        the block's normed output [B, T, D]. With ``cache`` (from :meth:`new_cache` with mtp=True),
+        positions start at cache.length."""
         if self.mtp is None:
             raise ValueError("this LMConfig has num_nextn_predict_layers=0: no MTP block")
-        start = cache.length if cache is not None else 0
-        self._check_positions(start, next_tokens.shape[1])
         emb = self.embed_tokens(next_tokens)
-        cos, sin = self.rope(start, next_tokens.shape[1], emb.device, emb.dtype)
+        cos, sin = self._rope(cache, next_tokens.shape[1], emb)
         v = self.mtp(hidden, emb, cos, sin, cache)
+        if select is not None:  # per-row position: [B] -> logits [B, 1, V]
+            return LMOutput(logits=self.lm_head(v[torch.arange(v.shape[0], device=v.device), select][:, None]),
+                            hidden=v)
         return LMOutput(logits=self.lm_head(v[:, -1:] if last_only else v), hidden=v)
+
+    def _rope(self, cache: MLACache | None, T: int, x: torch.Tensor):
+        """cos, sin for the T new tokens: [T, R] at positions cache.length.., or [B, T, R] per row when the
+        cache is ragged."""
+        positions = cache.begin(T) if cache is not None else None
+        if positions is not None:  # ragged: rows hold fewer tokens than slots, so positions stay in range
+            return self.rope.at(positions, x.dtype)
+        start = cache.length if cache is not None else 0
+        self._check_positions(start, T)
+        return self.rope(start, T, x.device, x.dtype)
 
     def _check_positions(self, start: int, T: int) -> None:
         if start + T > self.cfg.max_position_embeddings:

@@ -12,11 +12,17 @@ changes which experts a token reaches (and hence which experts receive its gradi
 
 Two ways to run the routed experts, same function: training and large batches group the tokens per expert
 and call each chosen expert once (compute ~ k/E of all experts). Small inference batches (decoding, a
-speculative verify of k+1 tokens) run every expert on every token with three batched matmuls over stacked
-weights and zero the unchosen ones through the gate matrix: E/k times the FLOPs, but a fixed ~10 ops
-instead of ~8 per chosen expert, and at a few tokens the op count is what costs time on a CPU.
+speculative verify of k+1 tokens) run every expert on every token as two wide matmuls over fused weights
+(every expert's gate and up rows stacked into one [E*2F, D] matrix, every down projection side by side in
+one [D, E*F] matrix) with the unchosen experts' hidden units zeroed by their gate: E/k times the FLOPs,
+but a fixed ~8 ops instead of ~8 per chosen expert, and at a few tokens the op count is what costs time on
+a CPU. Exported low-bit experts (quant.QuantizedLinear) are fused the same way, codes and scales laid side
+by side, so they run one integer kernel per projection too.
 """
 from __future__ import annotations
+
+from functools import partial
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +32,7 @@ from tristream.lm.config import LMConfig
 
 #: the all-experts path is used under no-grad when tokens x experts x 3 x D x F (its FLOPs) stays below
 #: this: a few tokens of a tiny model, never the released 256-expert configuration
-DENSE_EXPERT_FLOPS = 2e7
+DENSE_EXPERT_FLOPS = 3e7
 
 
 class SwiGLU(nn.Module):
@@ -122,7 +128,7 @@ class MoE(nn.Module):
         self.shared_experts = (SwiGLU(cfg.hidden_size, cfg.moe_intermediate_size * cfg.n_shared_experts)
                                if cfg.n_shared_experts > 0 else None)
         self.last_load: torch.Tensor | None = None  # [E] tokens per expert of the last forward (stats)
-        self._stacked: tuple | None = None  # (key, w_gate [E,F,D], w_up [E,F,D], w_down [E,D,F]) for _all_experts
+        self._stacked: tuple | None = None  # (key, gate_up, down): the fused experts of _all_experts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -159,25 +165,72 @@ class MoE(nn.Module):
             return False
         e0 = self.experts[0]
         flops = n_tokens * len(self.experts) * 3 * e0.gate_proj.in_features * e0.gate_proj.out_features
-        # plain Linear experts only: QAT's fake-quantized and exported low-bit experts keep their own forward
-        return flops <= DENSE_EXPERT_FLOPS and all(type(m) is nn.Linear for m in
-                                                   (e0.gate_proj, e0.up_proj, e0.down_proj))
+        # plain or exported low-bit experts; QAT's fake-quantized ones keep their own forward
+        return flops <= DENSE_EXPERT_FLOPS and self._fusable() is not None
+
+    def _linears(self) -> list[nn.Module]:
+        """gate, up, down of every expert, in order (straight from _modules: this runs every decode step)."""
+        return [lin for e in self.experts._modules.values()
+                for lin in (e._modules["gate_proj"], e._modules["up_proj"], e._modules["down_proj"])]
+
+    def _fusable(self) -> str | None:
+        """'linear' or 'quantized' when every expert projection is of that kind (same bits and groups)."""
+        from tristream.lm.quant import QuantizedLinear  # quant imports nothing from here; keeps moe light
+        lins = self._linears()
+        if all(type(m) is nn.Linear for m in lins):
+            return "linear"
+        if all(type(m) is QuantizedLinear and (m.bits, m.group_size) == (lins[0].bits, lins[0].group_size)
+               for m in lins):
+            return "quantized"
+        return None
 
     def _all_experts(self, x: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Every expert on every token, unchosen ones weighted 0: x [N, D], idx/weights [N, k] -> [N, D]."""
-        w_gate, w_up, w_down = self._stacked_weights()
-        h = F.silu(torch.matmul(x, w_gate.transpose(1, 2))) * torch.matmul(x, w_up.transpose(1, 2))  # [E, N, F]
-        y = torch.bmm(h, w_down.transpose(1, 2))  # [E, N, D]
-        gates = torch.zeros(x.shape[0], len(self.experts), dtype=x.dtype, device=x.device)
+        gate_up, down = self._fused()
+        E = len(self.experts)
+        gu = gate_up(x).view(x.shape[0], E, 2, -1)  # [N, E, 2, F]
+        gates = torch.zeros(x.shape[0], E, dtype=x.dtype, device=x.device)
         gates.scatter_(1, idx, weights.to(x.dtype))  # [N, E]
-        return (y * gates.T[:, :, None]).sum(0)
+        h = F.silu(gu[:, :, 0]) * gu[:, :, 1] * gates[:, :, None]  # [N, E, F]
+        if isinstance(down, nn.ModuleList):  # low-bit groups that straddle experts: one call per expert
+            return sum(d(h[:, e]) for e, d in enumerate(down))
+        return down(h.reshape(x.shape[0], -1))
 
-    def _stacked_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Expert weights stacked per projection, rebuilt whenever a weight changed (an optimizer step or
-        load_state_dict bumps its version; .to() moves its storage)."""
-        params = [p for e in self.experts for p in (e.gate_proj.weight, e.up_proj.weight, e.down_proj.weight)]
-        key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
+    def _fused(self) -> tuple[Callable, Callable]:
+        """(gate_up [D -> E*2F], down [E*F -> D]) built from the experts, rebuilt whenever a weight changed
+        (an optimizer step or load_state_dict bumps its version; .to() moves its storage)."""
+        lins = self._linears()
+        tensors = [m._parameters["weight"] if type(m) is nn.Linear else m._buffers[b]
+                   for m in lins for b in ("qweight", "scales")]
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
         if self._stacked is None or self._stacked[0] != key:
-            with torch.no_grad():
-                self._stacked = (key, *(torch.stack(params[i::3]) for i in range(3)))
+            with torch.inference_mode(False), torch.no_grad():
+                build = _fuse_linear if self._fusable() == "linear" else _fuse_quantized
+                self._stacked = (key, *build(lins))
         return self._stacked[1:]
+
+
+def _fuse_linear(lins: list[nn.Linear]) -> tuple[Callable, Callable]:
+    gate_up = torch.cat([m.weight for i, m in enumerate(lins) if i % 3 != 2])  # [E*2F, D]: gate_0, up_0, gate_1..
+    down = torch.cat([m.weight for m in lins[2::3]], dim=1)  # [D, E*F]
+    return partial(F.linear, weight=gate_up), partial(F.linear, weight=down)
+
+
+def _fuse_quantized(lins: list) -> tuple[nn.Module, nn.Module]:
+    """Low-bit experts side by side, same codes and scales: rows of gate/up stack (groups run along the
+    input); the down projections sit side by side when their groups tile each expert's input (per-channel
+    scales become one group per expert), else they stay separate."""
+    from tristream.lm.quant import QuantizedLinear
+    first, downs = lins[0], lins[2::3]
+    rows = [m for i, m in enumerate(lins) if i % 3 != 2]
+    gate_up = QuantizedLinear(first.in_features, sum(m.out_features for m in rows), first.bits, first.group_size)
+    gate_up.qweight = torch.cat([m.qweight for m in rows])
+    gate_up.scales = torch.cat([m.scales for m in rows])
+    d0 = downs[0]
+    group = d0.group_size or d0.in_features  # per-channel scales become one group per expert block
+    if d0.in_features % group:  # groups straddling two experts: each expert's down projection on its own
+        return gate_up, nn.ModuleList(downs)
+    down = QuantizedLinear(d0.in_features * len(downs), d0.out_features, d0.bits, group)
+    down.qweight = torch.cat([m.qweight for m in downs], dim=1)
+    down.scales = torch.cat([m.scales for m in downs], dim=1)
+    return gate_up, down

@@ -15,11 +15,23 @@ whose forward uses W_hat with a straight-through estimator (the gradient reaches
 as if rounding were the identity). Its state dict is the plain Linear's, so a QAT checkpoint loads into a
 plain model.
 
+``group_size`` 0 means one group per output row (per-channel scales), the usual INT8 weight-only scheme.
+
 Export (:func:`export_quantized`) produces real low-bit tensors: INT8 as int8 [out, in_p], INT4 as two
 codes per uint8 [out, in_p / 2] (code = q + 8 in 1..15; low nibble = even column), plus fp32 scales
-[out, in_p / group_size]. :class:`QuantizedLinear` holds them and dequantizes group by group on the fly in
-its forward (no fp32 copy of the weight is kept). :func:`save_quantized` / :func:`load_quantized` write and
-read them with safetensors.
+[out, in_p / group_size]. :func:`save_quantized` / :func:`load_quantized` write and read them with
+safetensors. :class:`QuantizedLinear` holds them and multiplies with PyTorch's weight-only integer kernels
+where one applies (``QuantizedLinear.kernel``; no fp32 copy of the weight is kept):
+
+    int8pack   INT8 per-channel, in_features % 16 == 0, on CPU: ``aten._weight_int8pack_mm`` (bf16
+               activations, int8 weights)
+    int4pack   INT4 with group_size 32/64/128/256, out_features % 16 == 0, on CPU:
+               ``aten._weight_int4pack_mm_for_cpu`` (bf16 activations; weights repacked once at first use)
+    dequant    anything else (grouped INT8, other devices or shapes): dequantize, then F.linear
+
+The integer kernels take bf16 activations and scales (as W8A16 / W4A16 deployments do), so their output
+equals the dequantized fp32 reference up to bf16 rounding (relative error below 2^-6 of the output's
+largest magnitude; tests/lm/test_quant.py states it).
 
 What is quantized: every ``nn.Linear`` inside the decoder blocks and the MTP block (attention projections,
 expert / shared-expert / dense FFNs, the MTP input projection). Kept in full precision: the token
@@ -54,10 +66,11 @@ def _qmax(bits: int) -> int:
 
 
 def _grouped(w: torch.Tensor, group_size: int) -> torch.Tensor:
-    """W [out, in] -> [out, G, group_size], zero-padded along in."""
-    if group_size < 1:
-        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    """W [out, in] -> [out, G, group_size], zero-padded along in (group_size 0: one group per row)."""
+    if group_size < 0:
+        raise ValueError(f"group_size must be >= 1, or 0 for one group per output row, got {group_size}")
     out_f, in_f = w.shape
+    group_size = group_size or in_f
     pad = (-in_f) % group_size
     if pad:
         w = F.pad(w, (0, pad))
@@ -122,21 +135,28 @@ class FakeQuantLinear(nn.Linear):
         return f"{super().extra_repr()}, bits={self.bits}, group_size={self.group_size}"
 
 
+INT4PACK_GROUPS = (32, 64, 128, 256)  # the group sizes aten's CPU int4 kernel accepts
+
+
 class QuantizedLinear(nn.Module):
     """Inference Linear on real low-bit weights: buffers ``qweight`` (int8 [out, in_p] or packed uint8
-    [out, in_p / 2]), ``scales`` fp32 [out, G] and an optional fp32 ``bias``; forward dequantizes on the fly."""
+    [out, in_p / 2]), ``scales`` fp32 [out, G] and an optional fp32 ``bias``. The forward runs the integer
+    kernel named by :attr:`kernel` (module docstring); kernel layouts are derived from the buffers at first
+    use and again whenever they change (load_state_dict, .to())."""
 
     def __init__(self, in_features: int, out_features: int, bits: int, group_size: int, bias: bool = False):
         super().__init__()
         _qmax(bits)
         self.in_features, self.out_features, self.bits, self.group_size = in_features, out_features, bits, group_size
-        in_p = in_features + (-in_features) % group_size
+        group = group_size or in_features
+        in_p = in_features + (-in_features) % group
         if bits == 4 and in_p % 2:
             raise ValueError(f"INT4 needs an even padded width; use an even group_size (got {group_size})")
         cols = in_p if bits == 8 else in_p // 2
         self.register_buffer("qweight", torch.zeros(out_features, cols, dtype=torch.int8 if bits == 8 else torch.uint8))
-        self.register_buffer("scales", torch.ones(out_features, in_p // group_size))
+        self.register_buffer("scales", torch.ones(out_features, in_p // group))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self._packed: tuple | None = None  # (key, kernel operands) for the integer kernels
 
     @classmethod
     def from_linear(cls, lin: nn.Linear, bits: int, group_size: int) -> "QuantizedLinear":
@@ -147,6 +167,19 @@ class QuantizedLinear(nn.Module):
         if lin.bias is not None:
             m.bias.copy_(lin.bias.detach().float())
         return m.to(lin.weight.device)
+
+    @property
+    def kernel(self) -> str:
+        """'int8pack', 'int4pack' or 'dequant': what :meth:`forward` multiplies with (module docstring)."""
+        if self.qweight.device.type != "cpu":
+            return "dequant"
+        if self.bits == 8 and self.scales.shape[1] == 1 and self.qweight.shape[1] == self.in_features \
+                and self.in_features % 16 == 0:  # (the kernel reads out of bounds for other widths)
+            return "int8pack"
+        if (self.bits == 4 and self.group_size in INT4PACK_GROUPS and self.in_features % self.group_size == 0
+                and self.out_features % 16 == 0):
+            return "int4pack"
+        return "dequant"
 
     def codes(self) -> torch.Tensor:
         """The integer codes as int8 [out, in_p]."""
@@ -160,12 +193,50 @@ class QuantizedLinear(nn.Module):
         w = codes.reshape(self.out_features, self.scales.shape[1], -1) * self.scales[..., None]
         return w.reshape(self.out_features, -1)[:, :self.in_features]
 
+    def _operands(self) -> tuple:
+        """(kernel, weight operands), rebuilt when a buffer was written or moved (checked every call: a few
+        attribute reads, against the kernel's ~5 us)."""
+        qweight, scales = self._buffers["qweight"], self._buffers["scales"]
+        key = (qweight.data_ptr(), qweight._version, scales.data_ptr(), scales._version)
+        if self._packed is None or self._packed[0] != key:
+            kernel = self.kernel
+            with torch.inference_mode(False), torch.no_grad():
+                if kernel == "int8pack":
+                    ops = (qweight, scales[:, 0].to(torch.bfloat16).contiguous())
+                elif kernel == "int4pack":  # codes + 8 in 0..15 as int32 [out, in], repacked into the kernel's tiles
+                    w = torch.ops.aten._convert_weight_to_int4pack_for_cpu(self.codes().to(torch.int32) + 8, 1)
+                    zeros = torch.zeros_like(scales)  # symmetric grid: (code + 8 - 8) * scale + 0
+                    ops = (w, torch.stack((scales, zeros), dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16))
+                else:
+                    ops = ()
+            self._packed = (key, (kernel, *ops))
+        return self._packed[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x [..., in] -> [..., out]
-        return F.linear(x, self.dequantized_weight().to(x.dtype), self.bias)
+        kernel, *ops = self._operands()
+        bias = self._buffers["bias"]
+        if kernel == "dequant":
+            return F.linear(x, self.dequantized_weight().to(x.dtype), bias)
+        x2 = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        if kernel == "int8pack":
+            y = torch.ops.aten._weight_int8pack_mm(x2, *ops)
+        else:
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, ops[0], self.group_size, ops[1])
+        y = y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+        return y if bias is None else y + bias
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
-                f"group_size={self.group_size}")
+                f"group_size={self.group_size}, kernel={self.kernel}")
+
+
+def kernels_used(model: nn.Module) -> dict[str, int]:
+    """How many QuantizedLinear modules of ``model`` run each kernel, e.g. {'int4pack': 30, 'dequant': 2}."""
+    counts: dict[str, int] = {}
+    for m in model.modules():
+        if isinstance(m, QuantizedLinear):
+            counts[m.kernel] = counts.get(m.kernel, 0) + 1
+    return counts
 
 
 def quantizable_linears(model: nn.Module, skip: Callable[[str], bool] = default_skip
