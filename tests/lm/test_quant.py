@@ -157,3 +157,15 @@ def test_per_channel_groups():
     q, scale = quantize_groups(w, 8, 0)
     assert q.shape == (6, 40) and scale.shape == (6, 1)
     torch.testing.assert_close(scale[:, 0], w.abs().amax(1) / 127)
+
+
+def test_kernels_off_is_the_exact_reference():
+    """kernels=False (what RL rollouts from low-bit weights use): fp32 activations, the dequantized result."""
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 32, bias=False)
+    q = QuantizedLinear.from_linear(lin, 4, 32, kernels=False)
+    assert q.kernel == "dequant"
+    x = torch.randn(2, 64)
+    torch.testing.assert_close(q(x), x @ q.dequantized_weight().T, rtol=0, atol=0)
+    assert all(m.kernel == "dequant" for m in quantize_model(Tiny(), 4, 8, kernels=False).modules()
+               if isinstance(m, QuantizedLinear))

@@ -179,8 +179,8 @@ class MoE(nn.Module):
         lins = self._linears()
         if all(type(m) is nn.Linear for m in lins):
             return "linear"
-        if all(type(m) is QuantizedLinear and (m.bits, m.group_size) == (lins[0].bits, lins[0].group_size)
-               for m in lins):
+        if all(type(m) is QuantizedLinear and (m.bits, m.group_size, m.use_kernels) ==
+               (lins[0].bits, lins[0].group_size, lins[0].use_kernels) for m in lins):
             return "quantized"
         return None
 
@@ -223,14 +223,15 @@ def _fuse_quantized(lins: list) -> tuple[nn.Module, nn.Module]:
     from tristream.lm.quant import QuantizedLinear
     first, downs = lins[0], lins[2::3]
     rows = [m for i, m in enumerate(lins) if i % 3 != 2]
-    gate_up = QuantizedLinear(first.in_features, sum(m.out_features for m in rows), first.bits, first.group_size)
+    gate_up = QuantizedLinear(first.in_features, sum(m.out_features for m in rows), first.bits, first.group_size,
+                              kernels=first.use_kernels)
     gate_up.qweight = torch.cat([m.qweight for m in rows])
     gate_up.scales = torch.cat([m.scales for m in rows])
     d0 = downs[0]
     group = d0.group_size or d0.in_features  # per-channel scales become one group per expert block
     if d0.in_features % group:  # groups straddling two experts: each expert's down projection on its own
         return gate_up, nn.ModuleList(downs)
-    down = QuantizedLinear(d0.in_features * len(downs), d0.out_features, d0.bits, group)
+    down = QuantizedLinear(d0.in_features * len(downs), d0.out_features, d0.bits, group, kernels=d0.use_kernels)
     down.qweight = torch.cat([m.qweight for m in downs], dim=1)
     down.scales = torch.cat([m.scales for m in downs], dim=1)
     return gate_up, down

@@ -27,7 +27,8 @@ where one applies (``QuantizedLinear.kernel``; no fp32 copy of the weight is kep
                activations, int8 weights)
     int4pack   INT4 with group_size 32/64/128/256, out_features % 16 == 0, on CPU:
                ``aten._weight_int4pack_mm_for_cpu`` (bf16 activations; weights repacked once at first use)
-    dequant    anything else (grouped INT8, other devices or shapes): dequantize, then F.linear
+    dequant    anything else (grouped INT8, other devices or shapes, or ``kernels=False``): dequantize,
+               then F.linear
 
 The integer kernels take bf16 activations and scales (as W8A16 / W4A16 deployments do), so their output
 equals the dequantized fp32 reference up to bf16 rounding (relative error below 2^-6 of the output's
@@ -144,10 +145,12 @@ class QuantizedLinear(nn.Module):
     kernel named by :attr:`kernel` (module docstring); kernel layouts are derived from the buffers at first
     use and again whenever they change (load_state_dict, .to())."""
 
-    def __init__(self, in_features: int, out_features: int, bits: int, group_size: int, bias: bool = False):
+    def __init__(self, in_features: int, out_features: int, bits: int, group_size: int, bias: bool = False,
+                 kernels: bool = True):
         super().__init__()
         _qmax(bits)
         self.in_features, self.out_features, self.bits, self.group_size = in_features, out_features, bits, group_size
+        self.use_kernels = kernels  # False: always dequantize (fp32 activations, the exact reference)
         group = group_size or in_features
         in_p = in_features + (-in_features) % group
         if bits == 4 and in_p % 2:
@@ -159,8 +162,8 @@ class QuantizedLinear(nn.Module):
         self._packed: tuple | None = None  # (key, kernel operands) for the integer kernels
 
     @classmethod
-    def from_linear(cls, lin: nn.Linear, bits: int, group_size: int) -> "QuantizedLinear":
-        m = cls(lin.in_features, lin.out_features, bits, group_size, bias=lin.bias is not None)
+    def from_linear(cls, lin: nn.Linear, bits: int, group_size: int, kernels: bool = True) -> "QuantizedLinear":
+        m = cls(lin.in_features, lin.out_features, bits, group_size, bias=lin.bias is not None, kernels=kernels)
         q, scale = quantize_groups(lin.weight, bits, group_size)
         m.qweight.copy_(q if bits == 8 else pack_int4(q))
         m.scales.copy_(scale)
@@ -171,7 +174,7 @@ class QuantizedLinear(nn.Module):
     @property
     def kernel(self) -> str:
         """'int8pack', 'int4pack' or 'dequant': what :meth:`forward` multiplies with (module docstring)."""
-        if self.qweight.device.type != "cpu":
+        if not self.use_kernels or self.qweight.device.type != "cpu":
             return "dequant"
         if self.bits == 8 and self.scales.shape[1] == 1 and self.qweight.shape[1] == self.in_features \
                 and self.in_features % 16 == 0:  # (the kernel reads out of bounds for other widths)
@@ -280,10 +283,11 @@ def remove_qat(model: nn.Module) -> nn.Module:
 
 
 def quantize_model(model: nn.Module, bits: int, group_size: int = 32,
-                   skip: Callable[[str], bool] = default_skip) -> nn.Module:
-    """Replace (in place) every quantizable Linear (plain or FakeQuant) by a QuantizedLinear; returns model."""
+                   skip: Callable[[str], bool] = default_skip, kernels: bool = True) -> nn.Module:
+    """Replace (in place) every quantizable Linear (plain or FakeQuant) by a QuantizedLinear; returns model.
+    ``kernels=False``: never the integer kernels (fp32 activations: outputs equal the dequantized weights')."""
     for name, lin in list(quantizable_linears(model, skip)):
-        _swap(model, name, QuantizedLinear.from_linear(lin, bits, group_size))
+        _swap(model, name, QuantizedLinear.from_linear(lin, bits, group_size, kernels))
     return model
 
 
