@@ -200,8 +200,8 @@ class MoE(nn.Module):
         """(gate_up [D -> E*2F], down [E*F -> D]) built from the experts, rebuilt whenever a weight changed
         (an optimizer step or load_state_dict bumps its version; .to() moves its storage)."""
         lins = self._linears()
-        tensors = [m._parameters["weight"] if type(m) is nn.Linear else m._buffers[b]
-                   for m in lins for b in ("qweight", "scales")]
+        tensors = [t for m in lins for t in ((m._parameters["weight"],) if type(m) is nn.Linear
+                                             else (m._buffers["qweight"], m._buffers["scales"]))]
         key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
         if self._stacked is None or self._stacked[0] != key:
             with torch.inference_mode(False), torch.no_grad():
