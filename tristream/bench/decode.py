@@ -1,5 +1,6 @@
 """``tristream bench decode``: tokens/s of plain greedy decoding vs MTP self-speculative decoding (draft
-k = 1..4), with fp32 weights and with real INT8 / INT4 exported weights, side by side in one run.
+k = 1..4), with fp32 weights and with real INT8 / INT4 exported weights, side by side in one run, at each
+batch size; then one Linear layer's time per kernel (fp32, int8pack, int4pack).
 
 Protocol (docs/benchmarks.md, applied to decoding): every variant decodes the same held-out prompts of the
 checkpoint's task (greedy, up to the answer width + EOS), one warm-up pass per variant first, then
@@ -7,9 +8,9 @@ checkpoint's task (greedy, up to the answer width + EOS), one warm-up pass per v
 Throughput = generated tokens (up to and including EOS) / wall seconds of the pass; medians over repeats
 and the ratio of medians to plain fp32 decoding. Checked, not assumed: speculative output equals plain
 output of the same weights token for token (greedy), and INT8 / INT4 outputs are compared with fp32
-(agreement) and graded by the task's checker (exact match). Acceptance: mean tokens emitted per main-model
-verification round (accepted drafts + 1, the report's "acceptance length"; the first token, from the prompt's
-forward, is in no round) and accepted / drafted tokens.
+(agreement) and graded by the task's checker (exact match). Acceptance: mean tokens a row emits per
+main-model verification round (accepted drafts + 1, the report's "acceptance length"; the first token, from
+the prompt's forward, is in no round) and accepted / drafted tokens.
 """
 from __future__ import annotations
 
