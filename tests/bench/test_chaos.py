@@ -24,6 +24,7 @@ def test_a_run_under_faults_trains_nothing_twice_and_leaves_nothing_behind(tmp_p
     assert r["end"]["shm_blocks"] == 0 and r["end"]["role_processes_alive"] == []
     assert r["resume"]["exit_code"] == 0 and r["resume"]["skipped"]  # past the damaged newest checkpoint
     assert r["samples"] and all(s["roles"] for s in r["samples"])
+    assert "rl" in r["final_eval"]  # the resumed run's held-out evaluation
     assert (tmp_path / "chaos_memory.png").exists()
 
 

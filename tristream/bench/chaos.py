@@ -14,7 +14,8 @@ Every ``sample_every`` seconds it records the RSS and open file descriptors of t
 and the run's blocks in /dev/shm. After ``seconds`` the driver gets SIGINT (it checkpoints and stops). Then:
 samples trained twice (a segment key in two steps' ``audit_keys``) and steps that trained data older than
 the lag bound must be 0, no block may be left in /dev/shm and no role process alive, every checkpoint is
-checked against its manifest, and ``tristream train --resume`` must run one more step past the damage.
+checked against its manifest, and ``tristream train --resume`` must run one more step past the damage (its
+held-out evaluation of the SFT and the final policy goes into the report).
 Writes ``chaos.json`` and ``chaos_memory.png`` (RSS per role over time, faults marked).
 """
 from __future__ import annotations
@@ -106,6 +107,7 @@ def bench_chaos(preset: str, overrides: list[str], out_dir: str | Path, *, secon
               "meta": run_meta(), "exit_code": rc, "stopped_by_itself": ran_out, "faults": faults, "samples": samples,
               **_audit(run_dir), "end": _end_state(run_dir, last_roles), "resume": _resume(run_dir, out)}
     result["memory"] = _memory_growth(samples)
+    result["final_eval"] = _final_eval(run_dir)
     publish(result, out / "chaos.json", out / "chaos_memory.png", plot_memory, format_report(result),
             f"; the run's output: {log}")
     return result
@@ -234,6 +236,15 @@ def _resume(run_dir: Path, out: Path) -> dict:
             "skipped": [ln.split("skipping ", 1)[1] for ln in text.splitlines() if "warning: skipping" in ln]}
 
 
+def _final_eval(run_dir: Path) -> dict:
+    """The held-out evaluation the resumed run ends with (summary.json): SFT and final RL success, {} if none."""
+    try:
+        ev = json.loads((run_dir / "summary.json").read_text())["eval"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    return {k: {"success": v["success"], "ci95": v["ci95"], "episodes": v["episodes"]} for k, v in ev.items()}
+
+
 def _memory_growth(samples: list[dict], settled_s: float = 30.0) -> dict:
     """Per role: median RSS in the second fifth of the run (after warm-up) and in the last fifth, and their
     ratio, over processes at least ``settled_s`` old (a restarted role's fresh process is still loading
@@ -267,6 +278,11 @@ def format_report(r: dict) -> str:
              "checkpoints: " + ", ".join(f"{k} {'ok' if v == 'ok' else 'damaged'}" for k, v in r["end"]["checkpoints"].items()),
              f"resume: exit {r['resume']['exit_code']}, from {r['resume']['resumed_from']}, skipped "
              f"{len(r['resume']['skipped'])} damaged checkpoint(s)"]
+    ev = r.get("final_eval") or {}
+    if "rl" in ev:
+        lines.append("final policy on held-out episodes: " + ", ".join(
+            f"{k} {v['success']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]" for k, v in ev.items())
+            + f" ({ev['rl']['episodes']} episodes each)")
     lines = [f"- {line}" for line in lines]  # one bullet per check: a list in Markdown, lines in a terminal
     lines += ["", "| role | RSS MB after warm-up | RSS MB at end | ratio | max open fds |", "|---|---|---|---|---|"]
     for role, m in sorted(r["memory"].items()):
