@@ -228,10 +228,8 @@ def cmd_bench(args) -> int:
         return 0
     if args.what == "chaos":
         from tristream.bench.chaos import bench_chaos
-        if cfg.runtime.backend != "local":
-            raise ValueError(f"bench chaos drives the local backend (got runtime.backend={cfg.runtime.backend})")
-        r = bench_chaos(args.preset, args.overrides, args.out, seconds=args.seconds or 3600.0,
-                        fault_every=args.fault_every, seed=cfg.run.seed)
+        r = bench_chaos(args.preset, args.overrides, args.out, backend=cfg.runtime.backend,
+                        seconds=args.seconds or 3600.0, fault_every=args.fault_every, seed=cfg.run.seed)
         return 0 if r["exit_code"] == 0 else 1
     if args.what == "decode":
         from tristream.bench.decode import bench_decode, parse_batch_sizes, parse_variants

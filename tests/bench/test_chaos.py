@@ -14,7 +14,7 @@ TINY = ["--preset", "tiny", "env.name=toy", "collect.episodes=2", "sft.steps=2"]
 def test_a_run_under_faults_trains_nothing_twice_and_leaves_nothing_behind(tmp_path, monkeypatch):
     # every kind of fault in turn, so each injector action runs at least once in a short drill
     kinds = iter(list(chaos.FAULTS) * 10)
-    monkeypatch.setattr(chaos, "_pick", lambda rng: next(kinds))
+    monkeypatch.setattr(chaos, "_pick", lambda rng, faults: next(kinds))
     assert main(["bench", "chaos", *TINY, "--seconds", "60", "--fault-every", "8", "--out", str(tmp_path)]) == 0
     r = json.loads((tmp_path / "chaos.json").read_text())
     done = {f["kind"] for f in r["faults"] if f["done"]}
@@ -28,9 +28,29 @@ def test_a_run_under_faults_trains_nothing_twice_and_leaves_nothing_behind(tmp_p
     assert (tmp_path / "chaos_memory.png").exists()
 
 
-def test_chaos_needs_a_fresh_run_folder_and_the_local_backend(tmp_path, capsys):
+def test_chaos_needs_a_fresh_run_folder_and_the_local_or_ray_backend(tmp_path, capsys):
     (tmp_path / "chaos_run").mkdir()
     assert main(["bench", "chaos", *TINY, "--seconds", "1", "--out", str(tmp_path)]) == 2
     assert "chaos_run exists" in capsys.readouterr().err
     assert main(["bench", "chaos", *TINY, "runtime.backend=serial", "--out", str(tmp_path / "x")]) == 2
-    assert "local backend" in capsys.readouterr().err
+    assert "the local or the ray backend (got runtime.backend=serial)" in capsys.readouterr().err
+
+
+def test_a_ray_run_survives_a_lost_node_and_a_stopped_actor(tmp_path, monkeypatch):
+    """Two Ray nodes on loopback: an actor is stopped, then the env workers' node crashes (and is started
+    again 3 s later), twice; each time the roles are placed again and training goes on, nothing trained twice."""
+    pytest.importorskip("ray")
+    kinds = iter(["stop:role", "kill:node", "kill:node"] * 10)
+    monkeypatch.setattr(chaos, "_pick", lambda rng, faults: next(kinds))
+    monkeypatch.setattr(chaos, "NODE_DOWN_S", 3.0)
+    assert main(["bench", "chaos", *TINY, "runtime.backend=ray", "runtime.timeout_s=6", "--seconds", "90",
+                 "--fault-every", "25", "--out", str(tmp_path)]) == 0
+    r = json.loads((tmp_path / "chaos.json").read_text())
+    done = [f["kind"] for f in r["faults"] if f["done"]]
+    assert {"kill:node", "stop:role"} <= set(done), r["faults"]
+    log = (tmp_path / "run.log").read_text()
+    assert "the actor is stopped or hung" in log  # the stopped actor, found after runtime.timeout_s
+    assert sum(r["restarts"].values()) >= 2, log[-5000:]  # it, and the first node loss at least
+    assert r["segments_trained"] > 0 and r["segments_trained_twice"] == 0 and r["steps_beyond_lag_bound"] == 0
+    assert r["end"]["role_processes_alive"] == [] and r["resume"]["exit_code"] == 0
+    assert "learner" in r["memory"]  # roles restarted this often are never old enough to count

@@ -2,14 +2,10 @@
 ``ray start`` process tree on loopback, and ``tristream train`` joining them with the env workers placed on
 the ``sim`` node by configuration.
 
-Teardown never runs ``ray stop``: it stops every Ray process of the machine, other people's instances
-included. Each ``ray start --block`` owns its node's processes and shuts exactly those down on SIGTERM;
-the node's process group is killed after that as a fallback.
+The nodes are ``tristream.bench.ray_nodes.LoopbackCluster``'s (never ``ray stop``, which would stop every
+Ray instance of the machine).
 """
-import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,77 +15,16 @@ import pytest
 
 pytest.importorskip("ray")
 
-RAY = str(Path(sys.executable).with_name("ray"))
-# The test cluster listens on loopback only. Ray 2.60 turns token auth on whenever ~/.ray/auth_token exists,
-# a file any other Ray instance on the machine may create or replace meanwhile: switch it off explicitly.
-# Workers at nice 0, as docs/cluster.md recommends.
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_worker_niceness": "0", "PYTHONUNBUFFERED": "1"}
-
-
-_HANDED_OUT: set[int] = set()
-
-
-def _free_ports(n: int) -> list[int]:
-    """Ports free now and not handed out before: a port closed after an earlier call can come back from
-    the OS, and Ray refuses one port for two components of a node."""
-    ports: list[int] = []
-    while len(ports) < n:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            ports.append(port)
-    return ports
-
-
-def _start_node(args: list[str], log: Path, timeout: float = 90.0) -> subprocess.Popen:
-    agent, grpc, metrics, runtime_env = _free_ports(4)
-    cmd = [RAY, "start", "--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
-           f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={grpc}",
-           f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}", *args]
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-                            env=ENV)
-    deadline = time.monotonic() + timeout
-    while "Ray runtime started" not in log.read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            _stop(proc)
-            pytest.fail(f"ray start failed: {' '.join(cmd)}\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-    return proc
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)  # ray start --block shuts its own node down, nothing else
-        try:
-            proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # leftovers of this node only (its own session)
-    except ProcessLookupError:
-        pass
+from tristream.bench.ray_nodes import ENV, LoopbackCluster  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory):
-    """A head (1 CPU, resource head=1) and a second node (1 CPU, sim=2); yields the head's address and the
-    second node's ``ray start`` process (the last test stops it)."""
-    logs = tmp_path_factory.mktemp("nodes")
-    port, client = _free_ports(2)
-    temp = Path(f"/tmp/tristream-ray-{os.getpid()}-{port}")  # short: Ray's socket paths have a length limit
-    procs = [_start_node(["--head", f"--port={port}", f"--ray-client-server-port={client}", "--num-cpus=1",
-                          '--resources={"head": 1}', "--include-dashboard=false", f"--temp-dir={temp}"],
-                         logs / "head.log")]
-    try:
-        procs.append(_start_node([f"--address=127.0.0.1:{port}", "--num-cpus=1", '--resources={"sim": 2}'],
-                                 logs / "node.log"))
-        yield f"127.0.0.1:{port}", procs[1]
-    finally:
-        for p in reversed(procs):
-            _stop(p)
-        subprocess.run(["rm", "-rf", str(temp)], check=False)
+    """A head (1 CPU, resource head=1) and a second node (1 CPU, sim=2); the last test crashes the second."""
+    cluster = LoopbackCluster(tmp_path_factory.mktemp("nodes"), ["--num-cpus=1", '--resources={"head": 1}'],
+                              ["--num-cpus=1", '--resources={"sim": 2}'])
+    yield cluster
+    cluster.close()
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +49,7 @@ def _train_cmd(address: str, init: Path, run_dir: Path, *overrides: str) -> list
 
 @pytest.mark.slow  # 10 s or more (make test-fast skips it)
 def test_env_workers_run_on_the_sim_node_and_training_completes(two_nodes, init_policy, tmp_path):
-    out = subprocess.run(_train_cmd(two_nodes[0], init_policy, tmp_path, "train.steps=2"), capture_output=True,
+    out = subprocess.run(_train_cmd(two_nodes.address, init_policy, tmp_path, "train.steps=2"), capture_output=True,
                          text=True, timeout=240, env=ENV)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     # The placement is printed by the learner actor: Ray prefixes its lines with "(LearnerActor pid=N)".
@@ -135,15 +70,14 @@ def test_a_lost_node_is_an_error_naming_the_role_and_node(two_nodes, init_policy
     die, and with no node left offering 'sim' the restart fails with an error naming the role and its node,
     instead of waiting for ever."""
     log = tmp_path / "train.log"
-    cmd = _train_cmd(two_nodes[0], init_policy, tmp_path, "train.steps=200", "ray.start_timeout_s=20")
+    cmd = _train_cmd(two_nodes.address, init_policy, tmp_path, "train.steps=200", "ray.start_timeout_s=20")
     train = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=ENV)
     try:
         deadline = time.monotonic() + 180
         while "step 1/200" not in log.read_text() and train.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert "step 1/200" in log.read_text(), log.read_text()[-3000:]
-        os.killpg(two_nodes[1].pid, signal.SIGKILL)
-        two_nodes[1].wait()
+        assert two_nodes.crash_node()
         assert train.wait(timeout=120) != 0
     finally:
         if train.poll() is None:

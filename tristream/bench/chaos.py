@@ -1,14 +1,18 @@
 """``tristream bench chaos``: a real training run under a seeded schedule of faults, and what it left behind.
 
-The run is ``tristream train`` (local backend) in a session of its own, with ``runtime.audit_samples`` on.
-Once its roles are up (``<run>/roles.json``) a fault is injected every ``fault_every`` seconds (+-30%), drawn
+The run is ``tristream train`` in a session of its own, with ``runtime.audit_samples`` on, on the local
+backend or on Ray. On Ray the drill first starts two Ray nodes on this machine (``ray_nodes.LoopbackCluster``:
+a head with the inference and learner actors, and a node with the env worker actors) and the run joins them.
+Once the roles are up (``<run>/roles.json``) a fault is injected every ``fault_every`` seconds (+-30%), drawn
 from a seeded generator:
 
     kill:env_worker     SIGKILL a random env worker
     kill:inference      SIGKILL the inference worker
-    stop:<role>         SIGSTOP a random role for runtime.timeout_s + 5 s (the backend must restart it)
+    stop:role           SIGSTOP a random role for runtime.timeout_s + 5 s (the backend must restart it)
     corrupt:checkpoint  truncate a file of the newest checkpoint
     remove:checkpoint   delete a file of an older checkpoint
+    kill:node           (Ray) SIGKILL the env workers' node, whole; it is started again NODE_DOWN_S later, as a
+                        node supervisor would, and the backend must wait for it and place the roles again
 
 Every ``sample_every`` seconds it records the RSS and open file descriptors of the driver and of every role,
 and the run's blocks in /dev/shm. After ``seconds`` the driver gets SIGINT (it checkpoints and stops). Then:
@@ -25,6 +29,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -32,34 +37,65 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from tristream.bench import ray_nodes
 from tristream.bench.meta import publish, run_meta
 from tristream.checkpoint import CheckpointError, verify_checkpoint
 from tristream.runtime.shm import run_blocks
 
 FAULTS = {"kill:env_worker": 0.35, "kill:inference": 0.2, "stop:role": 0.15, "corrupt:checkpoint": 0.15,
           "remove:checkpoint": 0.15}
+RAY_FAULTS = {"kill:env_worker": 0.3, "kill:inference": 0.15, "stop:role": 0.15, "corrupt:checkpoint": 0.1,
+              "remove:checkpoint": 0.15, "kill:node": 0.15}
+BACKENDS = ("local", "ray")
+NODE_DOWN_S = 10.0  # a crashed node is started again this long after the crash
+# Ray drill: inference and learner on the head, env workers on the second node (the one that crashes).
+HEAD_ARGS = ["--num-cpus=2", '--resources={"head": 2}']
+NODE_ARGS = ["--num-cpus=2", '--resources={"sim": 2}']
+RAY_PLACEMENT = ["ray.env_worker.resources.sim=1", "ray.inference.resources.head=1"]
 
 
-def bench_chaos(preset: str, overrides: list[str], out_dir: str | Path, *, seconds: float = 3600.0,
-                fault_every: float = 60.0, seed: int = 0, sample_every: float = 5.0, timeout_s: float = 20.0) -> dict:
+def bench_chaos(preset: str, overrides: list[str], out_dir: str | Path, *, backend: str = "local",
+                seconds: float = 3600.0, fault_every: float = 60.0, seed: int = 0, sample_every: float = 5.0,
+                timeout_s: float = 20.0) -> dict:
+    # the drill's role timeout unless the overrides set one (a stopped role is restarted after it)
+    timeout_s = float(next((o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("runtime.timeout_s=")),
+                           timeout_s))
+    if backend not in BACKENDS:
+        raise ValueError(f"bench chaos drives the local or the ray backend (got runtime.backend={backend})")
     out = Path(out_dir).resolve()
     run_dir = out / "chaos_run"
     if run_dir.exists():
         raise ValueError(f"{run_dir} exists: bench chaos starts a fresh run; pass another --out or remove it")
     out.mkdir(parents=True, exist_ok=True)
+    fault_kinds = RAY_FAULTS if backend == "ray" else FAULTS
+    cluster = None
+    if backend == "ray":
+        print("[chaos] starting two Ray nodes on 127.0.0.1 (a head, and a node for the env workers)", flush=True)
+        cluster = ray_nodes.LoopbackCluster(out / "nodes", HEAD_ARGS, NODE_ARGS)
+    try:
+        return _drill(preset, overrides, out, run_dir, backend, cluster, fault_kinds, seconds=seconds,
+                      fault_every=fault_every, seed=seed, sample_every=sample_every, timeout_s=timeout_s)
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _drill(preset, overrides, out, run_dir, backend, cluster, fault_kinds, *, seconds, fault_every, seed,
+           sample_every, timeout_s) -> dict:
+    placement = [f"ray.address={cluster.address}", *RAY_PLACEMENT] if cluster else []
     cmd = [sys.executable, "-m", "tristream.cli", "train", "--preset", preset, "--no-progress", *overrides,
-           f"run.dir={out}", "run.name=chaos_run", "runtime.backend=local", "runtime.audit_samples=true",
-           "runtime.max_restarts=1000000", f"runtime.timeout_s={timeout_s}", "train.steps=1000000",
-           "train.save_every=2"]
+           f"run.dir={out}", "run.name=chaos_run", f"runtime.backend={backend}", *placement,
+           "runtime.audit_samples=true", "runtime.max_restarts=1000000", f"runtime.timeout_s={timeout_s}",
+           "train.steps=1000000", "train.save_every=2"]
     print(f"workload: {' '.join(cmd[3:])}\nfaults: one every {fault_every:.0f} s (+-30%) from seed {seed} for "
-          f"{seconds:.0f} s: {', '.join(FAULTS)}; memory, descriptors and /dev/shm every {sample_every:.0f} s",
+          f"{seconds:.0f} s: {', '.join(fault_kinds)}; memory, descriptors and /dev/shm every {sample_every:.0f} s",
           flush=True)
     rng = np.random.default_rng(seed)
-    faults, samples, conts, born = [], [], [], {}
+    faults, samples, conts, born, revive = [], [], [], {}, []
     log = out / "run.log"
+    env = ray_nodes.ENV if cluster else {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     t_start, t_roles = time.monotonic(), None
     next_fault = next_sample = 0.0
     try:
@@ -75,11 +111,16 @@ def bench_chaos(preset: str, overrides: list[str], out_dir: str | Path, *, secon
             for when, pid in [c for c in conts if c[0] <= now]:
                 conts.remove((when, pid))
                 _signal(pid, signal.SIGCONT)
+            if revive and revive[0] <= now:  # the node's supervisor starts it again (in the background)
+                revive.clear()
+                threading.Thread(target=_restart_node, args=(cluster,), daemon=True).start()
             if t_roles is not None and now >= next_sample:
                 samples.append(_sample(now - t_roles, roles, run_dir, born))
                 next_sample = now + sample_every
             if t_roles is not None and now >= next_fault:
-                fault = _inject(rng, roles, run_dir, timeout_s, conts)
+                fault = _inject(rng, fault_kinds, roles, run_dir, timeout_s, conts, cluster)
+                if fault["kind"] == "kill:node" and fault["done"]:
+                    revive.append(now + NODE_DOWN_S)
                 fault["t"] = round(now - t_roles, 1)
                 faults.append(fault)
                 print(f"[chaos] t={fault['t']:.0f} s: {fault['kind']} {fault.get('target', '')}"
@@ -98,12 +139,14 @@ def bench_chaos(preset: str, overrides: list[str], out_dir: str | Path, *, secon
             proc.wait()
     last_roles = _roles(run_dir)
     time.sleep(1.0)
+    if cluster is not None and (cluster.worker is None or cluster.worker.poll() is not None):
+        _restart_node(cluster)  # the resume below needs the node back
     final = _damage_newest(run_dir)  # what a crash while copying the run leaves: --resume must get past it
     if final:
         faults.append(final)
     result = {"benchmark": "chaos",
-              "workload": {"command": cmd[3:], "seconds": seconds, "fault_every_s": fault_every, "seed": seed,
-                           "timeout_s": timeout_s},
+              "workload": {"command": cmd[3:], "backend": backend, "seconds": seconds, "fault_every_s": fault_every,
+                           "seed": seed, "timeout_s": timeout_s, "faults": fault_kinds},
               "meta": run_meta(), "exit_code": rc, "stopped_by_itself": ran_out, "faults": faults, "samples": samples,
               **_audit(run_dir), "end": _end_state(run_dir, last_roles), "resume": _resume(run_dir, out)}
     result["memory"] = _memory_growth(samples)
@@ -128,12 +171,23 @@ def _signal(pid: int, sig: int) -> bool:
         return False
 
 
-def _pick(rng) -> str:
-    return str(rng.choice(list(FAULTS), p=list(FAULTS.values())))
+def _pick(rng, faults: dict[str, float]) -> str:
+    return str(rng.choice(list(faults), p=list(faults.values())))
 
 
-def _inject(rng, roles: dict[str, int], run_dir: Path, timeout_s: float, conts: list) -> dict:
-    kind = _pick(rng)
+def _restart_node(cluster) -> None:
+    try:
+        cluster.start_worker()
+        print("[chaos] the crashed node is running again", flush=True)
+    except RuntimeError as e:  # the drill goes on: the run's restarts then fail and it stops, which the report shows
+        print(f"[chaos] the crashed node could not be started again: {e}", flush=True)
+
+
+def _inject(rng, faults: dict[str, float], roles: dict[str, int], run_dir: Path, timeout_s: float, conts: list,
+            cluster=None) -> dict:
+    kind = _pick(rng, faults)
+    if kind == "kill:node":
+        return {"kind": kind, "target": "the env workers' node", "done": cluster.crash_node()}
     env_workers = sorted(r for r in roles if r.startswith("env_worker"))
     if kind.startswith(("kill", "stop")):
         pool = {"kill:env_worker": env_workers, "kill:inference": ["inference"],

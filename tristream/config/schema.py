@@ -281,7 +281,9 @@ class RayConfig:
     (which writes the run directory: without node constraints it stays on the driver's node)."""
     address: str = f("", "empty: start a local Ray instance; 'auto' or host:port: join that running cluster")
     num_cpus: int = f(0, "local instance only: CPUs it offers (0: all cores)", min=0)
-    start_timeout_s: float = f(60.0, "fail when the actors are not all placed and started within this time", min=1.0)
+    start_timeout_s: float = f(60.0, "fail when the actors are not all placed and started within this time; a "
+                                      "restart after a lost node waits this long for the node to come back",
+                               min=1.0)
     shared_memory: bool = f(True, "env worker actors on the inference actor's node pass observation images "
                                   "through the node's shared memory (/dev/shm, as the local backend does) "
                                   "instead of Ray's object store; actors on other nodes always use the store")

@@ -7,12 +7,27 @@ methods: ``send_inference`` (weights), ``send_env_worker`` (start a rollout), ``
 """
 from __future__ import annotations
 
+import json
+import os
 import time
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 from tristream.runtime.messages import RoleRestarted, StartRollout, Weights
 from tristream.runtime.telemetry import TelemetrySink
 from tristream.runtime.topology import RoleId, Topology
+
+
+def write_roles_file(run_dir, pids: dict[str, int]) -> None:
+    """``<run>/roles.json``: the pid of every role process (and of the learner's), rewritten atomically on
+    every (re)start, for operators and ``bench chaos``. Nothing is written outside a run directory (a
+    benchmark's throwaway config)."""
+    path = Path(run_dir) / "roles.json"
+    if not path.parent.is_dir():
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(pids))
+    os.replace(tmp, path)
 
 
 class RestartsExhausted(RuntimeError):

@@ -5,7 +5,6 @@ the main process owns shutdown, so Ctrl-C always ends in a checkpoint and a clea
 """
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import queue
@@ -14,7 +13,7 @@ import time
 import traceback
 from pathlib import Path
 
-from tristream.runtime.backends.base import Backend, RestartPolicy
+from tristream.runtime.backends.base import Backend, RestartPolicy, write_roles_file
 from tristream.runtime.channels import ProcessChannel, ThreadedReader
 from tristream.runtime.messages import RoleError, Stop
 from tristream.runtime.roles import Inboxes, build_role
@@ -45,7 +44,7 @@ class LocalBackend(Backend):
             print(f"[tristream] removed {len(stale)} shared-memory blocks left in /dev/shm by an earlier run in "
                   f"{run_dir}", flush=True)
         self.shm_tag = block_tag(run_dir)
-        self.roles_file = run_dir / "roles.json"  # who runs where, rewritten on every (re)start: for operators
+        self.run_dir = run_dir
         self._start_all()
 
     def _start_all(self) -> None:
@@ -62,14 +61,7 @@ class LocalBackend(Backend):
                                                 args=(role, self.cfg, t, inboxes, self.env_spec, self.policy_spec,
                                                       self.shm_tag))
             self.procs[role].start()
-        self._write_roles_file()
-
-    def _write_roles_file(self) -> None:
-        if not self.roles_file.parent.is_dir():  # not a run directory (a benchmark's throwaway config)
-            return
-        tmp = self.roles_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"driver": os.getpid(), **{str(r): p.pid for r, p in self.procs.items()}}))
-        os.replace(tmp, self.roles_file)
+        write_roles_file(self.run_dir, {"driver": os.getpid(), **{str(r): p.pid for r, p in self.procs.items()}})
 
     def replace_roles(self) -> None:
         self._kill_all()

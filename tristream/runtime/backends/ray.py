@@ -10,19 +10,22 @@
 - Data: messages go actor to actor (``ray_channels``): one call per group request, per action reply,
   per batch of finished segments. Weights are put in the object store once per publication; each
   inference actor fetches them from there.
-- Faults: as in the local backend, a role that raises or dies (``ray.kill``, a lost node) makes the backend
+- Faults: as in the local backend, a role that raises, dies (``ray.kill``, a lost node) or stops answering
+  (its pending ``take`` unanswered for ``runtime.timeout_s``: a stopped or hung process) makes the backend
   replace every role actor (in-flight messages of the old ones are dropped with them), count it, and hand
-  the pipeline a ``RoleRestarted``. Every wait on another actor has a timeout; errors name the role and
-  its node.
+  the pipeline a ``RoleRestarted``. A replacement that cannot be placed yet (a lost node not back) is
+  tried again until ``ray.start_timeout_s``. Every wait on another actor has a timeout; errors name the
+  role and its node.
 """
 from __future__ import annotations
 
 import collections
+import os
 import time
 from pathlib import Path
 
 from tristream.runtime.backends import ray_placement as placement
-from tristream.runtime.backends.base import Backend, RestartPolicy
+from tristream.runtime.backends.base import Backend, RestartPolicy, write_roles_file
 from tristream.runtime.backends.ray_channels import (TAKE_WAIT_S, ActorChannel, RoleActor, connect,
                                                      quiet_readonly_arrays, where_am_i)
 from tristream.runtime.backends.ray_learner import in_actor
@@ -55,11 +58,11 @@ class RayBackend(Backend):
         self.restart_policy = RestartPolicy(cfg.runtime.max_restarts)
         self.actors: dict = {}
         self.nodes: dict[str, dict] = {}
-        self._takes: dict = {}  # the pending take() of each actor -> its role
+        self._takes: dict = {}  # the pending take() of each actor -> (its role, when it was asked)
         self._runs: list = []  # each actor's run() (ends at Stop)
         try:
             self._check_fits()
-            self._start_all()
+            self._start_all(time.monotonic() + cfg.ray.start_timeout_s)
         except BaseException:
             self.close()
             raise
@@ -74,7 +77,7 @@ class RayBackend(Backend):
                   flush=True)
 
     # --- lifecycle ------------------------------------------------------------------------------
-    def _start_all(self) -> None:
+    def _start_all(self, deadline: float) -> None:
         outbox = self.topology.learner_inbox_size  # as the local backend's learner inbox
         for r in self.requests:
             self.actors[r.role] = self._actor_class.options(max_concurrency=4, **r.options()).remote(
@@ -82,11 +85,14 @@ class RayBackend(Backend):
         envs = {role.index: self.actors[role] for role in self.topology.env_workers}
         self.env_inboxes = {w: ActorChannel(h) for w, h in envs.items()}
         started = {a.connect.remote(self.actors[INFERENCE], envs): role for role, a in self.actors.items()}
-        self.nodes = self._wait_started(started)
+        self.nodes = self._wait_started(started, deadline)
         self._share_memory_on_node()
         self._runs = [a.run.remote() for a in self.actors.values()]
-        self._takes = {a.take.remote(TAKE_WAIT_S): role for role, a in self.actors.items()}
+        now = time.monotonic()
+        self._takes = {a.take.remote(TAKE_WAIT_S): (role, now) for role, a in self.actors.items()}
         self.learner_inbox.clear()
+        write_roles_file(Path(self.cfg.run.dir) / self.cfg.run.name,
+                         {"learner": os.getpid(), **{str(r): n["pid"] for r, n in self.nodes.items()}})
 
     def _share_memory_on_node(self) -> None:
         """Env workers on the inference actor's node send images through /dev/shm (``ray.shared_memory``)."""
@@ -102,11 +108,10 @@ class RayBackend(Backend):
                                             f"Ray object store for {', '.join(store)}" if store else "") if part),
               flush=True)
 
-    def _wait_started(self, started: dict) -> dict[str, dict]:
-        """Wait until every actor is placed and has built its role; a placement that stays pending (the
-        cluster is busy, a node vanished) is an error naming the roles, not a hang."""
+    def _wait_started(self, started: dict, deadline: float) -> dict[str, dict]:
+        """Wait until every actor is placed and has built its role; a placement that stays pending past
+        ``deadline`` (the cluster is busy, a node vanished) is an error naming the roles, not a hang."""
         import ray
-        deadline = time.monotonic() + self.cfg.ray.start_timeout_s
         nodes, pending = {}, dict(started)
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=max(0.0, deadline - time.monotonic()))
@@ -138,9 +143,28 @@ class RayBackend(Backend):
         return _fmt_where(n) if n else "node unknown (not started)"
 
     def replace_roles(self) -> None:
+        """Kill every role actor and start them all again. A start that fails (the node a role needs is
+        lost and not back yet, or Ray placed an actor on a node it has not yet declared dead) is tried
+        again every 2 s until ``ray.start_timeout_s`` has passed: a node that its supervisor restarts, or
+        that an autoscaler replaces, is waited for; the last error is raised after that."""
         self._kill_all()
-        self._check_fits()
-        self._start_all()
+        deadline = time.monotonic() + self.cfg.ray.start_timeout_s
+        waiting = False
+        while True:
+            try:
+                self._check_fits()
+                self._start_all(deadline)
+                return
+            except (placement.PlacementError, RuntimeError) as e:
+                self._kill_all()
+                if time.monotonic() + 2.0 > deadline:
+                    raise
+                if not waiting:
+                    waiting = True
+                    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                    print(f"[tristream] the roles cannot be placed yet ({reason}); trying again for up to "
+                          f"{deadline - time.monotonic():.0f} s (ray.start_timeout_s)", flush=True)
+                time.sleep(2.0)
 
     def _kill_all(self) -> None:
         import ray
@@ -189,7 +213,15 @@ class RayBackend(Backend):
             restarted = self._take(min(0.5, max(0.0, deadline - time.monotonic())))
             if restarted is not None:
                 return restarted
+            silent = self._unanswered(self.cfg.runtime.timeout_s)
+            if silent is not None:  # e.g. SIGSTOP, or a hung node: it would never answer; a restart replaces it
+                return self._silent(silent)
             if not self.learner_inbox and time.monotonic() > deadline:
+                # A full wait that ran out while a role had stopped answering before it began: that role is
+                # why nothing came (a running actor answers a take within TAKE_WAIT_S); replace it.
+                silent = self._unanswered(10 * TAKE_WAIT_S) if timeout >= self.cfg.runtime.timeout_s else None
+                if silent is not None:
+                    return self._silent(silent)
                 raise TimeoutError(f"the learner received nothing for {timeout:.0f} s (runtime.timeout_s); roles: "
                                    + "; ".join(f"{r} on {self.where(r)}" for r in self.actors))
 
@@ -202,14 +234,25 @@ class RayBackend(Backend):
         if ready and rest:
             ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
         for ref in ready:
-            role = self._takes.pop(ref)
+            role, _ = self._takes.pop(ref)
             try:
                 msgs = ray.get(ref, timeout=self.cfg.runtime.timeout_s)
             except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:
                 return self.role_failed(role, f"actor lost: {type(e).__name__}: {str(e).strip()}")
             self.learner_inbox.extend(msgs)
-            self._takes[self.actors[role].take.remote(TAKE_WAIT_S)] = role
+            self._takes[self.actors[role].take.remote(TAKE_WAIT_S)] = (role, time.monotonic())
         return None
+
+    def _silent(self, role: RoleId):
+        return self.role_failed(role, f"no answer for more than {self.cfg.runtime.timeout_s:.0f} s "
+                                      f"(runtime.timeout_s): the actor is stopped or hung")
+
+    def _unanswered(self, timeout_s: float):
+        """The role whose ``take`` has been pending longest, if for longer than ``timeout_s`` + TAKE_WAIT_S (a
+        take answers within TAKE_WAIT_S when the actor runs), else None."""
+        now = time.monotonic()
+        role, asked = min(self._takes.values(), key=lambda v: v[1], default=(None, now))
+        return role if now - asked > timeout_s + TAKE_WAIT_S else None
 
 
 def _fmt_where(n: dict) -> str:
