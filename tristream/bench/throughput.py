@@ -32,7 +32,7 @@ from tristream.runtime.backends import make_backend
 from tristream.runtime.learner import Learner
 from tristream.runtime.pipeline import train_loop
 from tristream.envs.from_config import env_kwargs
-from tristream.policies.from_config import apply_rl_qat, build_policy
+from tristream.policies.from_config import apply_rl_options, build_policy
 from tristream.runtime.topology import Topology
 
 MODES = ("sync", "async-rollout", "async")
@@ -95,7 +95,7 @@ def measure(cfg, env_spec, init_state: dict, warmup: int, steps: int) -> dict[st
     torch.manual_seed(cfg.run.seed)
     policy = build_policy(cfg, env_spec)
     policy.load_state_dict(init_state)
-    apply_rl_qat(cfg, policy)  # lm.qat: the learner computes through fake-quantized weights, as in training
+    apply_rl_options(cfg, policy)  # lm.qat and run.precision, as the learner in training
     learner = Learner(policy, cfg.algo, seed=cfg.run.seed + 2, rollout_mismatch=cfg.rollout.weights != "fp32")
     backend = make_backend(cfg, env_spec)
     marks: list[tuple[float, dict]] = []

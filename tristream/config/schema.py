@@ -22,6 +22,10 @@ class RunConfig:
     dir: str = f("runs", "parent directory of run directories")
     seed: int = f(0, "master seed: env seeds, sampling and initialisation derive from it", min=0)
     torch_threads: int = f(2, "torch intra-op threads in the learner process", min=1)
+    precision: Literal["fp32", "bf16"] = f(
+        "fp32", "RL forward passes of the learner and the inference worker: bf16 runs the policy's encoders and "
+                "trunk under bfloat16 autocast (fp32 weights, optimizer state, heads, log-probs and losses); fast "
+                "on CPUs with AVX512-BF16 or AMX and on GPUs, slower elsewhere (docs/policies.md, Precision)")
 
 
 @dataclass

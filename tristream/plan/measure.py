@@ -289,7 +289,7 @@ def measure_costs(cfg, env_spec, *, repeats: int = 5, corun_seconds: float = 3.0
     """Run the probes (module docstring) for ``cfg``'s workload; about a minute on the default workload.
     ``corun_seconds``: how long each co-run measurement steps envs."""
     from tristream.bench.meta import run_meta
-    from tristream.policies.from_config import build_policy
+    from tristream.policies.from_config import apply_rl_options, build_policy
     from tristream.runtime.learner import Learner
     probe = probe_config(cfg)
     torch.manual_seed(cfg.run.seed)
@@ -297,6 +297,7 @@ def measure_costs(cfg, env_spec, *, repeats: int = 5, corun_seconds: float = 3.0
     if cfg.train.init:
         from tristream.policies.io import load_policy
         policy.load_state_dict(load_policy(cfg.train.init).state_dict())
+    apply_rl_options(probe, policy)  # run.precision: the costs of the forward passes the run will make
     learner = Learner(policy, probe.algo, seed=cfg.run.seed)
     inference_mb = _rss_mb()
     with mp.get_context("spawn").Pool(1) as pool:

@@ -156,7 +156,8 @@ class ActorCriticPolicy(Policy):
         if self.vision is not None:
             images = obs["images"]
             images = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
-            parts.append(self.vision(images))
+            with self.autocast():  # run.precision=bf16: the conv stack, the bulk of the compute
+                parts.append(self.vision(images).float())
         if self.norm is not None:
             parts.append(self.norm(torch.as_tensor(obs["state"], dtype=torch.float32)))
         return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]

@@ -12,6 +12,7 @@ Actions are float32 [B, K, action_dim] (K = chunk length).
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -40,6 +41,15 @@ class Policy(nn.Module):
 
     chunk_len: int
     tokens_per_chunk: int
+    precision: str = "fp32"  # run.precision, set by from_config.apply_rl_options
+
+    def autocast(self):
+        """The context a policy runs its encoder and trunk in: bfloat16 autocast where ``precision`` is "bf16"
+        (weights, gradients and optimizer state stay fp32; heads, log-probs and values are computed in fp32
+        from the trunk's output), else nothing."""
+        if self.precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(next(self.parameters()).device.type, dtype=torch.bfloat16)
 
     def act(self, obs: dict[str, Any], deterministic: bool = False, noise: RowNoise | None = None) -> ActOutput:
         """Sample (or, ``deterministic``, take the mode of) an action chunk per row. ``noise``: draw the

@@ -20,6 +20,13 @@ def build_policy(cfg, env_spec, spec: dict[str, Any] | None = None):
     return make_policy(cfg.policy.name, env_spec, **cfg.policy.factory_kwargs())
 
 
+def apply_rl_options(cfg, policy) -> None:
+    """What RL adds to a policy, the learner's and the inference worker's copy alike: ``lm.qat`` and
+    ``run.precision``."""
+    apply_rl_qat(cfg, policy)
+    policy.precision = cfg.run.precision
+
+
 def apply_rl_qat(cfg, policy) -> None:
     """``lm.qat=int8|int4`` on a language policy in RL: it computes through fake-quantized weights (fp32 master
     weights, straight-through gradients), the learner's and the inference worker's copy alike, as in SFT."""

@@ -114,11 +114,12 @@ class LMPolicy(Policy):
         model = self.serving_model()
         uniforms = noise.uniform(L) if noise is not None and not deterministic else None
         for rows in by_len.values():  # one cached generation per prompt length
-            t, lp, stats = sample_with_logp(model, torch.tensor([prompts[i] for i in rows]), L,
-                                            temperature=self.temperature, top_p=self.top_p, greedy=deterministic,
-                                            eos_id=TOKENIZER.EOS, pad_id=TOKENIZER.PAD, banned=NEVER_SAMPLED,
-                                            draft_k=self.speculative_k,
-                                            uniforms=None if uniforms is None else uniforms[rows])
+            with self.autocast():  # run.precision=bf16 (sampling log-probs are fp32: tempered_logp)
+                t, lp, stats = sample_with_logp(model, torch.tensor([prompts[i] for i in rows]), L,
+                                                temperature=self.temperature, top_p=self.top_p, greedy=deterministic,
+                                                eos_id=TOKENIZER.EOS, pad_id=TOKENIZER.PAD, banned=NEVER_SAMPLED,
+                                                draft_k=self.speculative_k,
+                                                uniforms=None if uniforms is None else uniforms[rows])
             tokens[rows], logp[rows] = t, lp
             self._stats["main_forwards"] += stats["main_forwards"]
             for key in ("rounds", "drafted", "accepted"):
@@ -143,7 +144,8 @@ class LMPolicy(Policy):
         lengths = torch.tensor([len(p) for p in prompts])
         rows = [p + comp[b].tolist() for b, p in enumerate(prompts)]
         tokens = TOKENIZER.batch(rows)  # right-padded: causal attention never looks at the padding
-        logits = self.model(tokens).logits  # [B, T, V]
+        with self.autocast():  # run.precision=bf16; the log-probs below are fp32 (tempered_logp)
+            logits = self.model(tokens).logits  # [B, T, V]
         # the logits that predict completion token j sit at position len(prompt) - 1 + j
         pos = (lengths[:, None] - 1 + torch.arange(L)[None, :]).clamp(max=tokens.shape[1] - 1)
         logits = logits.gather(1, pos[..., None].expand(B, L, logits.shape[-1]))

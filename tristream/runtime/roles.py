@@ -37,12 +37,12 @@ def build_role(role: RoleId, cfg, topology: Topology, inboxes: Inboxes, *, env_s
                          group_size=cfg.rollout.group_size, shm_tag=shm_tag)
     import torch
 
-    from tristream.policies.from_config import apply_rl_qat, build_policy
+    from tristream.policies.from_config import apply_rl_options, build_policy
     from tristream.runtime.inference import InferenceWorker
     if own_process:
         torch.set_num_threads(cfg.runtime.inference_threads)
     policy = build_policy(cfg, env_spec, policy_spec)
-    apply_rl_qat(cfg, policy)
+    apply_rl_options(cfg, policy)
     policy.configure_rollout(cfg.rollout.speculative_k, cfg.rollout.weights, cfg.lm.qat_group_size)
     return InferenceWorker(policy, inboxes.own, inboxes.env_workers, num_groups=topology.plan.num_groups,
                            batch_max=batch_max(cfg), batch_timeout_ms=cfg.runtime.batch_timeout_ms,

@@ -18,7 +18,7 @@ from tristream.runtime.backends.base import RestartsExhausted
 from tristream.policies.io import load_policy
 from tristream.runtime.learner import Learner
 from tristream.runtime.pipeline import train_loop
-from tristream.policies.from_config import apply_rl_qat, build_policy
+from tristream.policies.from_config import apply_rl_options, build_policy
 from tristream.runtime.topology import Topology
 
 
@@ -87,7 +87,7 @@ def rl_train(cfg, run_dir: str | Path, env_spec, *, init: str | Path | None = No
     if resume:
         ckpt = latest_checkpoint(run_dir)
         policy, state = load_checkpoint(ckpt)
-        apply_rl_qat(cfg, policy)
+        apply_rl_options(cfg, policy)
         learner = Learner(policy, cfg.algo, seed=cfg.run.seed + 2, total_steps=cfg.train.steps,
                           rollout_mismatch=cfg.rollout.weights != "fp32")
         learner.load_state_dict(state["learner"])
@@ -110,7 +110,7 @@ def rl_train(cfg, run_dir: str | Path, env_spec, *, init: str | Path | None = No
             print(f"[tristream] loss {cfg.algo.loss} bounds every token's ratio: the Gaussian head uses one token "
                   f"per action dimension (train.rl_gaussian_tokens=chunk to keep one per chunk)")
             policy.set_gaussian_tokens("dim")
-        apply_rl_qat(cfg, policy)
+        apply_rl_options(cfg, policy)
         learner = Learner(policy, cfg.algo, seed=cfg.run.seed + 2, total_steps=cfg.train.steps,
                           rollout_mismatch=cfg.rollout.weights != "fp32")
         start = 0

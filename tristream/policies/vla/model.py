@@ -83,13 +83,14 @@ class VLAPolicy(Policy):
     def encode(self, obs: dict[str, Any]) -> torch.Tensor:
         """Observation batch -> trunk features [B, hidden_dim]."""
         images, state, ids = self._prepare(obs)
-        lang = self.lang(ids)
-        parts = [lang]
-        if self.vision is not None:
-            parts.insert(0, self.vision(images, lang))
-        if self.proprio is not None:
-            parts.append(self.proprio(state))
-        return self.trunk(torch.cat(parts, dim=-1))
+        with self.autocast():  # run.precision=bf16: encoders and trunk; the heads get fp32 features
+            lang = self.lang(ids)
+            parts = [lang]
+            if self.vision is not None:
+                parts.insert(0, self.vision(images, lang))
+            if self.proprio is not None:
+                parts.append(self.proprio(state))
+            return self.trunk(torch.cat(parts, dim=-1)).float()
 
     # ------------------------------------------------------------------ Policy interface
     def act(self, obs: dict[str, Any], deterministic: bool = False, noise: RowNoise | None = None) -> ActOutput:
