@@ -43,7 +43,7 @@ def test_a_ray_run_survives_a_lost_node_and_a_stopped_actor(tmp_path, monkeypatc
     kinds = iter(["stop:role", "kill:node", "kill:node"] * 10)
     monkeypatch.setattr(chaos, "_pick", lambda rng, faults: next(kinds))
     monkeypatch.setattr(chaos, "NODE_DOWN_S", 3.0)
-    assert main(["bench", "chaos", *TINY, "runtime.backend=ray", "runtime.timeout_s=6", "--seconds", "90",
+    assert main(["bench", "chaos", *TINY, "runtime.backend=ray", "runtime.timeout_s=6", "--seconds", "100",
                  "--fault-every", "25", "--out", str(tmp_path)]) == 0
     r = json.loads((tmp_path / "chaos.json").read_text())
     done = [f["kind"] for f in r["faults"] if f["done"]]
