@@ -54,3 +54,21 @@ def test_a_ray_run_survives_a_lost_node_and_a_stopped_actor(tmp_path, monkeypatc
     assert r["segments_trained"] > 0 and r["segments_trained_twice"] == 0 and r["steps_beyond_lag_bound"] == 0
     assert r["end"]["role_processes_alive"] == [] and r["resume"]["exit_code"] == 0
     assert "learner" in r["memory"]  # roles restarted this often are never old enough to count
+
+
+def test_memory_growth_separates_private_memory_from_shared_pages():
+    """A process whose RSS grows only by touching shared memory (as Ray's object store or /dev/shm blocks
+    are) shows RSS growth and a flat private part."""
+    samples = [{"t": 10.0 * i, "roles": {"learner": {"rss_mb": 1000.0 + 20 * i, "anon_mb": 800.0, "fds": 9,
+                                                     "age_s": 10.0 * i + 60}}} for i in range(20)]
+    m = chaos._memory_growth(samples)["learner"]
+    assert m["ratio"] > 1.2 and m["anon_ratio"] == 1.0 and m["fds_max"] == 9
+    assert "private MB at end" in chaos.format_report({**_EMPTY, "memory": {"learner": m}})
+    old = [{"t": s["t"], "roles": {"learner": {k: v for k, v in s["roles"]["learner"].items() if k != "anon_mb"}}}
+           for s in samples]  # a result written before the private part was sampled
+    assert "anon_ratio" not in chaos._memory_growth(old)["learner"]
+
+
+_EMPTY = {"faults": [], "restarts": {}, "global_steps": 0, "segments_trained": 0, "segments_trained_twice": 0,
+          "lag_bound": 1, "steps_beyond_lag_bound": 0, "resume": {"exit_code": 0, "resumed_from": None, "skipped": []},
+          "end": {"shm_blocks": 0, "role_processes_alive": [], "checkpoints": {}}}

@@ -224,12 +224,16 @@ def _damage_newest(run_dir: Path) -> dict | None:
     return {"kind": "corrupt:checkpoint", "target": str(victim.relative_to(run_dir)), "done": True, "t": "end"}
 
 
-def _proc_stats(pid: int) -> tuple[float, int] | None:
-    """(RSS in MB, open file descriptors) of ``pid`` from /proc, or None when it is gone."""
+def _proc_stats(pid: int) -> dict | None:
+    """RSS, its private (anonymous) part and the shared-memory part in MB, and open file descriptors, of
+    ``pid`` from /proc; None when it is gone. Shared pages (Ray's object store, /dev/shm blocks) count in RSS
+    once touched, without being the process's own: a leak shows in the private part."""
     try:
-        rss = next(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS:"))
-        return rss / 1024, len(os.listdir(f"/proc/{pid}/fd"))
-    except (OSError, StopIteration, ValueError):
+        fields = {line.split(":")[0]: int(line.split()[1]) for line in open(f"/proc/{pid}/status")
+                  if line.startswith(("VmRSS:", "RssAnon:", "RssShmem:"))}
+        return {"rss_mb": fields["VmRSS"] / 1024, "anon_mb": fields.get("RssAnon", 0) / 1024,
+                "shmem_mb": fields.get("RssShmem", 0) / 1024, "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+    except (OSError, KeyError, ValueError):
         return None
 
 
@@ -244,7 +248,8 @@ def _sample(t: float, roles: dict[str, int], run_dir: Path, born: dict[int, floa
         stats = _proc_stats(pid)
         if stats:
             age = t - born.setdefault(pid, t)
-            per_role[role] = {"pid": pid, "rss_mb": round(stats[0], 1), "fds": stats[1], "age_s": round(age, 1)}
+            per_role[role] = {"pid": pid, **{k: round(v, 1) for k, v in stats.items() if k != "fds"},
+                              "fds": stats["fds"], "age_s": round(age, 1)}
     return {"t": round(t, 1), "roles": per_role, "shm_blocks": _shm_blocks(run_dir)}
 
 
@@ -300,14 +305,15 @@ def _final_eval(run_dir: Path) -> dict:
 
 
 def _memory_growth(samples: list[dict], settled_s: float = 30.0) -> dict:
-    """Per role: median RSS in the second fifth of the run (after warm-up) and in the last fifth, and their
-    ratio, over processes at least ``settled_s`` old (a restarted role's fresh process is still loading
-    torch and its policy: its RSS says nothing about a leak)."""
+    """Per role: median RSS and private (anonymous) memory in the second fifth of the run (after warm-up) and
+    in the last fifth, and their ratios, over processes at least ``settled_s`` old (a restarted role's fresh
+    process is still loading torch and its policy: its RSS says nothing about a leak). Results written before
+    the private part was sampled have RSS only."""
     series = defaultdict(list)
     for s in samples:
         for role, v in s["roles"].items():
             if v["age_s"] >= settled_s or role == "driver":
-                series[role].append((s["t"], v["rss_mb"], v["fds"]))
+                series[role].append((s["t"], v["rss_mb"], v["fds"], v.get("anon_mb")))
     out = {}
     for role, pts in series.items():
         pts.sort()
@@ -316,6 +322,10 @@ def _memory_growth(samples: list[dict], settled_s: float = 30.0) -> dict:
         e, l_ = float(np.median([p[1] for p in early])), float(np.median([p[1] for p in late]))
         out[role] = {"rss_mb_after_warmup": e, "rss_mb_at_end": l_, "ratio": round(l_ / e, 3) if e else None,
                      "fds_max": max(p[2] for p in pts)}
+        if all(p[3] is not None for p in pts):
+            ea, la = float(np.median([p[3] for p in early])), float(np.median([p[3] for p in late]))
+            out[role] |= {"anon_mb_after_warmup": ea, "anon_mb_at_end": la,
+                          "anon_ratio": round(la / ea, 3) if ea else None}
     return out
 
 
@@ -338,9 +348,15 @@ def format_report(r: dict) -> str:
             f"{k} {v['success']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]" for k, v in ev.items())
             + f" ({ev['rl']['episodes']} episodes each)")
     lines = [f"- {line}" for line in lines]  # one bullet per check: a list in Markdown, lines in a terminal
-    lines += ["", "| role | RSS MB after warm-up | RSS MB at end | ratio | max open fds |", "|---|---|---|---|---|"]
+    private = all("anon_ratio" in m for m in r["memory"].values())
+    lines += ["", "| role | RSS MB after warm-up | RSS MB at end | ratio |"
+              + (" private MB after warm-up | private MB at end | ratio |" if private else "") + " max open fds |",
+              "|---|---|---|---|" + ("---|---|---|" if private else "") + "---|"]
     for role, m in sorted(r["memory"].items()):
-        lines.append(f"| {role} | {m['rss_mb_after_warmup']:.0f} | {m['rss_mb_at_end']:.0f} | {m['ratio']} | {m['fds_max']} |")
+        anon = (f" {m['anon_mb_after_warmup']:.0f} | {m['anon_mb_at_end']:.0f} | {m['anon_ratio']} |"
+                if private else "")
+        lines.append(f"| {role} | {m['rss_mb_after_warmup']:.0f} | {m['rss_mb_at_end']:.0f} | {m['ratio']} |{anon} "
+                     f"{m['fds_max']} |")
     return "\n".join(lines)
 
 
