@@ -14,8 +14,8 @@ from a seeded generator:
     kill:node           (Ray) SIGKILL the env workers' node, whole; it is started again NODE_DOWN_S later, as a
                         node supervisor would, and the backend must wait for it and place the roles again
 
-Every ``sample_every`` seconds it records the RSS and open file descriptors of the driver and of every role,
-and the run's blocks in /dev/shm. After ``seconds`` the driver gets SIGINT (it checkpoints and stops). Then:
+Every ``sample_every`` seconds it records the RSS (and its private part) and open file descriptors of the
+driver or learner and of every role, and the run's blocks in /dev/shm. After ``seconds`` the driver gets SIGINT (it checkpoints and stops). Then:
 samples trained twice (a segment key in two steps' ``audit_keys``) and steps that trained data older than
 the lag bound must be 0, no block may be left in /dev/shm and no role process alive, every checkpoint is
 checked against its manifest, and ``tristream train --resume`` must run one more step past the damage (its
