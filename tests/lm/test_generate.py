@@ -68,21 +68,23 @@ def _random_model():
     return LM(dataclasses.replace(LMConfig.preset("tiny"), vocab_size=V)).double().eval()
 
 
-def _generate_recording_verifies(model, prompt, n, k):
-    """generate(model, prompt, n, draft_k=k) that also returns every verify forward as
-    (each row's position before it [B], its tokens [B, k + 1] = [x_n, d_1..d_k])."""
+def _generate_recording_verifies(model, prompt, n, k, **kw):
+    """generate(model, prompt, n, draft_k=k) that also returns every verify forward as (the batch rows
+    it ran on [b] (rows that are done leave the batch), each row's position before it [b], its tokens
+    [b, k + 1] = [x_n, d_1..d_k])."""
     verifies = []
     forward = model.forward
 
     def recording(tokens, cache=None, **kw):
         if cache is not None and cache.length > 0:  # every main forward after the prefill is a verify
             at = cache.lengths.clone() if cache.ragged else torch.full((tokens.shape[0],), cache.length)
-            verifies.append((at, tokens.clone()))
+            rows = torch.arange(tokens.shape[0]) if cache.rows is None else cache.rows.clone()
+            verifies.append((rows, at, tokens.clone()))
         return forward(tokens, cache, **kw)
 
     model.forward = recording
     try:
-        out, stats = generate(model, prompt, n, draft_k=k)
+        out, stats = generate(model, prompt, n, draft_k=k, **kw)
     finally:
         del model.forward
     return out, stats, verifies
@@ -96,12 +98,10 @@ def _assert_first_drafts_are_uncached_mtp(model, out, verifies):
         h = model(out).hidden
         want = model.mtp_forward(h[:, :-1], out[:, 1:]).logits.argmax(-1)  # [B, T - 1]: j -> token j + 2
     checked = 0
-    rows = torch.arange(out.shape[0])
-    for n, tokens in verifies:
-        live = n - 1 < want.shape[1]  # rows already done keep being fed, past the decoded length
+    for rows, n, tokens in verifies:
+        assert (n - 1 < want.shape[1]).all()  # only rows still decoding are verified
         if tokens.shape[1] > 1:  # k = 0 rounds (at the end) draft nothing
-            got, exp = tokens[live, 1], want[rows[live], (n - 1)[live]]
-            assert torch.equal(got, exp), (n, tokens, exp)
+            assert torch.equal(tokens[:, 1], want[rows, n - 1]), (rows, n, tokens)
             checked += 1
     assert checked > 0
 
@@ -121,7 +121,7 @@ def test_greedy_speculative_equals_plain_batch1(trained):
                 assert ss["main_forwards"] == ss["rounds"] + 1 == len(verifies) + 1
                 assert sum(ss["accept_lengths"]) == 16 - 1  # the prefill emits the first token
                 _assert_first_drafts_are_uncached_mtp(model, spec, verifies)
-                first_kept[name] += [n > 1 for n, (_, v) in zip(ss["accept_lengths"], verifies) if v.shape[1] > 1]
+                first_kept[name] += [n > 1 for n, (_, _, v) in zip(ss["accept_lengths"], verifies) if v.shape[1] > 1]
                 rejected += ss["drafted"] - ss["accepted"]
     # the trained model's MTP predicts the pattern: a correct drafter's d_1 is nearly always kept (a
     # drafter fed misaligned inputs or stale cache entries is not); on the random model drafts are mostly
@@ -145,8 +145,10 @@ def test_eos_and_lengths(trained):
     plain, _ = generate(trained, prompt, 16)
     eos = int(plain[0, 8])  # a token the first row emits
     a, _ = generate(trained, prompt, 16, eos_id=eos)
-    b, _ = generate(trained, prompt, 16, eos_id=eos, draft_k=3)
+    b, _, verifies = _generate_recording_verifies(trained, prompt, 16, 3, eos_id=eos)
     assert torch.equal(a, b)
+    # row 1's first token (from the prefill) is eos: it leaves the batch, every verify runs on row 0 alone
+    assert int(a[1, 6]) == eos and all(rows.tolist() == [0] for rows, _, _ in verifies), verifies
     first = int((a[0, 6:] == eos).nonzero()[0])
     assert (a[0, 6 + first:] == eos).all()
     assert a.shape[1] <= plain.shape[1]

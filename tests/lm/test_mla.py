@@ -30,6 +30,19 @@ def test_rope_is_a_rotation_with_relative_scores():
     assert torch.allclose(rq[0], q)
 
 
+def test_rope_equals_the_rotate_half_formula():
+    """apply_rope's folded sign (roll and a signed sin table) gives x cos + rotate_half(x) sin exactly."""
+    pos = torch.arange(7)
+    cos, signed_sin = rope_cos_sin(pos, 16, 10000.0, torch.float32)
+    inv_freq = 1.0 / 10000.0 ** (torch.arange(0, 16, 2, dtype=torch.float64) / 16)
+    freqs = pos.double()[:, None] * inv_freq
+    sin = torch.cat([freqs, freqs], -1).sin().float()
+    x = torch.randn(3, 7, 16)
+    x1, x2 = x.chunk(2, dim=-1)
+    expected = x * cos + torch.cat([-x2, x1], dim=-1) * sin
+    assert torch.equal(apply_rope(x, cos, signed_sin), expected)
+
+
 @pytest.mark.parametrize("q_lora_rank", [96, None])
 def test_cached_decoding_matches_full_recompute(q_lora_rank):
     torch.manual_seed(0)

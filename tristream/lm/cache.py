@@ -33,6 +33,7 @@ class MLACache:
         self.valid: torch.Tensor | None = None  # [B, capacity] bool, once ragged
         self.lengths: torch.Tensor | None = None  # [B] long tokens per row, once ragged
         self.mask: torch.Tensor | None = None  # [B, 1, T, length + T] of the running forward, when ragged
+        self.rows: torch.Tensor | None = None  # the original batch row of each row, once rows left (keep_rows)
 
     @property
     def capacity(self) -> int:
@@ -97,6 +98,15 @@ class MLACache:
         slots = torch.arange(self.length - start, device=kept.device)
         self.valid[:, start:self.length] = slots[None] < kept[:, None]
         self.lengths -= (self.length - start) - kept
+
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        """Keep only batch rows ``rows`` [n] (long, increasing) in every buffer: rows that are done decoding
+        leave, so later forwards run on fewer rows."""
+        self.rows = rows if self.rows is None else self.rows[rows]
+        self.latent = [t[rows] for t in self.latent]
+        self.k_rope = [t[rows] for t in self.k_rope]
+        if self.ragged:
+            self.valid, self.lengths = self.valid[rows], self.lengths[rows]
 
     def _grow(self, needed: int) -> None:
         cap = max(needed, 2 * self.capacity)

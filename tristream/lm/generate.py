@@ -123,7 +123,8 @@ def _speculative(model, prompt, max_new_tokens, temperature, draft_k, eos_id, ge
 
     Rows keep their own number of drafts each round: after a verify, row b keeps x_n and its m_b accepted
     drafts in the cache (:meth:`MLACache.commit`; rows that differ make the caches ragged) and emits its
-    own m_b + 1 tokens. A row stops taking part once it has ``max_new_tokens`` tokens or an eos."""
+    own m_b + 1 tokens. A row stops taking part once it has ``max_new_tokens`` tokens or an eos: it leaves
+    the batch and both caches, so later rounds run on the rows still decoding."""
     B, T0 = prompt.shape
     greedy = temperature <= 0
     probs = dist or (lambda logits: _probs(logits, temperature))
@@ -151,19 +152,31 @@ def _speculative(model, prompt, max_new_tokens, temperature, draft_k, eos_id, ge
     kept = out.logits.new_zeros(B, width, out.logits.shape[-1]) if keep_logits else None
     if keep_logits:
         kept[:, 0] = out.logits[:, -1]
-    count = torch.ones(B, dtype=torch.long, device=prompt.device)  # tokens emitted per row
+    final_count = torch.ones(B, dtype=torch.long, device=prompt.device)  # tokens emitted per row, all rows
+    # From here on the state covers the *live* rows only (original ids ``live``): a row that has ended
+    # (eos or max_new_tokens) leaves the batch, so the rounds the slowest rows still need run on fewer rows.
+    live = torch.arange(B, device=prompt.device)
+    count = final_count.clone()
     ended = x == eos_id if eos_id is not None else torch.zeros(B, dtype=torch.bool, device=prompt.device)
-    rows = torch.arange(B, device=prompt.device)
     # MTP inputs not yet in its cache: main hidden h_j and token x_{j+1} for the pending positions j;
     # pend_kept [B]: how many of them are real per row (None: all)
     pend_h, pend_tok, pend_kept = out.hidden, torch.cat([prompt[:, 1:], x[:, None]], dim=1), None
 
     while True:
         active = ~ended & (count < max_new_tokens)
-        fewest = int(torch.where(active, count, max_new_tokens).min())  # one sync per round
-        if fewest >= max_new_tokens:
+        n_live = int(active.sum())  # one sync per round
+        if n_live == 0:
             break
-        k = min(draft_k, max_new_tokens - fewest - 1)
+        if n_live < live.shape[0]:  # drop the rows that are done, from the state and both caches
+            final_count[live] = count
+            keep = active.nonzero()[:, 0]
+            live, x, count, ended = live[keep], x[keep], count[keep], ended[keep]
+            pend_h, pend_tok = pend_h[keep], pend_tok[keep]
+            pend_kept = None if pend_kept is None else pend_kept[keep]
+            cache.keep_rows(keep)
+            mtp_cache.keep_rows(keep)
+        rows = torch.arange(n_live, device=prompt.device)
+        k = min(draft_k, max_new_tokens - int(count.min()) - 1)
         drafts, q_probs = [], []
         if k > 0:
             start = mtp_cache.length
@@ -192,34 +205,35 @@ def _speculative(model, prompt, max_new_tokens, temperature, draft_k, eos_id, ge
             mtp_cache.truncate(committed)  # drop the recursive drafts' entries
 
         n = cache.length
-        verify = model(torch.stack([x, *drafts], dim=1), cache)  # logits [B, k + 1, V]
+        verify = model(torch.stack([x, *drafts], dim=1), cache)  # logits [n_live, k + 1, V]
         stats["main_forwards"] += 1
         m_row, nxt = _accept(target(verify.logits) if greedy else probs(verify.logits), drafts, q_probs, greedy,
                              generator)
         cache.commit(n, m_row + 1)  # each row keeps x_n and its accepted drafts
 
-        d = torch.stack(drafts, dim=1) if k else prompt.new_zeros(B, 0)
-        emitted = torch.cat([d, nxt[:, None]], dim=1)  # [B, k + 1]: d_1..d_m, then the main model's token
+        d = torch.stack(drafts, dim=1) if k else prompt.new_zeros(n_live, 0)
+        emitted = torch.cat([d, nxt[:, None]], dim=1)  # [n_live, k + 1]: d_1..d_m, then the main model's token
         emitted[rows, m_row] = nxt
         steps = torch.arange(k + 1, device=prompt.device)
-        write = (steps[None] <= m_row[:, None]) & active[:, None]  # [B, k + 1]
+        write = steps[None] <= m_row[:, None]  # [n_live, k + 1]
         at = (count[:, None] + steps[None]).clamp(max=width - 1)
-        tokens.scatter_(1, at, torch.where(write, emitted, tokens.gather(1, at)))
+        r = live[:, None]
+        tokens[r, at] = torch.where(write, emitted, tokens[r, at])
         if keep_logits:
-            idx = at[..., None].expand(-1, -1, kept.shape[-1])
-            kept.scatter_(1, idx, torch.where(write[..., None], verify.logits, kept.gather(1, idx)))
+            kept[r, at] = torch.where(write[..., None], verify.logits, kept[r, at])
         if eos_id is not None:
-            ended |= ((emitted == eos_id) & write).any(1)
-        n_active = int(active.sum())
-        stats["rounds"] += n_active
-        stats["drafted"] += k * n_active
-        stats["accepted"] += int(m_row[active].sum())
-        stats["accept_lengths"] += (m_row[active] + 1).tolist()
-        count = count + torch.where(active, m_row + 1, 0)
+            ended = ended | ((emitted == eos_id) & write).any(1)
+        stats["rounds"] += n_live
+        stats["drafted"] += k * n_live
+        accepted = m_row.tolist()
+        stats["accepted"] += sum(accepted)
+        stats["accept_lengths"] += [m + 1 for m in accepted]
+        count = count + m_row + 1
         if k > 0:  # (after a round without drafts every row is done: nothing more to catch up on)
             pend_h, pend_tok, pend_kept = verify.hidden, emitted, m_row + 1
         x = nxt
-    new = tokens[:, :min(int(count.max()), max_new_tokens)]
+    final_count[live] = count
+    new = tokens[:, :min(int(final_count.max()), max_new_tokens)]
     # a row past its eos (or past max_new_tokens) holds zeros: callers cut at eos / max_new_tokens
     if keep_logits:
         return new, _summarise(stats), kept[:, :new.shape[1]]

@@ -19,6 +19,11 @@ from tristream.lm.config import LMConfig
 from tristream.lm.rope import apply_rope, rope_cos_sin
 
 
+#: queries up to this many tokens per row (decoding, a speculative verify, short prompts) attend with
+#: explicit matmul / softmax / matmul; longer ones with scaled_dot_product_attention (fused kernels)
+SMALL_QUERY = 16
+
+
 class MLA(nn.Module):
     def __init__(self, cfg: LMConfig, layer_idx: int):
         super().__init__()
@@ -70,16 +75,27 @@ class MLA(nn.Module):
         k_nope, v = kv.split([nope, V], dim=-1)
         k = torch.cat([k_nope, k_rope[:, None].expand(B, H, S, R)], dim=-1)  # [B, H, S, nope + R]
 
-        if cache is not None and cache.mask is not None:  # ragged rows: each sees its own valid slots
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.mask, scale=self.scale)
-        elif T == 1:  # one new query sees every cached position
-            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
-        elif start == 0:
+        ragged = cache is not None and cache.mask is not None
+        if T <= SMALL_QUERY:  # decode and verify steps: three plain ops beat SDPA's general path on a CPU
+            scores = torch.matmul(q, k.transpose(-1, -2)).mul_(self.scale)  # [B, H, T, S]
+            if ragged or T > 1:
+                scores = torch.where(_mask(T, S, start, cache, x.device), scores, float("-inf"))
+            out = torch.matmul(scores.softmax(-1), v)
+        elif ragged or start > 0:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=_mask(T, S, start, cache, x.device),
+                                                 scale=self.scale)
+        else:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
-        else:  # a chunk after a prefix: query i (position start + i) sees keys 0..start + i
-            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=start)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, H * V))
+
+
+def _mask(T: int, S: int, start: int, cache: MLACache | None, device) -> torch.Tensor:
+    """Which keys each query sees: a ragged cache's per-row mask [B, 1, T, S] (the row's valid slots), else
+    [T, S] causal after a prefix of ``start`` positions (query i, at position start + i, sees keys
+    0..start + i)."""
+    if cache is not None and cache.mask is not None:
+        return cache.mask
+    return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=start)
 
 
 class RopeTable:
@@ -91,7 +107,7 @@ class RopeTable:
         self.cos = self.sin = None
 
     def __call__(self, start: int, T: int, device, dtype):
-        """cos, sin for positions [start, start + T): each [T, qk_rope_head_dim]."""
+        """cos, signed sin (rope.py) for positions [start, start + T): each [T, qk_rope_head_dim]."""
         end = start + T
         if self.cos is None or self.cos.shape[0] < end or self.cos.dtype != dtype or self.cos.device != device:
             n = max(end, 2 * self.cos.shape[0] if self.cos is not None else 256)

@@ -127,19 +127,26 @@ class MoE(nn.Module):
                                      for _ in range(cfg.n_routed_experts))
         self.shared_experts = (SwiGLU(cfg.hidden_size, cfg.moe_intermediate_size * cfg.n_shared_experts)
                                if cfg.n_shared_experts > 0 else None)
-        self.last_load: torch.Tensor | None = None  # [E] tokens per expert of the last forward (stats)
+        self._last_idx: torch.Tensor | None = None  # [N, k] expert choices of the last forward (stats)
         self._stacked: tuple | None = None  # (key, gate_up, down): the fused experts of _all_experts
+
+    @property
+    def last_load(self) -> torch.Tensor | None:
+        """[E] tokens per expert of the last forward (counted when asked: decoding never asks)."""
+        if self._last_idx is None:
+            return None
+        return torch.bincount(self._last_idx.flatten(), minlength=len(self.experts))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x = x.reshape(-1, shape[-1])  # [N, D]
         idx, weights = self.router(x)
-        flat = idx.flatten()  # [N * k]
-        self.last_load = torch.bincount(flat, minlength=len(self.experts))
+        self._last_idx = idx
         if self._use_all_experts(x.shape[0]):
             out = self._all_experts(x, idx, weights)
         else:
-            out = self._chosen_experts(x, flat, weights, self.last_load)
+            flat = idx.flatten()  # [N * k]
+            out = self._chosen_experts(x, flat, weights, torch.bincount(flat, minlength=len(self.experts)))
         if self.shared_experts is not None:
             out = out + self.shared_experts(x)
         return out.view(shape)
