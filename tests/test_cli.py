@@ -38,6 +38,8 @@ def test_collect_sft_train_eval_chain(tmp_path, capsys):
     assert saved["config"]["gaussian_tokens"] == "dim"
     for name in ("config.yaml", "metrics.jsonl", "learning_curve.png", "checkpoints/latest"):
         assert (run / name).exists(), name
+    final = json.loads((run / "eval" / "rl.json").read_text())  # the evaluation train ends with, kept
+    assert 0 <= final["success"] <= 1 and final["episodes"] > 0
     assert main(["eval", *TOY, str(run), "--episodes", "3", "--out", str(tmp_path / "ev")]) == 0
     result = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert result["episodes"] == 3 and "goto" in result["tasks"]

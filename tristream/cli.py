@@ -113,6 +113,8 @@ def cmd_train(args) -> int:
                           progress=not args.no_progress)
         result = evaluate(policy, cfg, out_dir=run_dir / "eval", label="rl")
         print(format_table({"rl": result}))
+        (run_dir / "eval" / "rl.json").write_text(json.dumps(result, indent=2))
+        print(f"[tristream] wrote {run_dir / 'eval' / 'rl.json'}")
         return 0
     from tristream.workflow.recipe import run_recipe
     run_recipe(cfg, run_dir, spec, resume=bool(args.resume), progress=not args.no_progress)
@@ -340,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = common(sub.add_parser("train", epilog=epilog, help="the default recipe (demos, SFT, RL, eval), or RL from train.init",
                               description="With no train.init: collect demos, SFT, RL, evaluate SFT and RL, print a "
-                                          "summary. With train.init=DIR: RL from that policy, then evaluate."))
+                                          "summary. With train.init=DIR: RL from that policy, then evaluate it "
+                                          "(<run>/eval/rl.json)."))
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     t.set_defaults(func=cmd_train)
     c = common(sub.add_parser("collect", epilog=epilog, help="record scripted-expert demonstrations (HDF5, robomimic layout)"))

@@ -296,11 +296,15 @@ def _resume(run_dir: Path, out: Path) -> dict:
 
 
 def _final_eval(run_dir: Path) -> dict:
-    """The held-out evaluation the resumed run ends with (summary.json): SFT and final RL success, {} if none."""
+    """The held-out evaluation the resumed run ends with: SFT and final RL success from a recipe's
+    summary.json, the final policy's alone from a run started from ``train.init`` (eval/rl.json); {} if none."""
     try:
         ev = json.loads((run_dir / "summary.json").read_text())["eval"]
     except (OSError, ValueError, KeyError):
-        return {}
+        try:
+            ev = {"rl": json.loads((run_dir / "eval" / "rl.json").read_text())}
+        except (OSError, ValueError):
+            return {}
     return {k: {"success": v["success"], "ci95": v["ci95"], "episodes": v["episodes"]} for k, v in ev.items()}
 
 
