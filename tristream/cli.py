@@ -231,7 +231,8 @@ def cmd_bench(args) -> int:
     if args.what == "chaos":
         from tristream.bench.chaos import bench_chaos
         r = bench_chaos(args.preset, args.overrides, args.out, backend=cfg.runtime.backend,
-                        seconds=args.seconds or 3600.0, fault_every=args.fault_every, seed=cfg.run.seed)
+                        seconds=args.seconds or 3600.0, fault_every=args.fault_every, seed=cfg.run.seed,
+                        control=not args.no_control)
         return 0 if r["exit_code"] == 0 else 1
     if args.what == "decode":
         from tristream.bench.decode import bench_decode, parse_batch_sizes, parse_variants
@@ -411,6 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=None,
                    help="peers sf: wall seconds per run (default 200); chaos: seconds of faults (default 3600)")
     b.add_argument("--fault-every", type=float, default=60.0, help="chaos: mean seconds between injected faults")
+    b.add_argument("--no-control", action="store_true", help="chaos: skip the undisturbed run to the same global "
+                   "step that the drill's final policy is compared with")
     b.add_argument("--eval-episodes", type=int, default=100, help="algos: held-out episodes per trained policy")
     b.add_argument("--checkpoint", default="", help="decode: LM folder from `tristream sft --preset lm_tiny --out DIR`")
     b.add_argument("--problems", type=int, default=64, help="decode: held-out prompts decoded per pass")

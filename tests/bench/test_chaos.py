@@ -25,6 +25,12 @@ def test_a_run_under_faults_trains_nothing_twice_and_leaves_nothing_behind(tmp_p
     assert r["resume"]["exit_code"] == 0 and r["resume"]["skipped"]  # past the damaged newest checkpoint
     assert r["samples"] and all(s["roles"] for s in r["samples"])
     assert "rl" in r["final_eval"]  # the resumed run's held-out evaluation
+    # sync: restarted rollouts rerun identically, so an undisturbed run to the same step ends with the same policy
+    c = r["control"]
+    assert r["mode"] == "sync" and c["exit_code"] == 0 and c["global_steps"] == r["global_steps"] + 1
+    assert c["max_abs_weight_diff"] == 0.0, c
+    assert c["eval"]["success"] == c["chaos_eval"]["success"]  # the same weights on the same held-out episodes
+    assert "largest weight difference from the drill's final policy 0" in chaos.format_report(r)
     assert (tmp_path / "chaos_memory.png").exists()
 
 

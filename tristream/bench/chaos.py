@@ -19,7 +19,8 @@ driver or learner and of every role, and the run's blocks in /dev/shm. After ``s
 samples trained twice (a segment key in two steps' ``audit_keys``) and steps that trained data older than
 the lag bound must be 0, no block may be left in /dev/shm and no role process alive, every checkpoint is
 checked against its manifest, and ``tristream train --resume`` must run one more step past the damage (its
-held-out evaluation of the SFT and the final policy goes into the report).
+held-out evaluation of the SFT and the final policy goes into the report). Last, a control run without
+faults to the same global step (``_control``): its final policy against the drill's (equal weights in sync).
 Writes ``chaos.json`` and ``chaos_memory.png`` (RSS per role over time, faults marked).
 """
 from __future__ import annotations
@@ -56,7 +57,7 @@ RAY_PLACEMENT = ["ray.env_worker.resources.sim=1", "ray.inference.resources.head
 
 def bench_chaos(preset: str, overrides: list[str], out_dir: str | Path, *, backend: str = "local",
                 seconds: float = 3600.0, fault_every: float = 60.0, seed: int = 0, sample_every: float = 5.0,
-                timeout_s: float = 20.0) -> dict:
+                timeout_s: float = 20.0, control: bool = True) -> dict:
     # the drill's role timeout unless the overrides set one (a stopped role is restarted after it)
     timeout_s = float(next((o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("runtime.timeout_s=")),
                            timeout_s))
@@ -74,14 +75,15 @@ def bench_chaos(preset: str, overrides: list[str], out_dir: str | Path, *, backe
         cluster = ray_nodes.LoopbackCluster(out / "nodes", HEAD_ARGS, NODE_ARGS)
     try:
         return _drill(preset, overrides, out, run_dir, backend, cluster, fault_kinds, seconds=seconds,
-                      fault_every=fault_every, seed=seed, sample_every=sample_every, timeout_s=timeout_s)
+                      fault_every=fault_every, seed=seed, sample_every=sample_every, timeout_s=timeout_s,
+                      control=control)
     finally:
         if cluster is not None:
             cluster.close()
 
 
 def _drill(preset, overrides, out, run_dir, backend, cluster, fault_kinds, *, seconds, fault_every, seed,
-           sample_every, timeout_s) -> dict:
+           sample_every, timeout_s, control) -> dict:
     placement = [f"ray.address={cluster.address}", *RAY_PLACEMENT] if cluster else []
     cmd = [sys.executable, "-m", "tristream.cli", "train", "--preset", preset, "--no-progress", *overrides,
            f"run.dir={out}", "run.name=chaos_run", f"runtime.backend={backend}", *placement,
@@ -151,6 +153,8 @@ def _drill(preset, overrides, out, run_dir, backend, cluster, fault_kinds, *, se
               **_audit(run_dir), "end": _end_state(run_dir, last_roles), "resume": _resume(run_dir, out)}
     result["memory"] = _memory_growth(samples)
     result["final_eval"] = _final_eval(run_dir)
+    if control and result["resume"]["exit_code"] == 0:
+        result["control"] = _control(cmd, out, run_dir, result["final_eval"])
     publish(result, out / "chaos.json", out / "chaos_memory.png", plot_memory, format_report(result),
             f"; the run's output: {log}")
     return result
@@ -263,7 +267,7 @@ def _audit(run_dir: Path) -> dict:
     bound = runtime["max_policy_lag"] if runtime["mode"] == "async" else 0  # sync modes train fresh data only
     keys = Counter(k for r in rows for k in r.get("audit_keys", []))
     restarts = {k.split("/", 1)[1]: v for k, v in (rows[-1] if rows else {}).items() if k.startswith("restarts/")}
-    return {"global_steps": int(rows[-1]["step"]) if rows else 0,
+    return {"mode": runtime["mode"], "global_steps": int(rows[-1]["step"]) if rows else 0,
             "segments_trained": sum(keys.values()), "segments_trained_twice": sum(n - 1 for n in keys.values() if n > 1),
             "lag_bound": bound, "steps_beyond_lag_bound": sum(1 for r in rows if r.get("policy_lag_max", 0) > bound),
             "restarts": restarts}
@@ -293,6 +297,35 @@ def _resume(run_dir: Path, out: Path) -> dict:
     line = next((ln for ln in text.splitlines() if "resuming from" in ln), "")
     return {"exit_code": rc, "resumed_from": line.split("resuming from ")[-1].split(" (")[0] if line else None,
             "skipped": [ln.split("skipping ", 1)[1] for ln in text.splitlines() if "warning: skipping" in ln]}
+
+
+def _control(drill_cmd: list[str], out: Path, run_dir: Path, chaos_eval: dict) -> dict:
+    """The undisturbed run to compare with: the drill's command without faults, to the global step the
+    resumed drill ended at, from the same start (the drill's SFT policy when it ran the whole recipe). Its
+    final policy against the drill's: the largest weight difference (0 in sync, whose rollouts rerun
+    identically after a restart) and both held-out evaluations (async: equal within noise)."""
+    from safetensors.torch import load_file
+
+    from tristream.checkpoint import latest_checkpoint
+    final = latest_checkpoint(run_dir)
+    step = int(final.name.split("_")[-1])
+    cmd = [*drill_cmd, "run.name=control_run", f"train.steps={step}", f"train.save_every={step}"]
+    if (run_dir / "sft" / "policy.safetensors").exists():
+        cmd.append(f"train.init={run_dir / 'sft'}")
+    print(f"[chaos] control: an undisturbed run of the same settings to global step {step}", flush=True)
+    log = out / "control.log"
+    with open(log, "w") as f:
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=4 * 3600).returncode
+    result = {"command": cmd[3:], "global_steps": step, "exit_code": rc}
+    ckpt = out / "control_run" / "checkpoints" / f"step_{step:06d}" / "policy.safetensors"
+    if rc != 0 or not ckpt.exists():
+        return result
+    ours, theirs = load_file(final / "policy.safetensors"), load_file(ckpt)
+    result["max_abs_weight_diff"] = max((ours[k].double() - theirs[k].double()).abs().max().item()
+                                        for k in ours) if ours.keys() == theirs.keys() else None
+    result["eval"] = _final_eval(out / "control_run").get("rl")
+    result["chaos_eval"] = chaos_eval.get("rl")
+    return result
 
 
 def _final_eval(run_dir: Path) -> dict:
@@ -351,6 +384,17 @@ def format_report(r: dict) -> str:
         lines.append("final policy on held-out episodes: " + ", ".join(
             f"{k} {v['success']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]" for k, v in ev.items())
             + f" ({ev['rl']['episodes']} episodes each)")
+    c = r.get("control")
+    if c:
+        line = f"undisturbed control run to global step {c['global_steps']}: exit {c['exit_code']}"
+        if c.get("max_abs_weight_diff") is not None:
+            sync = r.get("mode") == "sync"
+            line += (f"; largest weight difference from the drill's final policy {c['max_abs_weight_diff']:.3g}"
+                     + ("  (sync: must be 0)" if sync else ""))
+        if c.get("eval") and c.get("chaos_eval"):
+            line += "; held-out success: drill {}, control {}".format(*(
+                f"{v['success']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]" for v in (c["chaos_eval"], c["eval"])))
+        lines.append(line)
     lines = [f"- {line}" for line in lines]  # one bullet per check: a list in Markdown, lines in a terminal
     private = all("anon_ratio" in m for m in r["memory"].values())
     lines += ["", "| role | RSS MB after warm-up | RSS MB at end | ratio |"
