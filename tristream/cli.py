@@ -113,6 +113,7 @@ def cmd_train(args) -> int:
                           progress=not args.no_progress)
         result = evaluate(policy, cfg, out_dir=run_dir / "eval", label="rl")
         print(format_table({"rl": result}))
+        (run_dir / "eval").mkdir(parents=True, exist_ok=True)  # (no videos: evaluate wrote nothing there)
         (run_dir / "eval" / "rl.json").write_text(json.dumps(result, indent=2))
         print(f"[tristream] wrote {run_dir / 'eval' / 'rl.json'}")
         return 0
