@@ -1,5 +1,7 @@
 """The Gymnasium adapter: space mapping, action scaling, episode ends, success, instruction, and the
 errors for envs that do not fit."""
+import os
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -275,3 +277,14 @@ def test_bad_ids_are_clear():
         make_gym_env()
     with pytest.raises(TypeError, match="not a gymnasium.Env"):
         make_gym_env(id="collections:OrderedDict")
+
+
+def test_the_rendering_defaults_apply_to_gym_envs_and_a_user_value_wins(monkeypatch):
+    """Software GL rasterises in the env's own thread (LP_NUM_THREADS=0) for a user's env as for the
+    built-in ones; the defaults are set before the env's module loads and never replace a set value."""
+    monkeypatch.delenv("LP_NUM_THREADS", raising=False)
+    make_gym_env(id="Pendulum-v1")
+    assert os.environ["LP_NUM_THREADS"] == "0" and os.environ["MUJOCO_GL"]
+    monkeypatch.setenv("LP_NUM_THREADS", "2")
+    make_gym_env(id="Pendulum-v1")
+    assert os.environ["LP_NUM_THREADS"] == "2"

@@ -28,6 +28,7 @@ import numpy as np
 from tristream.bench.meta import publish, run_meta
 from tristream.bench.variants import with_overrides
 from tristream.config.loader import save_config
+from tristream.envs.headless_gl import DEFAULTS as GL_DEFAULTS
 
 SCRIPTS = Path(__file__).resolve().parent / "peer_scripts"
 REPO = Path(__file__).resolve().parents[2]  # examples/ (an env named examples.module:Class) lives here
@@ -212,7 +213,7 @@ def _sb3(python: Path, cfg, seed: int, total: int, out: Path) -> tuple[list[dict
     settings = out / f"sb3_seed{seed}.json"
     settings.write_text(json.dumps(sb3_settings(cfg, seed, total), indent=2))
     log = out / f"sb3_seed{seed}.jsonl"
-    env = {**os.environ, "SB3_LOGDIR": str(out / "sb3_logs")}  # not a fresh folder in /tmp per run
+    env = {**GL_DEFAULTS, **os.environ, "SB3_LOGDIR": str(out / "sb3_logs")}  # not a fresh folder in /tmp per run
     wall, cpu = _run([str(python), str(SCRIPTS / "sb3_ppo.py"), str(settings), str(log)], out / f"sb3_seed{seed}.log",
                      env=env)
     return [json.loads(x) for x in log.read_text().splitlines()], wall, cpu
@@ -224,7 +225,9 @@ def _sf(python: Path, cfg, seed: int, seconds: float, out: Path) -> tuple[list[d
     shutil.rmtree(out / "sf_train_dir" / f"seed{seed}", ignore_errors=True)
     logs.mkdir(parents=True)
     settings.write_text(json.dumps(sf_settings(cfg, seed, seconds, out / "sf_train_dir"), indent=2))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    # the rendering defaults tristream's env workers run with (a value the user set wins on both sides), so
+    # the two sides render alike and the comparison measures the runtimes
+    env = {**GL_DEFAULTS, **os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     start = time.time()
     wall, cpu = _run([str(python), str(SCRIPTS / "sf_appo.py"), str(settings), str(logs)], out / f"sf_seed{seed}.log",
                      env=env, seconds=seconds)  # the same wall time as tristream's side, start-up included

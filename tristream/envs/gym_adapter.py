@@ -265,6 +265,9 @@ def _make_gym(env_id: str, kwargs: dict[str, Any], max_episode_steps: int):
     """A gymnasium env from an import path (its class or factory) or a registered id (gymnasium.make)."""
     import gymnasium
 
+    from tristream.envs.headless_gl import set_defaults
+    set_defaults()  # before the env's module loads MuJoCo (a no-op for envs that render otherwise)
+
     env = None
     if ":" in env_id and env_id.rpartition(":")[2].isidentifier():  # not gymnasium's "module:Id-v0" form
         from tristream.registry import ENVS
