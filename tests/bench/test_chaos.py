@@ -38,6 +38,10 @@ def test_chaos_needs_a_fresh_run_folder_and_the_local_or_ray_backend(tmp_path, c
     (tmp_path / "chaos_run").mkdir()
     assert main(["bench", "chaos", *TINY, "--seconds", "1", "--out", str(tmp_path)]) == 2
     assert "chaos_run exists" in capsys.readouterr().err
+    (tmp_path / "chaos_run").rmdir()
+    (tmp_path / "control_run").mkdir()  # the control run's folder must be fresh too
+    assert main(["bench", "chaos", *TINY, "--seconds", "1", "--out", str(tmp_path)]) == 2
+    assert "control_run exists" in capsys.readouterr().err
     assert main(["bench", "chaos", *TINY, "runtime.backend=serial", "--out", str(tmp_path / "x")]) == 2
     assert "the local or the ray backend (got runtime.backend=serial)" in capsys.readouterr().err
 

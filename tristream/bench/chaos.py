@@ -65,8 +65,9 @@ def bench_chaos(preset: str, overrides: list[str], out_dir: str | Path, *, backe
         raise ValueError(f"bench chaos drives the local or the ray backend (got runtime.backend={backend})")
     out = Path(out_dir).resolve()
     run_dir = out / "chaos_run"
-    if run_dir.exists():
-        raise ValueError(f"{run_dir} exists: bench chaos starts a fresh run; pass another --out or remove it")
+    for folder in (run_dir, out / "control_run"):
+        if folder.exists():
+            raise ValueError(f"{folder} exists: bench chaos starts a fresh run; pass another --out or remove it")
     out.mkdir(parents=True, exist_ok=True)
     fault_kinds = RAY_FAULTS if backend == "ray" else FAULTS
     cluster = None
