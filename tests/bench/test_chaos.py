@@ -30,7 +30,9 @@ def test_a_run_under_faults_trains_nothing_twice_and_leaves_nothing_behind(tmp_p
     assert r["mode"] == "sync" and c["exit_code"] == 0 and c["global_steps"] == r["global_steps"] + 1
     assert c["max_abs_weight_diff"] == 0.0, c
     assert c["eval"]["success"] == c["chaos_eval"]["success"]  # the same weights on the same held-out episodes
-    assert "largest weight difference from the drill's final policy 0" in chaos.format_report(r)
+    report = chaos.format_report(r)
+    assert "largest weight difference from the drill's final policy 0" in report
+    assert f"segments of a later step): {r['segments_dropped']}\n" in report
     assert (tmp_path / "chaos_memory.png").exists()
 
 

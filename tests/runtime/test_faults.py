@@ -1,4 +1,5 @@
-"""Faults on the local backend: a killed or failing role is restarted and training finishes."""
+"""Faults: a killed or failing role is restarted and training finishes (local backend), and what a restart
+costs the step in progress (a serial backend with one failure injected)."""
 import os
 import signal
 import subprocess
@@ -8,18 +9,20 @@ from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
+import torch
 
 from tristream.envs import make_env
 from tristream.envs.toy import ToyEnv
 from tristream.metrics import tracker as tracker_mod
 from tristream.runtime.backends import make_backend
 from tristream.runtime.backends.base import RestartPolicy, RestartsExhausted
-from tristream.runtime.messages import Telemetry
+from tristream.runtime.messages import RoleRestarted, SegmentBatch, Telemetry
+from tristream.runtime.backends.serial import SerialBackend
 from tristream.runtime.learner import Learner
 from tristream.runtime.pipeline import train_loop
 from tristream.runtime.shm import SHM_DIR, block_tag
 from tristream.policies.from_config import build_policy
-from tristream.runtime.topology import INFERENCE, RoleId
+from tristream.runtime.topology import INFERENCE, RoleId, Topology
 from tristream.workflow.rl import rl_train
 
 
@@ -111,6 +114,72 @@ def test_env_that_raises_is_restarted_and_nothing_is_half_trained(tiny, tmp_path
     assert sum(r.get("restarts/env_worker0", 0) + r.get("restarts/env_worker1", 0) for r in rows[-1:]) == 1
     # the lost rollout was run again from scratch: every step trained on all of its episodes
     assert all(r["episodes"] == 4 for r in rows)
+
+
+class FailsOnce(SerialBackend):
+    """The serial backend with one role failure: the ``after``-th segment batch of global step ``at`` is lost
+    with its role, and every role is built again, as the local backend replaces them. Counts the segments it
+    delivered to the learner."""
+
+    def __init__(self, cfg, env_spec, *, at: int, after: int):
+        self._args = (cfg, Topology.from_config(cfg), env_spec)
+        super().__init__(*self._args)
+        self.at, self.left, self.delivered, self.dropped_with_role = at, after, 0, 0
+
+    def learner_get(self, timeout: float) -> object:
+        msg = super().learner_get(timeout)
+        if isinstance(msg, SegmentBatch):
+            if self.left and msg.segments[0].global_step == self.at:
+                self.left -= 1
+                if self.left == 0:
+                    self.dropped_with_role = len(msg.segments)
+                    self.close()
+                    SerialBackend.__init__(self, *self._args)
+                    return RoleRestarted(RoleId.env_worker(0), "injected failure")
+            self.delivered += len(msg.segments)
+        return msg
+
+    def learner_poll(self) -> object | None:
+        """Nothing waiting every other time, as when roles are slower than the learner, so that the learner
+        trains on a streamed step while its rollout goes on (the serial backend always has a message)."""
+        self._idle = not getattr(self, "_idle", False)
+        return None if self._idle else super().learner_poll()
+
+
+def _run_serial(cfg, backend=None):
+    spec = make_env("toy", image_size=cfg.env.image_size).spec
+    torch.manual_seed(0)  # the same initial policy in every run
+    policy = build_policy(cfg, spec)
+    learner = Learner(policy, cfg.algo)
+    rows = []
+    train_loop(cfg, policy, spec, learner=learner, start_step=0, on_step=lambda step, m: rows.append(m),
+               backend=backend or make_backend(cfg, spec))
+    return learner, rows
+
+
+@pytest.mark.parametrize("mode,after", [
+    (["runtime.mode=sync"], 4),
+    # async: the update has started on the step when the role fails (the 7th of its 8 segment batches), so
+    # the step closes with what arrived and its incomplete GRPO groups are dropped
+    (["runtime.mode=async", "runtime.max_policy_lag=0", "algo.advantage=grpo", "rollout.group_size=2",
+      "rollout.episodes_per_env=2", "algo.global_batch=4", "algo.micro_batch=4"], 7),
+    # async ahead of the learner: segments of the next step, received early, are lost with the restart
+    (["runtime.mode=async", "runtime.max_policy_lag=1"], 2)])
+def test_every_segment_received_is_trained_once_or_counted_dropped(tiny, mode, after):
+    cfg = tiny("runtime.backend=serial", "train.steps=3", "runtime.audit_samples=true", *mode)
+    spec = make_env("toy", image_size=cfg.env.image_size).spec
+    backend = FailsOnce(cfg, spec, at=1, after=after)
+    learner, rows = _run_serial(cfg, backend)
+    assert backend.left == 0 and len(rows) == 3 and rows[-1]["restarts/env_worker0"] == 1
+    trained = [k for r in rows for k in r["audit_keys"]]
+    dropped = sum(r["segments_dropped"] for r in rows)
+    assert len(set(trained)) == len(trained)
+    assert dropped > 0 and len(trained) + dropped == backend.delivered
+    if "algo.advantage=grpo" in mode:
+        assert rows[1]["dropped_groups"] > 0 and rows[1]["episodes"] < 8  # the lost step closed short
+    if "runtime.mode=sync" in mode:  # the step was rolled out again, identically: the run is undisturbed
+        undisturbed, _ = _run_serial(cfg)
+        assert all(torch.equal(a, b) for a, b in zip(learner.weights().values(), undisturbed.weights().values()))
 
 
 @pytest.mark.slow  # 10 s or more (make test-fast skips it)

@@ -259,8 +259,8 @@ def _sample(t: float, roles: dict[str, int], run_dir: Path, born: dict[int, floa
 
 
 def _audit(run_dir: Path) -> dict:
-    """From metrics.jsonl: global steps, restarts, segment keys trained more than once, steps whose data
-    were older than the lag bound."""
+    """From metrics.jsonl: global steps, restarts, segment keys trained more than once, segments received
+    but not trained (lost to restarts), steps whose data were older than the lag bound."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
             if line.strip()] if (run_dir / "metrics.jsonl").exists() else []
     rows = [r for r in rows if r.get("phase") == "train"]
@@ -270,6 +270,7 @@ def _audit(run_dir: Path) -> dict:
     restarts = {k.split("/", 1)[1]: v for k, v in (rows[-1] if rows else {}).items() if k.startswith("restarts/")}
     return {"mode": runtime["mode"], "global_steps": int(rows[-1]["step"]) if rows else 0,
             "segments_trained": sum(keys.values()), "segments_trained_twice": sum(n - 1 for n in keys.values() if n > 1),
+            "segments_dropped": int(sum(r.get("segments_dropped", 0) for r in rows)),
             "lag_bound": bound, "steps_beyond_lag_bound": sum(1 for r in rows if r.get("policy_lag_max", 0) > bound),
             "restarts": restarts}
 
@@ -380,6 +381,9 @@ def format_report(r: dict) -> str:
              "checkpoints: " + ", ".join(f"{k} {'ok' if v == 'ok' else 'damaged'}" for k, v in r["end"]["checkpoints"].items()),
              f"resume: exit {r['resume']['exit_code']}, from {r['resume']['resumed_from']}, skipped "
              f"{len(r['resume']['skipped'])} damaged checkpoint(s)"]
+    if "segments_dropped" in r:  # a drill of an older tristream did not count them
+        lines.insert(4, f"segments dropped (received, then lost to a restart: a rollout run again, an incomplete "
+                        f"GRPO group, segments of a later step): {r['segments_dropped']}")
     ev = r.get("final_eval") or {}
     if "rl" in ev:
         lines.append("final policy on held-out episodes: " + ", ".join(

@@ -99,6 +99,7 @@ def _run(backend, cfg, learner, tracer, step, on_step, should_stop) -> int:
                           total_steps=cfg.train.steps)
     restarts: dict[str, int] = {}
     early: dict[int, list[Segment]] = defaultdict(list)  # segments of steps the learner has not reached
+    dropped = 0  # segments received since the last step closed that no step will train (restarts)
 
     def new_step(first: list[Segment]):
         update = StepUpdate(learner, envs=range(cfg.rollout.num_envs) if streamed else None,
@@ -130,7 +131,9 @@ def _run(backend, cfg, learner, tracer, step, on_step, should_stop) -> int:
             msg = backend.learner_poll() if busy else backend.learner_get(timeout=cfg.runtime.timeout_s)
             if isinstance(msg, SegmentBatch):
                 segs = msg.segments
-                if segs[0].global_step != step:
+                if segs[0].global_step < step:  # a closed step's (a backend must not deliver these): not trained
+                    dropped += len(segs)
+                elif segs[0].global_step > step:
                     early[segs[0].global_step] += segs
                 else:
                     collected += segs
@@ -142,11 +145,13 @@ def _run(backend, cfg, learner, tracer, step, on_step, should_stop) -> int:
             elif isinstance(msg, RoleRestarted):
                 restarts[str(msg.role)] = restarts.get(str(msg.role), 0) + 1
                 _publish(backend, learner)
+                dropped += sum(map(len, early.values()))
                 early.clear()
                 if update.started:
                     lost = True
                     admission.restart(step + 1)
                 else:  # rerun the step from scratch (its rollout may have ended already)
+                    dropped += len(collected)
                     admission.restart(step)
                     update, collected, t0 = new_step([])
                     lost, t_rollout, overlap = False, None, None
@@ -155,6 +160,8 @@ def _run(backend, cfg, learner, tracer, step, on_step, should_stop) -> int:
                     update.train_step()
             elif over:  # every segment of the step trained on: close the step
                 metrics = episode_metrics(collected, learner.version) | update.finish()
+                metrics["segments_dropped"] += dropped
+                dropped = 0
                 elapsed = time.perf_counter() - t0
                 metrics |= {"rollout_s": t_rollout, "update_s": elapsed - t_rollout, "step_s": elapsed,
                             "env_steps_per_s": metrics["env_steps"] / elapsed, "version": float(learner.version),

@@ -66,6 +66,7 @@ class StepUpdate:
         self._pass_kl: list[float] = []
         self.closed = False
         self.dropped_groups = 0
+        self.dropped_segments = 0  # segments of those groups: received, not trained
         self._sums: dict[str, float] = defaultdict(float)
         self._steps = 0
         self._checked_budget = False
@@ -105,7 +106,9 @@ class StepUpdate:
                 done[s.group_key] += bool(s.episode_done)
             group_size = self.order.group_size
             self.dropped_groups = sum(1 for n in done.values() if n < group_size)
-            rest = [s for s in rest if done[s.group_key] >= group_size]
+            kept = [s for s in rest if done[s.group_key] >= group_size]
+            self.dropped_segments = len(rest) - len(kept)
+            rest = kept
         self._take(rest)
         self._values_at_start = None  # every segment is prepared
         n = sum(len(r) for r in self._ready)
@@ -201,7 +204,7 @@ class StepUpdate:
         out = {k: v if k.endswith("_max") else v / max(self._steps, 1) for k, v in self._sums.items()}
         return out | {"optimizer_steps": float(self._steps), "samples": float(self._cut),
                       "update_epochs_run": float(self._pass if self._steps else 0),
-                      "dropped_groups": float(self.dropped_groups)}
+                      "dropped_groups": float(self.dropped_groups), "segments_dropped": float(self.dropped_segments)}
 
 
 def segment_key(s: Segment) -> str:
