@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Optional
 
+from tristream.cores import auto_env_workers
+
 
 def f(default, help: str, **limits):
     """A field with help text and optional min/max limits (checked on load)."""
@@ -239,7 +241,11 @@ class RuntimeConfig:
     mode: Literal["sync", "async-rollout", "async"] = f(
         "sync", "sync: lockstep baseline; async-rollout: groups on their own clocks, train after the rollout; "
                 "async: also train while the rollout streams in (docs/architecture.md)")
-    env_workers: int = f(2, "EnvWorker processes", min=1)
+    env_workers: int | Literal["auto"] = f(
+        "auto", "EnvWorker processes (actors on Ray); auto: this machine's usable cores less one each for inference "
+                "and the learner, at least 2, lowered to a count that divides rollout.num_envs into "
+                "groups_per_worker groups per worker (resolved on load: the run's config.yaml holds the number)",
+        min=1)
     groups_per_worker: int = f(1, "env groups (slots) per env worker, each stepping on its own clock", min=1)
     batch_max: int = f(0, "dynamic batcher (async modes): fire at this many samples (0: half the envs); "
                           "sync is always lockstep", min=0)
@@ -415,6 +421,8 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
 
     def validate(self) -> None:
+        if self.runtime.env_workers == "auto":
+            self.runtime.env_workers = auto_env_workers(self.rollout.num_envs, self.runtime.groups_per_worker)
         if (self.rollout.speculative_k or self.rollout.weights != "fp32") and self.policy.name != "lm":
             raise ValueError(f"rollout.speculative_k={self.rollout.speculative_k} / rollout.weights="
                              f"{self.rollout.weights}: only a language policy (policy.name=lm) generates with MTP "

@@ -13,23 +13,17 @@ measured CPU speed (a prediction: the runtime itself places every role on the CP
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # a container's affinity mask, not the host's count
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+from tristream.cores import usable_cores
 
 
 @dataclass(frozen=True)
 class Machine:
-    cores: int = dataclasses.field(default_factory=lambda: _usable_cores())
+    cores: int = dataclasses.field(default_factory=usable_cores)
     nodes: int = 1
     gpus: int = 0
     gpu_speedup: float = 20.0
