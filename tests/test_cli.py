@@ -80,6 +80,12 @@ def test_default_recipe_on_tabletop_tiny(tmp_path, capsys):
     assert set(summary["eval"]) == {"sft", "rl"}
     assert summary["eval"]["rl"]["episodes"] == 4
     assert "Success rate per task family" in capsys.readouterr().out
+    # the summary is a result file: `tristream report` prints it under the command that made it
+    assert summary["meta"]["command"] == f"tristream train --preset tiny run.dir={tmp_path} --no-progress"
+    assert main(["report", str(run / "summary.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"`tristream train --preset tiny run.dir={tmp_path} --no-progress`; result file")
+    assert "sft" in out and "rl" in out and "wall time" in out
 
 
 def test_bench_env_prints_throughput(capsys):

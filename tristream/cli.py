@@ -474,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     _omp_wait_policy(argv)
     parser = build_parser()
-    from tristream.bench import meta
+    from tristream import provenance as meta
     meta.COMMAND = ["tristream", *argv]  # result files name the command that made them
     # Config overrides (key.sub=value) may stand anywhere, except as an option's value (--modes may hold
     # `async:runtime.max_policy_lag=2`); argparse sees only the rest.

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tristream.bench import meta
+from tristream import provenance as meta
 from tristream.bench.report import load_result, render, report_command, rewrite
 from tristream.cli import main
 

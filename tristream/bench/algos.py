@@ -20,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tristream.bench.meta import run_meta  # noqa: E402
+from tristream.provenance import run_meta  # noqa: E402
 from tristream.bench.variants import parse_named_overrides, with_overrides  # noqa: E402
 from tristream.config import to_dict  # noqa: E402
 from tristream.metrics.tracker import read_metrics  # noqa: E402

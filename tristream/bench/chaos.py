@@ -39,7 +39,7 @@ import numpy as np
 import yaml
 
 from tristream.bench import ray_nodes
-from tristream.bench.meta import publish, run_meta
+from tristream.provenance import publish, run_meta
 from tristream.checkpoint import CheckpointError, verify_checkpoint
 from tristream.runtime.shm import run_blocks
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from tristream.bench.meta import run_meta
+from tristream.provenance import run_meta
 from tristream.lm.generate import generate
 from tristream.lm.quant import QuantizedLinear, kernels_used, quantize_model
 from tristream.lm.train import TOKENIZER, heldout, load_lm, task_of

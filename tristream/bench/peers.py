@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tristream.bench.meta import publish, run_meta
+from tristream.provenance import publish, run_meta
 from tristream.bench.variants import with_overrides
 from tristream.config.loader import save_config
 from tristream.envs.headless_gl import DEFAULTS as GL_DEFAULTS

@@ -1,5 +1,5 @@
-"""``tristream report``: a benchmark's result file as the table (and figure) it stands for, and the measured
-tables of the docs rebuilt from their result files.
+"""``tristream report``: a benchmark's result file (or a recipe's ``summary.json``) as the table (and figure) it
+stands for, and the measured tables of the docs rebuilt from their result files.
 
 Every ``tristream bench ...`` writes a JSON result (workload, medians and spreads, and under ``meta`` the
 command, commit, machine and versions). A table in README.md or docs/ that came from one sits between two
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tristream.bench.meta import read_json
+from tristream.provenance import read_json
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,9 @@ class Kind:
 def _kinds() -> dict[str, Kind]:
     # imported here: each benchmark module pulls in its own dependencies (matplotlib, the runtime)
     from tristream.bench import algos, chaos, decode, peers, plan_tables, throughput
+    from tristream.workflow.recipe import format_summary
     return {"peers": Kind(peers.format_table, peers.plot_peers, True),
+            "summary": Kind(format_summary, None, False),
             "chaos": Kind(chaos.format_report, chaos.plot_memory, True),
             "decode": Kind(decode.format_result, None, True),
             "algos": Kind(lambda r: algos.format_table(r["results"]), None, True),
@@ -55,7 +57,7 @@ def load_result(path: str | Path) -> tuple[str, dict]:
     kind = kind or path.stem
     if kind not in kinds:
         raise ValueError(f"{path}: not a tristream benchmark result (kind {kind!r}); known: "
-                         f"{', '.join(sorted(kinds))} (the file names bench writes: peers.json, throughput.json, ...)")
+                         f"{', '.join(sorted(kinds))} (the file names bench writes: peers.json, throughput.json, ...; a recipe's summary.json)")
     return kind, result
 
 

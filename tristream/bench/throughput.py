@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from tristream.bench.meta import run_meta
+from tristream.provenance import run_meta
 from tristream.config.convert import to_dict
 from tristream.config.loader import ConfigError, apply_overrides, config_from_dict
 from tristream.metrics.plots import timeline

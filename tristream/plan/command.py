@@ -42,7 +42,7 @@ def error_summary(predicted: dict[str, float], measured: dict[str, float]) -> di
 def _benchmark(path: str, cfg) -> tuple[list[str], int, int, dict[str, float]]:
     """The modes, warm-up, measured steps and medians of a ``bench throughput`` result, which must have been
     measured on ``cfg``'s workload."""
-    from tristream.bench.meta import read_json
+    from tristream.provenance import read_json
     from tristream.bench.throughput import describe_workload
     result = read_json(path, "--against", "a `tristream bench throughput --out DIR` run writes DIR/throughput.json")
     try:
@@ -65,7 +65,7 @@ def cmd_predict(cfg, costs_path: str, machine_spec: str | None, modes: list[str]
                 against: str | None = None, out: str | Path | None = None) -> dict[str, Any]:
     """Predict each mode (``MODE[:KEY=VALUE]...`` as ``bench throughput`` takes them); with ``against``, the
     modes, warm-up and measured steps of that ``throughput.json``, and the error of each prediction."""
-    from tristream.bench.meta import run_meta
+    from tristream.provenance import run_meta
     from tristream.bench.throughput import mode_config
     costs = StageCosts.load(costs_path)
     machine = parse_machine(machine_spec)

@@ -103,7 +103,7 @@ class StageCosts:
 
     @classmethod
     def load(cls, path: str | Path) -> "StageCosts":
-        from tristream.bench.meta import read_json
+        from tristream.provenance import read_json
         data = read_json(path, "cost file", "write it with `tristream plan measure --out ...`")
         return cls.from_json(data, f"cost file {path}")
 

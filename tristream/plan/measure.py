@@ -288,7 +288,7 @@ def probe_transfer(probe, env_spec, learner, policy, segments: list, repeats: in
 def measure_costs(cfg, env_spec, *, repeats: int = 5, corun_seconds: float = 3.0, log: Log = print) -> StageCosts:
     """Run the probes (module docstring) for ``cfg``'s workload; about a minute on the default workload.
     ``corun_seconds``: how long each co-run measurement steps envs."""
-    from tristream.bench.meta import run_meta
+    from tristream.provenance import run_meta
     from tristream.policies.from_config import apply_rl_options, build_policy
     from tristream.runtime.learner import Learner
     probe = probe_config(cfg)

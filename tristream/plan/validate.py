@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from tristream.bench.meta import run_meta
+from tristream.provenance import run_meta
 from tristream.bench.plan_tables import format_prediction
 from tristream.bench.throughput import bench_throughput, mode_config
 from tristream.plan.command import error_summary

@@ -15,6 +15,7 @@ from tristream.metrics.plots import learning_curve
 from tristream.metrics.tracker import Tracker
 from tristream.policies.io import load_policy, save_policy
 from tristream.policies.from_config import build_policy
+from tristream.provenance import run_meta
 from tristream.workflow.collect import collect
 from tristream.workflow.evaluate import evaluate, format_table
 from tristream.workflow.rl import StopFlag, rl_train
@@ -116,11 +117,20 @@ def run_recipe(cfg, run_dir: Path, env_spec, *, resume: bool = False, progress: 
         tracker.log(cfg.train.steps, {"success": r["success"], "label": label}, phase="eval")
     tracker.close()
     learning_curve(run_dir)
-    table = format_table(results)
     timings["total_s"] = time.perf_counter() - t0
-    (run_dir / "summary.json").write_text(json.dumps({"eval": results, "timings": timings}, indent=2))
+    table = format_table(results)
+    summary = {"benchmark": "summary", "eval": results, "timings": timings, "meta": run_meta()}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     (run_dir / "summary.md").write_text(f"# {run_dir.name}\n\n```\n{table}\n```\n")
     print("\nSuccess rate per task family on held-out seeds (95% Wilson CI):\n" + table)
     print(f"\n[tristream] done in {timings['total_s']:.0f} s; outputs in {run_dir}/ (config.yaml, metrics.jsonl, "
           "tb/, checkpoints/, learning_curve.png, eval/*.gif, summary.md)")
     return results
+
+
+def format_summary(summary: dict) -> str:
+    """A recipe's ``summary.json`` as ``tristream report`` prints it: the success table and the stage times."""
+    t = summary.get("timings", {})
+    stages = ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in t.items() if k.endswith("_s") and k != "total_s")
+    timing = f"\n\nwall time {t['total_s']:.0f} s ({stages})" if "total_s" in t else ""
+    return format_table(summary["eval"]) + timing

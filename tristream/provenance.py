@@ -1,5 +1,5 @@
-"""What a benchmark result file records besides its numbers: the command, the commit, the machine and the
-versions."""
+"""What a result file (a benchmark's, a recipe's ``summary.json``) records besides its numbers: the command,
+the commit, the machine and the versions."""
 from __future__ import annotations
 
 import json
