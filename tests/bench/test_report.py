@@ -79,3 +79,13 @@ def test_cli_prints_the_table_and_result_files_name_their_command(tmp_path, caps
     assert meta.run_meta()["command"] == f"tristream report {path}"  # what a bench run now records
     assert main(["report"]) == 2
     assert "name result files" in capsys.readouterr().err
+
+
+def test_result_files_name_the_commit_of_this_checkout():
+    import subprocess
+    from pathlib import Path
+    root = Path(meta.__file__).resolve().parents[1]
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    assert meta.run_meta()["commit"].split("+")[0] == head.stdout.strip()
