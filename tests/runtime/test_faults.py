@@ -124,7 +124,7 @@ class FailsOnce(SerialBackend):
     def __init__(self, cfg, env_spec, *, at: int, after: int):
         self._args = (cfg, Topology.from_config(cfg), env_spec)
         super().__init__(*self._args)
-        self.at, self.left, self.delivered, self.dropped_with_role = at, after, 0, 0
+        self.at, self.left, self.delivered = at, after, 0
 
     def learner_get(self, timeout: float) -> object:
         msg = super().learner_get(timeout)
@@ -132,7 +132,6 @@ class FailsOnce(SerialBackend):
             if self.left and msg.segments[0].global_step == self.at:
                 self.left -= 1
                 if self.left == 0:
-                    self.dropped_with_role = len(msg.segments)
                     self.close()
                     SerialBackend.__init__(self, *self._args)
                     return RoleRestarted(RoleId.env_worker(0), "injected failure")
